@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both create or reuse .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# torch 2.14.1 / torchvision 0.29.1 install from the local wheel cache on the team's machines;
+# elsewhere pip downloads them. torchattacks is installed without its dependencies because 3.5.1
+# pins requests~=2.25.1 (old, with known CVEs) that nothing here needs; see README.
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet --no-deps "torchattacks==3.5.1"
+	touch $(STAMP)
+
+.PHONY: install demo test bench clean
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mm-robust reproduce --preset smoke
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) checkpoints attacks reports

@@ -1,0 +1,185 @@
+"""Checkpoint folders: safetensors weights, a JSON meta file and one-file resumable state.
+
+Layout of ``checkpoints/<run>/``:
+
+- ``last.safetensors`` / ``best.safetensors``: model weights (best = highest test accuracy seen
+  during training, which is what the paper reports; last = the end of training);
+- ``meta.json``: config, dataset, method, alpha, epoch, metrics history, seed, versions, commit;
+- ``state.safetensors``: everything ``--resume`` needs (weights, optimizer buffers, RNG states,
+  history) in *one* file, so a single atomic rename makes the resume point consistent.
+
+Nothing is ever unpickled: safetensors holds raw tensors and JSON holds the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import TrainConfig
+from .errors import UsageError
+from .models import PreActResNet, model_from_config
+from .storage import atomic_write, atomic_write_json, read_json
+
+META_FILE = "meta.json"
+STATE_FILE = "state.safetensors"
+WEIGHT_FILES = {"last": "last.safetensors", "best": "best.safetensors"}
+META_FORMAT = "mm-robust-checkpoint/1"
+REQUIRED_META = {"format": str, "run": str, "config": dict, "epoch": int, "complete": bool, "checkpoints": dict,
+                 "history": list}
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
+
+
+def _cpu_contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    tensors = _cpu_contiguous(tensors)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file; a truncated or tampered file is a clear error, never garbage."""
+    path = Path(path)
+    if path.suffix in PICKLE_SUFFIXES:
+        raise UsageError(f"refusing to load {str(path)!r}: pickle-based checkpoints can run code when loaded; "
+                         "mm-robust only reads .safetensors")
+    if not path.is_file():
+        raise UsageError(f"missing checkpoint file {str(path)!r}")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"corrupted checkpoint {str(path)!r} (truncated or tampered: {exc})") from None
+    return tensors, metadata
+
+
+def save_weights(path: Path, model: torch.nn.Module) -> None:
+    save_tensors(path, model.state_dict())
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    """meta.json with every required key present and of the right type."""
+    path = Path(run_dir) / META_FILE
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise UsageError(f"invalid {str(path)!r}: expected a JSON object")
+    for key, kind in REQUIRED_META.items():
+        if key not in meta:
+            raise UsageError(f"invalid {str(path)!r}: missing key {key!r}")
+        if not isinstance(meta[key], kind) or (kind is int and isinstance(meta[key], bool)):
+            raise UsageError(f"invalid {str(path)!r}: {key!r} must be {kind.__name__}, got {type(meta[key]).__name__}")
+    if meta["format"] != META_FORMAT:
+        raise UsageError(f"invalid {str(path)!r}: format {meta['format']!r}, expected {META_FORMAT!r}")
+    try:
+        meta["config"] = TrainConfig.from_dict(meta["config"]).to_dict()
+    except UsageError as exc:
+        raise UsageError(f"invalid {str(path)!r}: {exc}") from None
+    except TypeError as exc:
+        raise UsageError(f"invalid {str(path)!r}: bad config ({exc})") from None
+    return meta
+
+
+def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
+    atomic_write_json(Path(run_dir) / META_FILE, meta)
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready for evaluation, with the settings it was trained with."""
+
+    model: PreActResNet
+    config: TrainConfig
+    meta: dict[str, Any]
+    run_dir: Path
+    which: str  # "last" or "best"
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def epoch(self) -> int:
+        return int(self.meta["checkpoints"][self.which]["epoch"])
+
+
+def load_model(run_dir: str | Path, which: str = "last", device: torch.device | str = "cpu") -> LoadedModel:
+    """Build the architecture from meta.json and load the `which` weights, strictly."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"checkpoint folder {str(run_dir)!r} does not exist")
+    meta = read_meta(run_dir)
+    if which not in WEIGHT_FILES:
+        raise UsageError(f"unknown checkpoint kind {which!r}; valid: {', '.join(WEIGHT_FILES)}")
+    if which not in meta["checkpoints"]:
+        raise UsageError(f"{str(run_dir)!r} has no {which!r} checkpoint yet; valid here: {', '.join(meta['checkpoints'])}")
+    config = TrainConfig.from_dict(meta["config"])
+    model = model_from_config(config)
+    tensors, _ = load_tensors(run_dir / WEIGHT_FILES[which])
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        detail = (missing and f"missing {missing[:3]}") or (unexpected and f"unexpected {unexpected[:3]}") or f"wrong shape {wrong[:3]}"
+        raise UsageError(f"checkpoint {str(run_dir / WEIGHT_FILES[which])!r} does not match its meta.json architecture: {detail}")
+    if not all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
+        raise UsageError(f"checkpoint {str(run_dir / WEIGHT_FILES[which])!r} holds non-finite weights")
+    model.load_state_dict(tensors)
+    model.to(device).eval()
+    return LoadedModel(model, config, meta, run_dir, which)
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Run folders (those with a meta.json) under `root`, sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / META_FILE).is_file())
+
+
+def resolve_runs(root: str | Path, names: list[str] | None) -> list[Path]:
+    """The runs named with --checkpoint (a folder path or a name under `root`), else all of them."""
+    root = Path(root)
+    if not names:
+        runs = find_runs(root)
+        if not runs:
+            raise UsageError(f"no trained models found in {str(root)!r}; run `mm-robust train` first or pass --checkpoint")
+        return runs
+    runs = []
+    for name in names:
+        candidate = Path(name)
+        if candidate.suffix in PICKLE_SUFFIXES or candidate.suffix == ".safetensors":
+            load_tensors(candidate)  # refuses pickles with a clear message before anything else
+            raise UsageError(f"--checkpoint takes a run folder (with meta.json), not the file {name!r}")
+        if not candidate.is_dir():
+            candidate = root / name
+        if not (candidate / META_FILE).is_file():
+            valid = ", ".join(p.name for p in find_runs(root)) or "none"
+            raise UsageError(f"checkpoint {name!r} not found (no meta.json); runs in {str(root)!r}: {valid}")
+        runs.append(candidate)
+    return runs
+
+
+def state_metadata(payload: dict[str, Any]) -> dict[str, str]:
+    return {"state": json.dumps(payload)}
+
+
+def parse_state_metadata(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
+    try:
+        payload = json.loads(metadata["state"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise UsageError(f"corrupted training state {str(path)!r}: {exc}") from None
+    if not isinstance(payload, dict):
+        raise UsageError(f"corrupted training state {str(path)!r}: expected a JSON object")
+    return payload

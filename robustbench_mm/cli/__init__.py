@@ -1,0 +1,59 @@
+"""`mm-robust`: a thin argparse layer over the Python API.
+
+Each subcommand lives in its own module with `add_parser(subparsers)` and `run(args)`.
+User mistakes become one line on stderr and exit code 2; nothing prints a traceback for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import MMRobustError
+from . import train as train_cmd
+
+COMMANDS = [train_cmd]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse already exits 2 on bad syntax; keep its message to one line."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's API
+        self.exit(2, f"mm-robust: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = _Parser(prog="mm-robust", description="Adversarial and deformation robustness of Manifold Mixup models.")
+    parser.add_argument("--version", action="version", version=f"mm-robust {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except MMRobustError as exc:
+        print(f"mm-robust: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("mm-robust: interrupted; finished epochs and results are saved, rerun with --resume", file=sys.stderr)
+        return 130
+    except torch_oom_error() as exc:  # type: ignore[misc]
+        print(f"mm-robust: error: the GPU ran out of memory ({str(exc).splitlines()[0]}); "
+              "try a smaller --batch-size", file=sys.stderr)
+        return 1
+
+
+def torch_oom_error() -> type[BaseException]:
+    import torch
+
+    return torch.OutOfMemoryError
+
+
+if __name__ == "__main__":
+    sys.exit(main())

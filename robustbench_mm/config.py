@@ -1,0 +1,231 @@
+"""Every setting of every stage, as typed dataclasses.
+
+A config is validated once, on construction, and is saved verbatim (``asdict``) into every
+checkpoint and result file, so a number can always be traced back to the settings that made it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from .errors import UsageError, check_choice, check_positive
+
+DATASETS = ("cifar10", "cifar100", "digits")
+METHODS = ("baseline", "input", "manifold")
+ARCHS = ("preactresnet18", "preactresnet34", "preactresnet152")
+LOSSES = ("bce", "ce")
+MIX_LAYER_SETS = ("paper", "all")
+PRESETS = ("paper", "fast", "smoke")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("bf16", "fp32")
+CHECKPOINT_KINDS = ("last", "best")
+
+# The paper's alpha per method; `--method all` trains exactly the models Tables 3, 5 and 7 need.
+DEFAULT_ALPHA = {"baseline": 0.0, "input": 1.0, "manifold": 2.0}
+TABLE_MODELS = (("baseline", 0.0), ("input", 1.0), ("input", 2.0), ("manifold", 2.0))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "cifar10"
+    method: str = "manifold"
+    alpha: float = 2.0
+    arch: str = "preactresnet18"
+    width: int = 64
+    final_bn: bool = False  # the authors' model has no BN-ReLU before pooling; He et al.'s has
+    mix_layers: str = "paper"  # paper: {input, stage 1, stage 2}; all: adds stage 3
+    loss: str = "bce"
+    preset: str = "fast"
+    epochs: int = 200
+    lr: float = 0.1
+    milestones: tuple[int, ...] = (100, 150)
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    batch_size: int = 100
+    crop_padding: int = 2  # the authors' current code; their 2018 code used 4
+    flip: bool = True
+    eval_every: int = 1
+    eval_batch_size: int = 1000
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "bf16"  # autocast dtype on CUDA; the CPU always trains in fp32
+    channels_last: bool = True
+    compile: bool = False
+    n_train: int | None = None  # a fixed subset, for tests and quick looks
+    n_test: int | None = None
+    data_dir: str = "data"
+    download: bool = True
+    out: str = "checkpoints"
+    run_name: str = ""
+
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("method", self.method, METHODS)
+        check_choice("architecture", self.arch, ARCHS)
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("mix layer set", self.mix_layers, MIX_LAYER_SETS)
+        check_choice("preset", self.preset, PRESETS)
+        check_choice("device", self.device, DEVICES)
+        check_choice("precision", self.precision, PRECISIONS)
+        if self.method != "baseline":
+            check_positive("--alpha", self.alpha)
+        check_positive("--epochs", self.epochs)
+        check_positive("--batch-size", self.batch_size)
+        check_positive("--eval-batch-size", self.eval_batch_size)
+        check_positive("--width", self.width)
+        check_positive("--lr", self.lr)
+        check_positive("--eval-every", self.eval_every)
+        check_positive("--weight-decay", self.weight_decay, allow_zero=True)
+        check_positive("--crop-padding", self.crop_padding, allow_zero=True)
+        check_positive("--seed", self.seed, allow_zero=True)
+        for name in ("n_train", "n_test"):
+            value = getattr(self, name)
+            if value is not None:
+                check_positive("--" + name.replace("_", "-"), value)
+        if any(m <= 0 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+            raise UsageError(f"--milestones must be increasing positive epochs, got {list(self.milestones)}")
+        if not self.run_name:
+            object.__setattr__(self, "run_name", default_run_name(self))
+
+    @property
+    def num_classes(self) -> int:
+        return 100 if self.dataset == "cifar100" else 10
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        return config_from_dict(cls, data)
+
+
+def default_run_name(config: TrainConfig) -> str:
+    name = f"{config.dataset}-{config.arch}-{config.method}"
+    if config.method != "baseline":
+        name += f"-a{config.alpha:g}"
+    return name
+
+
+# Settings per preset; anything given on the command line wins over these.
+PRESET_SETTINGS: dict[str, dict[str, Any]] = {
+    "paper": dict(epochs=1200, lr=0.1, milestones=(400, 800), batch_size=100),
+    "fast": dict(epochs=200, lr=0.1, milestones=(100, 150), batch_size=100),
+    # Offline digits at a quarter of the width: all four table models train on 2 CPU cores in minutes.
+    "smoke": dict(
+        dataset="digits", epochs=12, lr=0.05, milestones=(8,), batch_size=64, width=16,
+        eval_batch_size=500, device="auto",
+    ),
+}
+
+
+def train_config_for_preset(preset: str, **overrides: Any) -> TrainConfig:
+    """The preset's settings with `overrides` (None values ignored) on top."""
+    check_choice("preset", preset, PRESETS)
+    settings = {"preset": preset, **PRESET_SETTINGS[preset]}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    if "alpha" not in settings or settings["alpha"] is None:
+        settings["alpha"] = DEFAULT_ALPHA[settings.get("method", TrainConfig.method)]
+    return TrainConfig(**settings)
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """`mm-robust attack`: FGSM in both protocols, unbounded PGD and gradient-masking checks."""
+
+    eps: tuple[float, ...] = (0.03,)
+    protocols: tuple[str, ...] = ("standard", "paper")
+    sweep: tuple[float, ...] = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1)
+    pgd_steps: int = 200
+    pgd_step_size: float = 0.01
+    pgd_pass_threshold: float = 1.0  # percent: unbounded PGD must reach at most this accuracy
+    bounded_pgd_steps: int = 20
+    n_examples: int | None = None
+    batch_size: int = 500
+    checkpoint: str = "last"
+    seed: int = 0
+    device: str = "auto"
+    save_examples: int = 16
+
+    def __post_init__(self) -> None:
+        for protocol in self.protocols:
+            check_choice("protocol", protocol, ("standard", "paper"))
+        for eps in (*self.eps, *self.sweep):
+            check_positive("--eps", eps, allow_zero=True)
+            if "standard" in self.protocols and eps > 1:
+                raise UsageError(f"--eps {eps} is outside the [0, 1] pixel range of the standard protocol")
+        check_positive("--pgd-steps", self.pgd_steps)
+        check_positive("--pgd-step-size", self.pgd_step_size)
+        check_positive("--bounded-pgd-steps", self.bounded_pgd_steps)
+        check_positive("--batch-size", self.batch_size)
+        check_positive("--seed", self.seed, allow_zero=True)
+        check_positive("--save-examples", self.save_examples, allow_zero=True)
+        if not 0 <= self.pgd_pass_threshold <= 100:
+            raise UsageError(f"--pgd-threshold must be a percentage in [0, 100], got {self.pgd_pass_threshold}")
+        if self.n_examples is not None:
+            check_positive("--n-examples", self.n_examples)
+        check_choice("checkpoint", self.checkpoint, CHECKPOINT_KINDS)
+        check_choice("device", self.device, DEVICES)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DeformConfig:
+    """`mm-robust deform`: the 17 deformation test sets of Table 7."""
+
+    sets: tuple[str, ...] = ()  # empty = all 17
+    interpolation: str = "nearest"
+    seed: int = 0
+    n_examples: int | None = None
+    batch_size: int = 500
+    checkpoint: str = "last"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_choice("interpolation", self.interpolation, ("nearest", "bilinear"))
+        check_positive("--seed", self.seed, allow_zero=True)
+        check_positive("--batch-size", self.batch_size)
+        if self.n_examples is not None:
+            check_positive("--n-examples", self.n_examples)
+        check_choice("checkpoint", self.checkpoint, CHECKPOINT_KINDS)
+        check_choice("device", self.device, DEVICES)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def config_from_dict(cls, data: dict[str, Any]):
+    """Rebuild a config saved with `to_dict`, rejecting unknown keys and wrong types clearly."""
+    if not isinstance(data, dict):
+        raise UsageError(f"expected a JSON object for {cls.__name__}, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise UsageError(f"unknown {cls.__name__} keys {unknown}; valid: {', '.join(known)}")
+    values = {}
+    for name, value in data.items():
+        default = known[name].default
+        if isinstance(value, list):
+            value = tuple(value)
+        if default is not None and default is not dataclasses.MISSING and value is not None:
+            expected = type(default)
+            ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
+            if expected is not bool and isinstance(value, bool):
+                ok = False
+            if not ok:
+                raise UsageError(
+                    f"{cls.__name__}.{name} must be {expected.__name__}, got {type(value).__name__} {value!r}"
+                )
+        values[name] = value
+    return cls(**values)
+
+
+__all__ = [
+    "AttackConfig", "DeformConfig", "TrainConfig", "train_config_for_preset", "config_from_dict",
+    "DATASETS", "METHODS", "ARCHS", "PRESETS", "TABLE_MODELS", "DEFAULT_ALPHA", "replace", "field",
+]

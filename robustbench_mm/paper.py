@@ -1,0 +1,56 @@
+"""The paper's published numbers (Verma et al., 2019), for side-by-side tables."""
+
+from __future__ import annotations
+
+# Table 5: FGSM eps = 0.03, test accuracy (%), PreActResNet18.
+TABLE5 = {
+    "cifar10": {
+        "Thermometer (Buckman et al.)": 80.97,
+        "Adv. training (Madry et al.)": 60.30,
+        "baseline": 36.32,
+        "input-a1": 71.51,
+        "manifold-a2": 77.50,
+    },
+    "cifar100": {
+        "input-a1": 40.7,
+        "manifold-a2": 44.96,
+    },
+}
+
+# Appendix D: unbounded PGD, 200 iterations, step 0.01 -> accuracy (%).
+PGD_UNBOUNDED = {"input-a1": 1.0, "manifold-a2": 0.0}
+
+# Table 7 (CIFAR-100, PreActResNet34): columns baseline | input a=1 | input a=2 | manifold a=2.
+TABLE7_COLUMNS = ("baseline", "input-a1", "input-a2", "manifold-a2")
+TABLE7 = {
+    "rotate-20": (52.96, 55.55, 56.48, 60.08),
+    "rotate-40": (33.82, 37.73, 36.78, 42.13),
+    "rotate-60": (26.77, 28.47, 27.53, 33.78),
+    "rotate-80": (24.19, 26.72, 25.34, 29.95),
+    "shear-28.6": (55.92, 58.16, 60.01, 62.85),
+    "shear-57.3": (35.66, 39.34, 39.70, 44.27),
+    "shear-114.6": (19.57, 22.94, 22.80, 24.69),
+    "shear-143.2": (17.55, 21.66, 21.22, 23.56),
+    "shear-171.9": (22.38, 25.53, 25.27, 28.02),
+    "zoom-in-20": (2.43, 1.90, 2.45, 2.03),
+    "zoom-in-40": (4.97, 4.47, 5.23, 4.17),
+    "zoom-in-60": (12.68, 13.75, 13.12, 11.49),
+    "zoom-in-80": (47.95, 52.18, 50.47, 52.70),
+    "zoom-out-120": (43.18, 60.02, 61.62, 63.59),
+    "zoom-out-140": (19.34, 41.81, 42.02, 45.29),
+    "zoom-out-160": (11.12, 25.48, 25.85, 27.02),
+    "zoom-out-180": (7.98, 18.11, 18.02, 15.68),
+}
+TABLE3_SETS = ("rotate-20", "rotate-60", "shear-28.6", "shear-57.3", "zoom-in-80", "zoom-out-140", "zoom-out-160")
+
+
+def model_key(method: str, alpha: float | None) -> str:
+    """'baseline', 'input-a1', 'manifold-a2': how the paper's columns name a model."""
+    return "baseline" if method == "baseline" else f"{method}-a{alpha:g}"
+
+
+def paper_table7(set_name: str, key: str) -> float | None:
+    row = TABLE7.get(set_name)
+    if row is None or key not in TABLE7_COLUMNS:
+        return None
+    return row[TABLE7_COLUMNS.index(key)]

@@ -1,0 +1,77 @@
+"""Result files under ``attacks/<run>/``: one JSON per (model, evaluation), written atomically.
+
+Every file carries the model it measured, the exact settings, and provenance, so the report
+stage can rebuild tables from these files alone.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .checkpoints import LoadedModel
+from .paper import model_key
+from .runtime import provenance
+from .storage import atomic_write_json, read_json
+
+RESULT_FORMAT = "mm-robust-result/1"
+
+
+def model_summary(loaded: LoadedModel) -> dict[str, Any]:
+    """Who was evaluated: enough to place the numbers in the right table cell."""
+    meta = loaded.meta
+    config = loaded.config
+    return {
+        "run": loaded.name,
+        "key": model_key(config.method, config.alpha),
+        "dataset": config.dataset,
+        "method": config.method,
+        "alpha": config.alpha if config.method != "baseline" else None,
+        "arch": config.arch,
+        "width": config.width,
+        "preset": config.preset,
+        "epochs_trained": meta["epoch"],
+        "checkpoint": loaded.which,
+        "checkpoint_epoch": loaded.epoch,
+        "train_seed": config.seed,
+        "train_git_commit": meta.get("git_commit", "unknown"),
+    }
+
+
+def as_json(obj: Any) -> Any:
+    """`obj` as it reads back from JSON (tuples become lists), for comparing with stored files."""
+    return json.loads(json.dumps(obj))
+
+
+def result_path(root: str | Path, run: str, evaluation: str) -> Path:
+    return Path(root) / run / f"{evaluation}.json"
+
+
+def write_result(path: Path, evaluation: str, model: dict[str, Any], settings: dict[str, Any],
+                 payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {
+        "format": RESULT_FORMAT,
+        "evaluation": evaluation,
+        "model": model,
+        "settings": settings,
+        **payload,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(),
+    })
+
+
+def finished_result(path: Path, model: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored result if it exists and was made for this exact model and these settings."""
+    if not path.is_file():
+        return None
+    try:
+        stored = read_json(path)
+    except Exception:  # a corrupt file is simply redone
+        return None
+    if stored.get("format") != RESULT_FORMAT or stored.get("model") != as_json(model) or \
+            stored.get("settings") != as_json(settings):
+        return None
+    return stored

@@ -1,0 +1,289 @@
+"""Training: baseline, input mixup and manifold mixup PreActResNets, resumable and reproducible.
+
+The loop follows airbench's recipe for speed: the dataset sits on the device, batches are
+augmented there, mixup randomness for a whole epoch is drawn up front on the host and copied
+over once, and the loss/accuracy accumulate on the device so the step never waits for the GPU.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoints import (
+    META_FILE, META_FORMAT, STATE_FILE, WEIGHT_FILES, load_tensors, parse_state_metadata, save_tensors,
+    save_weights, state_metadata, write_meta,
+)
+from .config import TrainConfig
+from .data import DeviceBatches, ImageSet, load_dataset
+from .errors import MMRobustError, UsageError
+from .metrics import evaluate
+from .mixup import LOSSES, eligible_mix_points, soft_targets
+from .models import MixSpec, model_from_config
+from .runtime import provenance, resolve_device, seed_everything
+from .storage import ensure_writable_dir, folder_lock
+
+# Settings that may differ between a run and its --resume without changing the result.
+RESUME_FREE = {"device", "out", "data_dir", "download", "eval_batch_size", "compile"}
+
+
+class TrainingDiverged(MMRobustError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+    exit_code = 1
+
+
+def lr_at(config: TrainConfig, epoch: int) -> float:
+    """Step schedule: lr x gamma at each milestone (epochs counted from 0)."""
+    return config.lr * config.lr_gamma ** sum(epoch >= m for m in config.milestones)
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training and must survive a restart."""
+
+    epoch: int = 0  # epochs completed
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    mix_rng: np.random.Generator | None = None
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, progress: bool = True):
+        self.config = config
+        self.progress = progress
+        self.device = resolve_device(config.device)
+        self.run_dir = Path(config.out) / config.run_name
+        self.use_cuda = self.device.type == "cuda"
+
+    # ---- setup -------------------------------------------------------------------------
+
+    def _load_data(self) -> tuple[ImageSet, ImageSet]:
+        c = self.config
+        train = load_dataset(c.dataset, True, c.data_dir, c.download).subset(c.n_train)
+        test = load_dataset(c.dataset, False, c.data_dir, c.download).subset(c.n_test)
+        return train.to(self.device), test.to(self.device)
+
+    def _build(self) -> None:
+        c = self.config
+        seed_everything(c.seed)
+        self.model = model_from_config(c).to(self.device)
+        if self.use_cuda and c.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum,
+                                         nesterov=c.nesterov, weight_decay=c.weight_decay)
+        self.generator = torch.Generator(device=self.device).manual_seed(c.seed)
+        self.state = TrainState(mix_rng=np.random.default_rng(c.seed))
+        self.step_model = torch.compile(self.model) if c.compile else self.model
+        self.loss_fn = LOSSES[c.loss]
+        self.mix_points = eligible_mix_points(c.method, c.mix_layers)
+
+    # ---- checkpoints -------------------------------------------------------------------
+
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        for index, param_state in self.optimizer.state_dict()["state"].items():
+            for key, value in param_state.items():
+                if torch.is_tensor(value):
+                    tensors[f"optim.{index}.{key}"] = value
+        tensors["rng.data"] = self.generator.get_state()
+        return tensors
+
+    def _save_state(self) -> None:
+        payload = {
+            "epoch": self.state.epoch,
+            "history": self.state.history,
+            "best": self.state.best,
+            "mix_rng": self.state.mix_rng.bit_generator.state,
+            "config": self.config.to_dict(),
+        }
+        save_tensors(self.run_dir / STATE_FILE, self._state_tensors(), state_metadata(payload))
+
+    def _restore_state(self) -> None:
+        path = self.run_dir / STATE_FILE
+        tensors, metadata = load_tensors(path)
+        payload = parse_state_metadata(path, metadata)
+        saved = TrainConfig.from_dict(payload["config"]).to_dict()
+        ours = self.config.to_dict()
+        differing = sorted(k for k in ours if k not in RESUME_FREE and ours[k] != saved[k])
+        if differing:
+            changes = ", ".join(f"{k}={saved[k]!r} (now {ours[k]!r})" for k in differing)
+            raise UsageError(f"--resume with different settings than run {self.config.run_name!r} was started with: "
+                             f"{changes}; use the original settings or --force to start over")
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        optim_state = self.optimizer.state_dict()
+        optim_state["state"] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                optim_state["state"].setdefault(int(index), {})[name] = value.to(self.device)
+        self.optimizer.load_state_dict(optim_state)
+        self.generator.set_state(tensors["rng.data"])
+        self.state.epoch = int(payload["epoch"])
+        self.state.history = list(payload["history"])
+        self.state.best = payload["best"]
+        self.state.mix_rng.bit_generator.state = payload["mix_rng"]
+
+    def _write_meta(self) -> None:
+        c = self.config
+        last_metrics = next((h for h in reversed(self.state.history) if "test_accuracy" in h), {})
+        checkpoints = {"last": {"file": WEIGHT_FILES["last"], "epoch": self.state.epoch,
+                                "test_accuracy": last_metrics.get("test_accuracy"),
+                                "test_nll": last_metrics.get("test_nll"),
+                                "selection": "weights at the end of the last completed epoch"}}
+        if self.state.best is not None:
+            checkpoints["best"] = {"file": WEIGHT_FILES["best"], **self.state.best,
+                                   "selection": "highest test accuracy seen during training (what the paper reports)"}
+        meta = {
+            "format": META_FORMAT,
+            "run": c.run_name,
+            "dataset": c.dataset,
+            "method": c.method,
+            "alpha": c.alpha if c.method != "baseline" else None,
+            "arch": c.arch,
+            "num_classes": c.num_classes,
+            "seed": c.seed,
+            "preset": c.preset,
+            "epoch": self.state.epoch,
+            "epochs": c.epochs,
+            "complete": self.state.epoch >= c.epochs,
+            "checkpoints": checkpoints,
+            "history": self.state.history,
+            "config": c.to_dict(),
+            "device": str(self.device),
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **provenance(),
+        }
+        write_meta(self.run_dir, meta)
+
+    def _prepare_run_dir(self, resume: bool, force: bool) -> bool:
+        """Returns True when training should continue from saved state."""
+        has_state = (self.run_dir / STATE_FILE).is_file()
+        has_anything = has_state or (self.run_dir / META_FILE).is_file()
+        if force:
+            for path in [self.run_dir / f for f in (STATE_FILE, META_FILE, *WEIGHT_FILES.values())]:
+                path.unlink(missing_ok=True)
+            return False
+        if has_anything and not resume:
+            raise UsageError(f"run {str(self.run_dir)!r} already exists; pass --resume to continue it "
+                             "or --force to start it over")
+        return resume and has_state
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    def _epoch_mixes(self, steps: int) -> tuple[list[int], torch.Tensor | None]:
+        """Mixing points and lambdas for a whole epoch, drawn on the host, copied to the device once."""
+        if not self.mix_points:
+            return [], None
+        rng = self.state.mix_rng
+        lams = rng.beta(self.config.alpha, self.config.alpha, size=steps).astype(np.float32)
+        layers = [int(self.mix_points[i]) for i in rng.integers(len(self.mix_points), size=steps)]
+        lam_tensor = torch.from_numpy(lams)
+        if self.use_cuda:
+            lam_tensor = lam_tensor.pin_memory()
+        return layers, lam_tensor.to(self.device, non_blocking=True)
+
+    def _train_epoch(self, batches: DeviceBatches, bar) -> dict[str, float]:
+        c = self.config
+        self.model.train()
+        lr = lr_at(c, self.state.epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        steps = len(batches)
+        layers, lams = self._epoch_mixes(steps)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        first_bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
+        start = time.perf_counter()
+        for step, (x, y) in enumerate(batches):
+            mix = None
+            if lams is not None:
+                perm = torch.randperm(len(y), device=self.device, generator=self.generator)
+                mix = MixSpec(layer=layers[step], lam=lams[step], perm=perm)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_cuda and c.precision == "bf16"):
+                logits = self.step_model(x, mix)
+            loss = self.loss_fn(logits, soft_targets(y, c.num_classes, mix))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss = loss.detach()
+            loss_sum += loss
+            first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step, first_bad_step)
+            pred = logits.detach().argmax(1)
+            hits = (pred == y).float().sum()
+            if mix is not None:
+                hits = mix.lam * hits + (1 - mix.lam) * (pred == y[mix.perm]).float().sum()
+            correct += hits
+            if bar is not None:
+                bar.update(1)
+        bad = int(first_bad_step.item())  # the epoch's only sync
+        if bad >= 0:
+            raise TrainingDiverged(
+                f"loss became non-finite at epoch {self.state.epoch + 1}, step {bad + 1}; kept the last good "
+                f"checkpoint (epoch {self.state.epoch}) in {str(self.run_dir)!r}; try a lower --lr")
+        seconds = time.perf_counter() - start
+        images = steps * batches.batch_size
+        return {"train_loss": loss_sum.item() / steps, "train_accuracy": 100.0 * correct.item() / images,
+                "lr": lr, "seconds": seconds, "images_per_second": images / seconds}
+
+    def run(self, resume: bool = False, force: bool = False) -> Path:
+        c = self.config
+        ensure_writable_dir(Path(c.out))
+        with folder_lock(self.run_dir):
+            resuming = self._prepare_run_dir(resume, force)
+            train_data, test_data = self._load_data()
+            self._build()
+            if resuming:
+                self._restore_state()
+                if self.state.epoch >= c.epochs:
+                    self._log(f"{c.run_name}: already complete ({self.state.epoch} epochs)")
+                    return self.run_dir
+            batches = DeviceBatches(train_data, c.batch_size, self.generator, c.crop_padding, c.flip,
+                                    channels_last=self.use_cuda and c.channels_last)
+            total = (c.epochs - self.state.epoch) * len(batches)
+            bar = tqdm(total=total, desc=c.run_name, unit="step", disable=not self.progress, file=sys.stderr,
+                       dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
+            try:
+                while self.state.epoch < c.epochs:
+                    record = {"epoch": self.state.epoch + 1, **self._train_epoch(batches, bar)}
+                    self.state.epoch += 1
+                    if self.state.epoch % c.eval_every == 0 or self.state.epoch == c.epochs:
+                        metrics = evaluate(self.model, test_data, c.eval_batch_size)
+                        record.update(test_accuracy=metrics["accuracy"], test_nll=metrics["nll"])
+                        if self.state.best is None or metrics["accuracy"] > self.state.best["test_accuracy"]:
+                            self.state.best = {"epoch": self.state.epoch, "test_accuracy": metrics["accuracy"],
+                                               "test_nll": metrics["nll"]}
+                            save_weights(self.run_dir / WEIGHT_FILES["best"], self.model)
+                    self.state.history.append(record)
+                    self._save_state()
+                    save_weights(self.run_dir / WEIGHT_FILES["last"], self.model)
+                    self._write_meta()
+                    bar.set_postfix(epoch=f"{self.state.epoch}/{c.epochs}", loss=f"{record['train_loss']:.3f}",
+                                    acc=f"{record['train_accuracy']:.1f}",
+                                    test=f"{record.get('test_accuracy', float('nan')):.1f}",
+                                    img_s=f"{record['images_per_second']:.0f}")
+            finally:
+                bar.close()
+            best = self.state.best or {}
+            self._log(f"{c.run_name}: done, test accuracy last {record.get('test_accuracy', float('nan')):.2f}% / "
+                      f"best {best.get('test_accuracy', float('nan')):.2f}% (epoch {best.get('epoch')}) -> {self.run_dir}")
+        return self.run_dir
+
+    def _log(self, message: str) -> None:
+        if self.progress:
+            print(message, file=sys.stderr)
+
+
+def train(config: TrainConfig, resume: bool = False, force: bool = False, progress: bool = True) -> Path:
+    """Train one model into ``<config.out>/<config.run_name>/`` and return that folder."""
+    return Trainer(config, progress).run(resume=resume, force=force)
+
+
