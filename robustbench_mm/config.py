@@ -71,8 +71,7 @@ class TrainConfig:
         check_choice("preset", self.preset, PRESETS)
         check_choice("device", self.device, DEVICES)
         check_choice("precision", self.precision, PRECISIONS)
-        if self.method != "baseline":
-            check_positive("--alpha", self.alpha)
+        check_positive("--alpha", self.alpha, allow_zero=self.method == "baseline")
         check_positive("--epochs", self.epochs)
         check_positive("--batch-size", self.batch_size)
         check_positive("--eval-batch-size", self.eval_batch_size)

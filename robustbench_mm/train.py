@@ -237,9 +237,9 @@ class Trainer:
     def run(self, resume: bool = False, force: bool = False) -> Path:
         c = self.config
         ensure_writable_dir(Path(c.out))
+        train_data, test_data = self._load_data()  # before touching the run folder: a data error writes nothing
         with folder_lock(self.run_dir):
             resuming = self._prepare_run_dir(resume, force)
-            train_data, test_data = self._load_data()
             self._build()
             if resuming:
                 self._restore_state()
