@@ -72,7 +72,8 @@ class Trainer:
         test = load_dataset(c.dataset, False, c.data_dir, c.download).subset(c.n_test)
         return train.to(self.device), test.to(self.device)
 
-    def _build(self) -> None:
+    def build(self) -> None:
+        """Model, optimiser and random generators, freshly seeded; touches no files."""
         c = self.config
         seed_everything(c.seed)
         self.model = model_from_config(c).to(self.device)
@@ -191,7 +192,28 @@ class Trainer:
             lam_tensor = lam_tensor.pin_memory()
         return layers, lam_tensor.to(self.device, non_blocking=True)
 
-    def _train_epoch(self, batches: DeviceBatches, bar) -> dict[str, float]:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, mix: MixSpec | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step on a batch.
+
+        Returns the detached loss and the number of correct predictions (under mixup each image
+        counts lam towards its own label and 1 - lam towards its partner's), both still on the
+        device so that the caller never waits for it.
+        """
+        c = self.config
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_cuda and c.precision == "bf16"):
+            logits = self.step_model(x, mix)
+        loss = self.loss_fn(logits, soft_targets(y, c.num_classes, mix))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        pred = logits.detach().argmax(1)
+        hits = (pred == y).float().sum()
+        if mix is not None:
+            hits = mix.lam * hits + (1 - mix.lam) * (pred == y[mix.perm]).float().sum()
+        return loss.detach(), hits
+
+    def train_epoch(self, batches: DeviceBatches, bar=None) -> dict[str, float]:
+        """One pass over `batches` at the current epoch's learning rate; syncs with the device once, at the end."""
         c = self.config
         self.model.train()
         lr = lr_at(c, self.state.epoch)
@@ -208,19 +230,9 @@ class Trainer:
             if lams is not None:
                 perm = torch.randperm(len(y), device=self.device, generator=self.generator)
                 mix = MixSpec(layer=layers[step], lam=lams[step], perm=perm)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_cuda and c.precision == "bf16"):
-                logits = self.step_model(x, mix)
-            loss = self.loss_fn(logits, soft_targets(y, c.num_classes, mix))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            loss = loss.detach()
+            loss, hits = self.train_step(x, y, mix)
             loss_sum += loss
             first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step, first_bad_step)
-            pred = logits.detach().argmax(1)
-            hits = (pred == y).float().sum()
-            if mix is not None:
-                hits = mix.lam * hits + (1 - mix.lam) * (pred == y[mix.perm]).float().sum()
             correct += hits
             if bar is not None:
                 bar.update(1)
@@ -240,7 +252,7 @@ class Trainer:
         train_data, test_data = self._load_data()  # before touching the run folder: a data error writes nothing
         with folder_lock(self.run_dir):
             resuming = self._prepare_run_dir(resume, force)
-            self._build()
+            self.build()
             if resuming:
                 self._restore_state()
                 if self.state.epoch >= c.epochs:
@@ -253,7 +265,7 @@ class Trainer:
                        dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
             try:
                 while self.state.epoch < c.epochs:
-                    record = {"epoch": self.state.epoch + 1, **self._train_epoch(batches, bar)}
+                    record = {"epoch": self.state.epoch + 1, **self.train_epoch(batches, bar)}
                     self.state.epoch += 1
                     if self.state.epoch % c.eval_every == 0 or self.state.epoch == c.epochs:
                         metrics = evaluate(self.model, test_data, c.eval_batch_size)
