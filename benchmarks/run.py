@@ -1,0 +1,107 @@
+"""`make bench`: speed measured as ratios from one interleaved run, written to
+`benchmarks/results/<machine>.json` and `.md`.
+
+    python benchmarks/run.py                        # every section but end-to-end: minutes on 2 CPU cores
+    python benchmarks/run.py --only training,pipeline
+    python benchmarks/run.py --e2e                  # adds `mm-robust reproduce --preset smoke` (~10 min)
+    python benchmarks/run.py --only gpu             # the GPU epoch-time grid alone (needs CUDA)
+
+Sections measured now replace their earlier figures in the result files; the others stay, each
+with the date and commit it was measured at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the package from this checkout, installed or not
+
+import torch  # noqa: E402
+
+import report  # noqa: E402
+from e2e_bench import TITLE as E2E_TITLE  # noqa: E402
+from profiles import PROFILES  # noqa: E402
+from robustbench_mm.errors import UsageError  # noqa: E402
+from robustbench_mm.runtime import resolve_device  # noqa: E402
+from robustbench_mm.storage import ensure_writable_dir  # noqa: E402
+
+
+# Section name -> (module, function(profile, device, data_dir) -> one result section), in run order.
+SECTION_FUNCTIONS = {
+    "training": ("training_bench", "step_ratios"),
+    "pipeline": ("training_bench", "input_pipeline"),
+    "gpu": ("gpu_bench", "epoch_grid"),
+    "e2e": ("e2e_bench", "smoke_reproduce"),
+}
+SECTIONS = tuple(SECTION_FUNCTIONS)
+OPT_IN = "e2e"  # the smoke reproduction alone takes longer than all the other sections together
+
+
+def section_function(name: str):
+    module_name, function_name = SECTION_FUNCTIONS[name]
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def parse_sections(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown or not names:
+        raise UsageError(f"--only {text!r}: unknown section(s) {unknown}; valid: {', '.join(SECTIONS)}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", metavar="A,B", help=f"comma-separated sections to run, of: {', '.join(SECTIONS)}")
+    parser.add_argument("--e2e", action="store_true", help="also time the smoke `mm-robust reproduce` (opt-in: ~10 min)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the runner works; numbers mean nothing")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--data-dir", default="data", help="where CIFAR-10 may be (GPU runs use it when present)")
+    parser.add_argument("--out", default=str(HERE / "results"), help="folder for <machine>.json and <machine>.md")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+        chosen = parse_sections(args.only) if args.only else [s for s in SECTIONS if s != OPT_IN]
+        if args.e2e and "e2e" not in chosen:
+            chosen.append("e2e")
+        out = ensure_writable_dir(Path(args.out))
+    except UsageError as exc:
+        print(f"benchmarks/run.py: error: {exc}", file=sys.stderr)
+        return 2
+    profile = PROFILES["quick" if args.quick else "gpu" if device.type == "cuda" else "cpu"]
+    torch.manual_seed(0)
+    machine = report.machine(device)
+    if args.quick:  # never overwrite real figures with the meaningless quick ones
+        machine["tag"] += "-quick"
+    measured = {}
+    started = time.perf_counter()
+    for name in SECTIONS:
+        if name not in chosen:
+            continue
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        section_start = time.perf_counter()
+        measured[name] = section_function(name)(profile, device, args.data_dir)
+        measured[name].update(profile=profile.name, wall_seconds=time.perf_counter() - section_start)
+        print(f"[bench] {name} done in {measured[name]['wall_seconds']:.0f} s", file=sys.stderr, flush=True)
+    results = report.merge_results(out / f"{machine['tag']}.json", machine, profile.to_dict(), measured)
+    if OPT_IN not in results["sections"]:
+        results["sections"][OPT_IN] = report.skipped(
+            E2E_TITLE,
+            "opt-in; run `python benchmarks/run.py --only e2e` (about 10 minutes on 2 CPU cores).")
+    results["sections"] = {name: results["sections"][name] for name in SECTIONS if name in results["sections"]}
+    json_path, md_path = report.write_results(out, results)
+    print(f"[bench] {time.perf_counter() - started:.0f} s; wrote {json_path} and {md_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

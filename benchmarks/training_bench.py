@@ -1,0 +1,150 @@
+"""Training: mixup step time over baseline step time, and our device-resident batched input
+pipeline against a torchvision DataLoader with per-image transforms, both over the real
+`Trainer` step (`Trainer.train_epoch` / `Trainer.train_step`)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from report import figure, ratio_figure, section
+from robustbench_mm.config import train_config_for_preset
+from robustbench_mm.data import DeviceBatches, ImageSet, load_dataset
+from robustbench_mm.train import Trainer
+from timing import interleaved, median, ratio
+
+CIFAR_TRAIN_SIZE = 50_000
+
+
+def benchmark_dataset(device: torch.device, data_dir: str = "data") -> ImageSet:
+    """Training images in the shape the device's real job uses.
+
+    On a CPU: the offline digits the smoke preset trains on. On a GPU: CIFAR-10 when it is on
+    disk, else 50,000 random CIFAR-shaped images (speed does not depend on the pixel values).
+    """
+    if device.type != "cuda":
+        return load_dataset("digits", train=True)
+    try:
+        return load_dataset("cifar10", train=True, data_dir=data_dir, download=False)
+    except Exception:  # absent or unreadable: the random stand-in times the same work
+        generator = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (CIFAR_TRAIN_SIZE, 3, 32, 32), dtype=torch.uint8, generator=generator)
+        labels = torch.randint(0, 10, (CIFAR_TRAIN_SIZE,), generator=generator)
+        return ImageSet("random-cifar-shaped", images, labels, 10)
+
+
+def make_trainer(method: str, width: int, batch: int, device: torch.device, **overrides) -> Trainer:
+    """A built Trainer with the smoke preset's recipe (paper's alpha per method) at the given size."""
+    dataset = "digits" if device.type != "cuda" else "cifar10"
+    config = train_config_for_preset("smoke", dataset=dataset, method=method, width=width, batch_size=batch,
+                                     device=device.type, **overrides)
+    trainer = Trainer(config, progress=False)
+    trainer.build()
+    return trainer
+
+
+def device_batches(trainer: Trainer, data: ImageSet) -> DeviceBatches:
+    c = trainer.config
+    return DeviceBatches(data, c.batch_size, trainer.generator, c.crop_padding, c.flip,
+                         channels_last=trainer.use_cuda and c.channels_last)
+
+
+def step_ratios(profile, device: torch.device, data_dir: str) -> dict:
+    """Per-step time of the real training loop for baseline, input mixup and manifold mixup."""
+    data = benchmark_dataset(device, data_dir)
+    subset = data.subset(profile.train_steps * profile.batch).to(device)
+    loops = {}
+    for method in ("baseline", "input", "manifold"):
+        trainer = make_trainer(method, profile.width, profile.batch, device)
+        loops[method] = partial(trainer.train_epoch, device_batches(trainer, subset))
+    seconds = interleaved(loops, device, profile.rounds)
+    per_step = {name: [s / profile.train_steps for s in times] for name, times in seconds.items()}
+    figures = [
+        ratio_figure("training.input_over_baseline", "input mixup step / baseline step",
+                     ratio(per_step["input"], per_step["baseline"]), ("<=", 1.03)),
+        ratio_figure("training.manifold_over_baseline", "manifold mixup step / baseline step",
+                     ratio(per_step["manifold"], per_step["baseline"]), ("<=", 1.03)),
+    ]
+    figures += [figure(f"training.{name}_step_ms", f"{name} step time", 1000 * median(times), "ms")
+                for name, times in per_step.items()]
+    settings = {"model": f"PreActResNet18 width {profile.width}", "batch": profile.batch,
+                "steps_per_round": profile.train_steps, "data": data.name}
+    notes = ["A step is one iteration of `Trainer.train_epoch`: device-side crop/flip augmentation, mixup draw, "
+             "forward, loss, backward, SGD update and on-device bookkeeping; the epoch's one host sync is included."]
+    return section("Training step: mixup over baseline", settings, figures, notes, per_step)
+
+
+class PerImageDataset(Dataset):
+    """What torchvision's `datasets.CIFAR10` does per item: one PIL image through per-image transforms."""
+
+    def __init__(self, data: ImageSet, transform):
+        self.images = data.images.permute(0, 2, 3, 1).contiguous().numpy()  # HWC uint8, as CIFAR10 stores it
+        self.labels = data.labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.transform(Image.fromarray(self.images[index])), self.labels[index]
+
+
+def per_image_loader(data: ImageSet, batch: int, workers: int, padding: int, pin_memory: bool) -> DataLoader:
+    transform = transforms.Compose([transforms.RandomCrop(32, padding=padding), transforms.RandomHorizontalFlip(),
+                                    transforms.ToTensor()])
+    return DataLoader(PerImageDataset(data, transform), batch_size=batch, shuffle=True, drop_last=True,
+                      num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory)
+
+
+def consume(batches, step=None, device: torch.device | None = None) -> None:
+    for x, y in batches:
+        if device is not None:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if step is not None:
+            step(x, y, None)
+
+
+def input_pipeline(profile, device: torch.device, data_dir: str) -> dict:
+    """Images/s of DeviceBatches vs a per-image DataLoader, with the baseline step and alone."""
+    data = benchmark_dataset(device, data_dir)
+    images = profile.pipeline_steps * profile.batch
+    subset = data.subset(images)
+    on_device = subset.to(device)
+    trainer = make_trainer("baseline", profile.width, profile.batch, device)
+    padding = trainer.config.crop_padding
+    ours = device_batches(trainer, on_device)
+    loaders = {workers: per_image_loader(subset, profile.batch, workers, padding, device.type == "cuda")
+               for workers in profile.loader_workers}
+    with_step = {"device-batches": partial(consume, ours, trainer.train_step)}
+    alone = {"device-batches": partial(consume, ours)}
+    for workers, loader in loaders.items():
+        with_step[f"dataloader-{workers}w"] = partial(consume, loader, trainer.train_step, device)
+        alone[f"dataloader-{workers}w"] = partial(consume, loader, None, device)
+    trainer.model.train()
+    seconds_step = interleaved(with_step, device, profile.rounds)
+    seconds_alone = interleaved(alone, device, profile.rounds)
+    del loaders  # shuts the persistent workers down
+
+    figures = []
+    for kind, label, seconds in (("step", "with the baseline step", seconds_step),
+                                 ("alone", "pipeline alone", seconds_alone)):
+        for name, times in seconds.items():
+            figures.append(figure(f"pipeline.{kind}.{name}_images_per_s", f"{name}, {label}",
+                                  images / median(times), "images/s"))
+        for workers in profile.loader_workers:
+            name = f"dataloader-{workers}w"
+            figures.append(ratio_figure(f"pipeline.{kind}.speedup_over_{name}",
+                                        f"device-batches / {name} images/s, {label}",
+                                        ratio(seconds[name], seconds["device-batches"])))
+    settings = {"model": f"PreActResNet18 width {profile.width}", "batch": profile.batch,
+                "images_per_round": images, "data": data.name, "transforms": f"RandomCrop(32, padding={padding}), "
+                "RandomHorizontalFlip, ToTensor (per image, PIL) vs one batched crop/flip on the device"}
+    notes = ["`dataloader-Nw` is a torch DataLoader with N worker processes (persistent, pinned memory on CUDA) "
+             "over a CIFAR10-style dataset that decodes one PIL image per item."]
+    return section("Training input pipeline", settings, figures, notes,
+                   {f"step.{k}": v for k, v in seconds_step.items()} | {f"alone.{k}": v for k, v in seconds_alone.items()})

@@ -1,0 +1,85 @@
+"""The benchmark runner works and its arithmetic is right; no test here times anything."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import report  # noqa: E402
+from gpu_bench import peak_tflops  # noqa: E402
+from timing import interleaved, ratio, rotated  # noqa: E402
+
+
+def test_ratio_is_the_median_of_per_round_ratios():
+    stats = ratio([2.0, 3.0, 10.0], [1.0, 2.0, 2.0])
+    assert stats == {"value": 2.0, "min": 1.5, "max": 5.0, "rounds": 3}
+    assert ratio([4.0], [2.0], scale=0.5)["value"] == 1.0
+    with pytest.raises(ValueError):
+        ratio([1.0, 2.0], [1.0])
+
+
+def test_rounds_rotate_the_order_of_the_variants():
+    assert [rotated(["a", "b", "c"], r) for r in range(4)] == [
+        ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+    calls = []
+    times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                        device=torch.device("cpu"), rounds=2, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a"]
+    assert {k: len(v) for k, v in times.items()} == {"a": 2, "b": 2}
+
+
+def test_goals_are_checked_in_the_right_direction():
+    assert report.figure("k", "l", 1.02, "ratio", ("<=", 1.03))["met"] is True
+    assert report.figure("k", "l", 1.05, "ratio", ("<=", 1.03))["met"] is False
+    assert report.figure("k", "l", 0.85, "ratio", (">=", 0.9))["met"] is False
+    assert "met" not in report.figure("k", "l", 3.0, "s")
+
+
+def test_gpu_peaks_match_the_most_specific_name_first():
+    assert peak_tflops("NVIDIA H100 PCIe")["bf16"] == 756.0
+    assert peak_tflops("NVIDIA H100 80GB HBM3")["bf16"] == 989.4
+    assert peak_tflops("NVIDIA GeForce GTX 1080") is None
+
+
+def test_merge_keeps_sections_not_measured_now(tmp_path):
+    machine = {"tag": "t"}
+    first = report.merge_results(tmp_path / "t.json", machine, {"name": "cpu"}, {"a": {"x": 1}, "b": {"x": 2}})
+    (tmp_path / "t.json").write_text(json.dumps(first))
+    second = report.merge_results(tmp_path / "t.json", machine, {"name": "cpu"}, {"b": {"x": 3}})
+    assert second["sections"] == {"a": {"x": 1}, "b": {"x": 3}}
+
+
+def run_bench(*args):
+    return subprocess.run([sys.executable, str(BENCH / "run.py"), *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_quick_training_run_writes_json_and_markdown(tmp_path):
+    finished = run_bench("--quick", "--only", "training", "--device", "cpu", "--out", str(tmp_path))
+    assert finished.returncode == 0, finished.stderr
+    tag = f"cpu-{os.cpu_count()}core-quick"
+    results = json.loads((tmp_path / f"{tag}.json").read_text())
+    assert results["format"] == report.RESULT_FORMAT
+    assert results["machine"]["device"] == "cpu" and results["machine"]["torch"]
+    training = results["sections"]["training"]
+    keys = {f["key"] for f in training["figures"]}
+    assert {"training.input_over_baseline", "training.manifold_over_baseline"} <= keys
+    assert all(f["value"] > 0 for f in training["figures"])
+    assert "opt-in" in results["sections"]["e2e"]["skipped"]
+    markdown = (tmp_path / f"{tag}.md").read_text()
+    assert "manifold mixup step / baseline step" in markdown
+
+
+def test_unknown_section_is_one_line_exit_2(tmp_path):
+    finished = run_bench("--only", "training,warp", "--out", str(tmp_path))
+    assert finished.returncode == 2
+    assert "unknown section(s) ['warp']; valid: training, pipeline" in finished.stderr
+    assert finished.stderr.count("\n") == 1
+    assert not list(tmp_path.iterdir())
