@@ -167,6 +167,8 @@ class Trainer:
 
     def _prepare_run_dir(self, resume: bool, force: bool) -> bool:
         """Returns True when training should continue from saved state."""
+        for stale in self.run_dir.glob(".*.tmp"):  # left by a process killed mid-write; never a valid file
+            stale.unlink()
         has_state = (self.run_dir / STATE_FILE).is_file()
         has_anything = has_state or (self.run_dir / META_FILE).is_file()
         if force:
@@ -256,6 +258,9 @@ class Trainer:
             if resuming:
                 self._restore_state()
                 if self.state.epoch >= c.epochs:
+                    # A kill between the state write and the weights/meta writes leaves those one epoch behind.
+                    save_weights(self.run_dir / WEIGHT_FILES["last"], self.model)
+                    self._write_meta()
                     self._log(f"{c.run_name}: already complete ({self.state.epoch} epochs)")
                     return self.run_dir
             batches = DeviceBatches(train_data, c.batch_size, self.generator, c.crop_padding, c.flip,

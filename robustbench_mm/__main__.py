@@ -1,0 +1,7 @@
+"""`python -m robustbench_mm` is the same as the `mm-robust` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
