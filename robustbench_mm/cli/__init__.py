@@ -10,9 +10,10 @@ import argparse
 import sys
 
 from ..errors import MMRobustError
+from . import report as report_cmd
 from . import train as train_cmd
 
-COMMANDS = [train_cmd]
+COMMANDS = [train_cmd, report_cmd]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,22 @@
+"""`mm-robust report`."""
+
+from __future__ import annotations
+
+from ..reporting import write_report
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="Tables 3, 5, 7 and plots from checkpoints/ and attacks/, next to the paper",
+                       description="Read trained models (checkpoints/) and evaluation results (attacks/) and write "
+                                   "table3/table5/table7 (.md and .csv), summary.json, PNG plots and index.md. "
+                                   "Every number is copied from a result file; missing evaluations are marked.")
+    p.add_argument("--checkpoints", default="checkpoints", help="trained models (default: checkpoints)")
+    p.add_argument("--attacks", default="attacks", help="evaluation results (default: attacks)")
+    p.add_argument("--reports", default="reports", help="where to write the report (default: reports)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    index = write_report(args.checkpoints, args.attacks, args.reports)
+    print(f"report: {index}")
+    return 0

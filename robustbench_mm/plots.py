@@ -1,0 +1,390 @@
+"""The report's figures, drawn headless (matplotlib's Agg canvas; no display, no pyplot state).
+
+Each ``*_figure`` function takes plain numbers and returns a Figure, so tests can draw from
+synthetic data; `draw_group` pulls those numbers out of one group's records and writes PNGs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .paper import PGD_UNBOUNDED, TABLE5, TABLE7, paper_table7
+from .storage import atomic_write
+
+if TYPE_CHECKING:
+    from .reporting import Group, RunRecord
+
+KEY_COLORS = {"baseline": "#555555", "input-a1": "#1f77b4", "input-a2": "#17becf", "manifold-a2": "#d62728"}
+SPARE_COLORS = ("#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+EXAMPLES_PER_MODEL = 8
+DPI = 110
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str
+    color: str
+    x: list[float]
+    y: list[float]
+
+
+def model_colors(keys: list[str]) -> dict[str, str]:
+    """The paper's four models keep one colour in every figure; others take spare ones in order."""
+    colors, spare = {}, iter(SPARE_COLORS * 4)
+    for key in keys:
+        colors[key] = KEY_COLORS.get(key) or next(spare)
+    return colors
+
+
+def save_png(figure: Figure, path: Path) -> None:
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight"))
+
+
+# ---- figures from plain data ------------------------------------------------------------------
+
+
+def fgsm_sweep_figure(panels: dict[str, list[Series]], paper_points: dict[str, tuple[str, float]],
+                      marked_eps: float, title: str) -> Figure:
+    """One panel per protocol: accuracy vs ε, a line per model; stars are the paper's Table 5 values."""
+    figure = Figure(figsize=(11, 4.4), layout="constrained")
+    axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    scales = {"standard": "ε on the [0, 1] pixel scale", "paper": "ε on the normalized-input scale (≈ ε·σ per pixel)"}
+    for ax, (protocol, series) in zip(axes, panels.items()):
+        for s in series:
+            ax.plot(s.x, s.y, marker="o", markersize=4, color=s.color, label=s.label)
+        if protocol == "paper":
+            for label, (color, value) in paper_points.items():
+                ax.plot([marked_eps], [value], marker="*", markersize=14, color=color, markeredgecolor="black",
+                        linestyle="none", label=f"paper: {label}")
+        ax.axvline(marked_eps, color="black", linestyle=":", linewidth=1)
+        ax.text(marked_eps, 101, f" ε = {marked_eps:g}", fontsize=8, va="bottom")
+        ax.set_title(f"{protocol} protocol", fontsize=11)
+        ax.set_xlabel(scales.get(protocol, "ε"))
+        ax.set_ylim(0, 105)
+        ax.grid(alpha=0.3)
+        if series:
+            ax.legend(fontsize=8, loc="best")
+        else:
+            ax.text(0.5, 0.5, "no result file", transform=ax.transAxes, ha="center", color="gray")
+    axes[0].set_ylabel("test accuracy under FGSM (%)")
+    figure.suptitle(title, fontsize=12)
+    return figure
+
+
+def pgd_figure(series: list[Series], threshold: float | None, paper_points: dict[str, tuple[str, float]],
+               title: str) -> Figure:
+    """Accuracy after every unbounded-PGD iteration; index 0 is the clean accuracy."""
+    figure = Figure(figsize=(7.5, 4.4), layout="constrained")
+    ax = figure.subplots()
+    last = max((s.x[-1] for s in series), default=1)
+    for s in series:
+        ax.plot(s.x, s.y, color=s.color, label=f"{s.label}: {s.y[-1]:.1f} % at the end", linewidth=1.8)
+    for label, (color, value) in paper_points.items():
+        ax.plot([last], [value], marker="*", markersize=14, color=color, markeredgecolor="black", linestyle="none",
+                label=f"paper (Appendix D): {label} {value:g} %")
+    if threshold is not None:
+        ax.axhline(threshold, color="black", linestyle="--", linewidth=1,
+                   label=f"gradient-masking threshold ({threshold:g} %)")
+    ax.set_xlabel("PGD iteration (0 = clean)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_xlim(0, last)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(title, fontsize=11)
+    return figure
+
+
+def table7_figure(set_labels: list[str], model_labels: list[str], ours: np.ndarray, paper: np.ndarray,
+                  title: str, paper_title: str) -> Figure:
+    """Three heatmaps with the numbers written in: ours, the paper's, and ours − paper.
+
+    `ours` and `paper` are (sets, models) arrays with NaN where there is no number; those cells
+    are grey and read 'n/a', never a value.
+    """
+    figure = Figure(figsize=(4.2 + 2.1 * len(model_labels) * 1.5, 0.42 * len(set_labels) + 2.2), layout="constrained")
+    axes = figure.subplots(1, 3, sharey=True)
+    delta = ours - paper
+    limit = max(5.0, float(np.nanmax(np.abs(delta)))) if np.isfinite(delta).any() else 5.0
+    panels = [(ours, "ours", "viridis", 0, 100), (paper, paper_title, "viridis", 0, 100),
+              (delta, "ours − paper", "RdBu", -limit, limit)]
+    for ax, (values, name, cmap_name, low, high) in zip(axes, panels):
+        cmap = _colormap(cmap_name)
+        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=low, vmax=high, aspect="auto")
+        for (row, col), value in np.ndenumerate(values):
+            if math.isnan(value):
+                ax.text(col, row, "n/a", ha="center", va="center", fontsize=8, color="#444444")
+            else:
+                shade = (value - low) / (high - low)
+                dark = shade < 0.55 if cmap_name == "viridis" else abs(shade - 0.5) > 0.3
+                text = f"{value:+.1f}" if cmap_name == "RdBu" else f"{value:.1f}"
+                ax.text(col, row, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+        ax.set_xticks(range(len(model_labels)), model_labels, rotation=30, ha="right", fontsize=8)
+        ax.set_title(name, fontsize=10)
+        figure.colorbar(image, ax=ax, shrink=0.6, label="accuracy (%)" if cmap_name == "viridis" else "Δ (points)")
+    axes[0].set_yticks(range(len(set_labels)), set_labels, fontsize=8)
+    figure.suptitle(title, fontsize=12)
+    return figure
+
+
+def _colormap(name: str):
+    from matplotlib import colormaps
+
+    return colormaps[name].with_extremes(bad="#dddddd")
+
+
+def training_figure(accuracy: list[Series], nll: list[Series], best: dict[str, tuple[str, int, float]],
+                    title: str) -> Figure:
+    """Test accuracy and NLL per epoch, a line per model; a star marks each model's best epoch."""
+    figure = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_acc, ax_nll = figure.subplots(1, 2)
+    for s in accuracy:
+        ax_acc.plot(s.x, s.y, marker="o", markersize=3, color=s.color, label=s.label)
+    for label, (color, epoch, value) in best.items():
+        ax_acc.plot([epoch], [value], marker="*", markersize=12, color=color, markeredgecolor="black",
+                    linestyle="none")
+    for s in nll:
+        ax_nll.plot(s.x, s.y, marker="o", markersize=3, color=s.color, label=s.label)
+    ax_acc.set_ylabel("test accuracy (%)")
+    ax_nll.set_ylabel("test NLL (nats)")
+    for ax in (ax_acc, ax_nll):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    ax_acc.set_title("test accuracy (★ = best epoch)", fontsize=10)
+    ax_nll.set_title("test negative log-likelihood", fontsize=10)
+    figure.suptitle(title, fontsize=12)
+    return figure
+
+
+@dataclass(frozen=True)
+class ExampleRows:
+    """Saved examples of one model: images as float (N, 3, H, W) in [0, 1], class indices as ints."""
+
+    label: str
+    clean: np.ndarray
+    adversarial: np.ndarray
+    labels: list[int]
+    clean_pred: list[int]
+    adversarial_pred: list[int]
+
+
+def montage(rows: list[np.ndarray], gap: int) -> np.ndarray:
+    """Image rows (each (N, 3, H, W) in [0, 1]) tiled into one white-separated (rows·(H+gap), N·(W+gap), 3) image."""
+    n, _, h, w = rows[0].shape
+    canvas = np.ones((len(rows) * (h + gap), n * (w + gap), 3), dtype=np.float32)
+    for r, images in enumerate(rows):
+        for c, image in enumerate(images):
+            top, left = r * (h + gap) + gap, c * (w + gap) + gap // 2
+            canvas[top:top + h, left:left + w] = np.clip(image.transpose(1, 2, 0), 0, 1)
+    return canvas
+
+
+def examples_figure(models: list[ExampleRows], class_names: tuple[str, ...] | None, attack: str,
+                    title: str) -> Figure:
+    """Per model: clean images, the same images attacked, and the perturbation made visible.
+
+    One montage image per model keeps the figure cheap to draw; prediction labels are green when
+    right and red when wrong.
+    """
+    size, gap = models[0].clean.shape[-1], max(10, models[0].clean.shape[-1] // 3)
+    columns = max(len(m.labels) for m in models)
+    figure = Figure(figsize=(1.3 * columns + 1.8, 3.9 * len(models) + 0.5), layout="constrained")
+    axes = figure.subplots(len(models), 1, squeeze=False)[:, 0]
+    name = (lambda i: class_names[i] if class_names and 0 <= i < len(class_names) else str(i))
+    for ax, model in zip(axes, models):
+        change = model.adversarial - model.clean
+        amplify = 0.5 / max(float(np.abs(change).max()), 1e-12)
+        rows = [model.clean, model.adversarial, 0.5 + amplify * change]
+        ax.imshow(montage(rows, gap), interpolation="nearest")
+        for c, truth in enumerate(model.labels):
+            x = c * (size + gap) + gap // 2 + size / 2
+            for r, pred in ((0, model.clean_pred[c]), (1, model.adversarial_pred[c])):
+                text = f"{name(truth)} → {name(pred)}" if r == 0 else f"→ {name(pred)}"
+                ax.text(x, r * (size + gap) + gap - 1.5, text, ha="center", va="bottom", fontsize=7.5,
+                        color="#1a7f37" if pred == truth else "#cf222e")
+        ax.set_xticks([])
+        ax.set_yticks([r * (size + gap) + gap + size / 2 for r in range(3)],
+                      ["clean", attack, f"perturbation\n(×{amplify:.0f}, grey = 0)"], fontsize=8)
+        ax.set_title(model.label, fontsize=10, loc="left")
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    figure.suptitle(title + "\nlabels: true class → prediction", fontsize=11)
+    return figure
+
+
+# ---- from records to PNG files ----------------------------------------------------------------
+
+
+def _group_title(group: "Group", what: str) -> str:
+    return f"{what} — {group.heading}"
+
+
+def draw_fgsm(group: "Group", colors: dict[str, str], path: Path) -> bool:
+    panels: dict[str, list[Series]] = {}
+    for protocol in ("standard", "paper"):
+        panels[protocol] = []
+        for record in group.runs:
+            result = record.result(f"fgsm-{protocol}")
+            if not result:
+                continue
+            sweep = result.get("sweep") or {"eps": result["eps"], "accuracy": result["accuracy"]}
+            pairs = sorted(zip(sweep["eps"], sweep["accuracy"]))
+            panels[protocol].append(Series(record.label, colors[record.name], [p[0] for p in pairs],
+                                           [p[1] for p in pairs]))
+    if not any(panels.values()):
+        return False
+    paper_points = {}
+    if group.dataset in TABLE5:  # the paper's stars only where the dataset is the paper's
+        for record in group.runs:
+            value = TABLE5[group.dataset].get(record.key)
+            if value is not None:
+                paper_points[record.label] = (colors[record.name], value)
+    n = sorted({str(r.result(f"fgsm-{p}")["n_examples"]) for r in group.runs for p in ("standard", "paper")
+                if r.result(f"fgsm-{p}")})
+    save_png(fgsm_sweep_figure(panels, paper_points, 0.03,
+                               _group_title(group, f"FGSM accuracy vs ε ({'/'.join(n)} test images)")), path)
+    return True
+
+
+def draw_pgd(group: "Group", colors: dict[str, str], path: Path) -> bool:
+    series, thresholds, paper_points = [], set(), {}
+    for record in group.runs:
+        result = record.result("pgd-unbounded")
+        if not result:
+            continue
+        curve = result["accuracy_per_step"]
+        series.append(Series(record.label, colors[record.name], list(range(len(curve))), curve))
+        if result.get("threshold") is not None:
+            thresholds.add(result["threshold"])
+        if record.key in PGD_UNBOUNDED and group.dataset == "cifar10":
+            paper_points[record.label] = (colors[record.name], PGD_UNBOUNDED[record.key])
+    if not series:
+        return False
+    threshold = thresholds.pop() if len(thresholds) == 1 else None
+    step_size = {r.result("pgd-unbounded").get("step_size") for r in group.runs if r.result("pgd-unbounded")}
+    title = _group_title(group, f"Unbounded PGD, step {'/'.join(map(str, step_size))}, no ε-ball")
+    save_png(pgd_figure(series, threshold, paper_points, title), path)
+    return True
+
+
+def draw_table7(group: "Group", path: Path) -> bool:
+    from .reporting import _table7_columns, deform_set_label, model_label, _method_alpha
+
+    columns = _table7_columns(group)
+    if not any(r and r.result("deform") for _, r in columns):
+        return False
+    sets = list(TABLE7)
+    ours = np.full((len(sets), len(columns)), np.nan)
+    paper = np.full_like(ours, np.nan)
+    for col, (key, record) in enumerate(columns):
+        result = record.result("deform") if record else None
+        for row, set_name in enumerate(sets):
+            entry = result["sets"].get(set_name) if result else None
+            if entry is not None:
+                ours[row, col] = entry["accuracy"]
+            value = paper_table7(set_name, key)
+            if value is not None:
+                paper[row, col] = value
+    labels = [model_label(*_method_alpha(key)) for key, _ in columns]
+    paper_title = "paper (CIFAR-100, PreActResNet34)"
+    title = _group_title(group, "Table 7: accuracy (%) under deformations")
+    if group.dataset != "cifar100":
+        title += "\n(different dataset from the paper: a sanity check, not a reproduction)"
+    save_png(table7_figure([deform_set_label(s) for s in sets], labels, ours, paper, title, paper_title), path)
+    return True
+
+
+def draw_training(group: "Group", colors: dict[str, str], path: Path) -> bool:
+    accuracy, nll, best = [], [], {}
+    for record in group.runs:
+        history = [h for h in (record.meta or {}).get("history", []) if "test_accuracy" in h]
+        if not history:
+            continue
+        epochs = [h["epoch"] for h in history]
+        accuracy.append(Series(record.label, colors[record.name], epochs, [h["test_accuracy"] for h in history]))
+        nll.append(Series(record.label, colors[record.name], epochs, [h["test_nll"] for h in history]))
+        chosen = record.meta["checkpoints"].get("best")
+        if chosen and chosen.get("test_accuracy") is not None:
+            best[record.label] = (colors[record.name], chosen["epoch"], chosen["test_accuracy"])
+    if not accuracy:
+        return False
+    save_png(training_figure(accuracy, nll, best, _group_title(group, "Training curves")), path)
+    return True
+
+
+def _load_examples(record: "RunRecord") -> ExampleRows | None:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(str(record.examples_file))
+        rows = ExampleRows(record.label, *(_as_unit(tensors[k]) for k in ("clean", "adversarial")),
+                           *(tensors[k].astype(int).tolist() for k in ("labels", "clean_pred", "adversarial_pred")))
+    except (SafetensorError, OSError, KeyError, ValueError):
+        return None
+    n = min(EXAMPLES_PER_MODEL, len(rows.labels))
+    return ExampleRows(rows.label, rows.clean[:n], rows.adversarial[:n], rows.labels[:n], rows.clean_pred[:n],
+                       rows.adversarial_pred[:n])
+
+
+def _as_unit(images: np.ndarray) -> np.ndarray:
+    return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+
+
+def _examples_caption(record: "RunRecord") -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(record.examples_file), framework="numpy") as handle:
+        metadata = handle.metadata() or {}
+    return metadata.get("attack", "attacked")
+
+
+def draw_examples(group: "Group", path: Path) -> bool:
+    records = [r for r in group.runs if r.examples_file]
+    models = [m for m in (_load_examples(r) for r in records) if m is not None and m.labels]
+    if not models:
+        return False
+    attack = _examples_caption(records[0])
+    class_names = CIFAR10_CLASSES if group.dataset == "cifar10" else (
+        tuple(map(str, range(10))) if group.dataset == "digits" else None)
+    title = _group_title(group, "Adversarial examples (green = correct, red = wrong)")
+    save_png(examples_figure(models, class_names, attack, title), path)
+    return True
+
+
+def draw_group(group: "Group", reports_root: Path, attacks_root: Path) -> list[str]:
+    """Write every figure this group has data for; return the file names, in reading order."""
+    from .reporting import copy_file
+
+    colors = model_colors([r.key for r in group.runs])
+    colors = {r.name: colors[r.key] for r in group.runs}
+    drawers = [
+        ("fgsm-eps-sweep", lambda p: draw_fgsm(group, colors, p)),
+        ("pgd-unbounded", lambda p: draw_pgd(group, colors, p)),
+        ("table7-ours-vs-paper", lambda p: draw_table7(group, p)),
+        ("training-curves", lambda p: draw_training(group, colors, p)),
+        ("adversarial-examples", lambda p: draw_examples(group, p)),
+    ]
+    written = []
+    for stem, draw in drawers:
+        name = f"{stem}-{group.slug}.png"
+        if draw(reports_root / name):
+            written.append(name)
+    samples = attacks_root / f"deform-samples-{group.dataset}.png"
+    if samples.is_file():
+        name = f"deform-samples-{group.slug}.png"
+        copy_file(samples, reports_root / name)
+        written.append(name)
+    return written

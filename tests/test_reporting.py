@@ -1,0 +1,278 @@
+"""`mm-robust report` on synthetic but well-formed result files: tables, summary, index, plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.numpy import save_file
+
+from robustbench_mm.checkpoints import META_FORMAT, write_meta
+from robustbench_mm.cli import main
+from robustbench_mm.config import TABLE_MODELS, train_config_for_preset
+from robustbench_mm.paper import TABLE3_SETS, TABLE5, TABLE7, model_key, paper_table7
+from robustbench_mm.reporting import (
+    CSV_COLUMNS, accuracy_at, build_report, comparison_cell, deform_set_label, load_records, write_report,
+)
+from robustbench_mm.results import result_path, write_result
+
+EPS = [0.0, 0.01, 0.03, 0.1]
+STEPS = 20
+
+
+def synthetic_value(run: str, what: str) -> float:
+    """A distinct, recognisable number per (run, measurement), so a misplaced cell is caught."""
+    return round((sum(map(ord, run + what)) * 7.31) % 97 + 1.13, 2)
+
+
+def write_model(checkpoints, method, alpha, epochs=3):
+    config = train_config_for_preset("smoke", method=method, alpha=alpha, out=str(checkpoints), epochs=epochs,
+                                     milestones=(2,))
+    run = config.run_name
+    history = [{"epoch": e, "train_loss": 2.0 / e, "train_accuracy": 30.0 * e, "lr": 0.05, "seconds": 1.0,
+                "images_per_second": 100.0, "test_accuracy": 20.0 * e + len(run) % 5, "test_nll": 2.5 / e}
+               for e in range(1, epochs + 1)]
+    best = max(history, key=lambda h: h["test_accuracy"])
+    meta = {"format": META_FORMAT, "run": run, "dataset": "digits", "method": method, "alpha": alpha, "epoch": epochs,
+            "epochs": epochs, "complete": True,
+            "checkpoints": {"last": {"epoch": epochs, "test_accuracy": history[-1]["test_accuracy"]},
+                            "best": {"epoch": best["epoch"], "test_accuracy": best["test_accuracy"],
+                                     "test_nll": best["test_nll"]}},
+            "history": history, "config": config.to_dict(), "git_commit": "abcdef1234567890"}
+    (checkpoints / run).mkdir(parents=True)
+    write_meta(checkpoints / run, meta)
+    return run, config
+
+
+def model_dict(run, config):
+    alpha = config.alpha if config.method != "baseline" else None
+    return {"run": run, "key": model_key(config.method, alpha), "dataset": config.dataset, "method": config.method,
+            "alpha": alpha, "arch": config.arch, "width": config.width, "preset": config.preset,
+            "epochs_trained": config.epochs, "checkpoint": "last", "checkpoint_epoch": config.epochs,
+            "train_seed": 0, "train_git_commit": "abcdef1234567890"}
+
+
+def write_attacks(attacks, run, config, n=50):
+    model = model_dict(run, config)
+    settings = {"seed": 0, "n_examples": n, "checkpoint": "last"}
+    for protocol in ("standard", "paper"):
+        accuracy = [synthetic_value(run, f"{protocol}{e}") for e in EPS]
+        write_result(result_path(attacks, run, f"fgsm-{protocol}"), f"fgsm-{protocol}", model, settings, {
+            "protocol": protocol, "protocol_description": f"the {protocol} way", "n_examples": n,
+            "clean": {"accuracy": accuracy[0], "nll": 0.3}, "eps": [0.03], "accuracy": [accuracy[2]],
+            "sweep": {"eps": EPS, "accuracy": accuracy}})
+    curve = [float(v) for v in np.linspace(90, synthetic_value(run, "pgd") / 10, STEPS + 1).round(2)]
+    write_result(result_path(attacks, run, "pgd-unbounded"), "pgd-unbounded", model, settings, {
+        "n_examples": n, "steps": STEPS, "step_size": 0.01, "accuracy_per_step": curve, "final_accuracy": curve[-1],
+        "threshold": 1.0, "passed": curve[-1] <= 1.0})
+    write_result(result_path(attacks, run, "gradient-masking"), "gradient-masking", model, settings, {
+        "checks": [{"name": "pgd-reaches-zero", "passed": curve[-1] <= 1.0, "value": curve[-1], "detail": ""},
+                   {"name": "finite-gradients", "passed": True, "value": 0, "detail": ""}],
+        "flagged": curve[-1] > 1.0})
+    rng = np.random.default_rng(len(run))
+    clean = rng.random((10, 3, 32, 32), dtype=np.float32)
+    save_file({"clean": clean, "adversarial": np.clip(clean + 0.03, 0, 1), "labels": np.arange(10),
+               "clean_pred": np.arange(10), "adversarial_pred": (np.arange(10) + 1) % 10},
+              str(attacks / run / "adversarial-examples.safetensors"), metadata={"attack": "FGSM ε=0.03"})
+
+
+def write_deform(attacks, run, config, n=40):
+    sets = {name: {"accuracy": synthetic_value(run, name), "nll": 1.0, "seed": 0, "kind": name.rsplit("-", 1)[0],
+                   "range": [1, 2]} for name in TABLE7}
+    write_result(result_path(attacks, run, "deform"), "deform", model_dict(run, config),
+                 {"seed": 0, "n_examples": n, "checkpoint": "last", "interpolation": "nearest"},
+                 {"interpolation": "nearest", "n_examples": n, "clean": {"accuracy": 95.0, "nll": 0.2}, "sets": sets})
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """All four table models trained; the input-a2 model lacks its deformation results. Report written once."""
+    tmp_path = tmp_path_factory.mktemp("report")
+    checkpoints, attacks, reports = tmp_path / "checkpoints", tmp_path / "attacks", tmp_path / "reports"
+    runs = {}
+    for method, alpha in TABLE_MODELS:
+        run, config = write_model(checkpoints, method, alpha)
+        runs[model_key(method, alpha if method != "baseline" else None)] = run
+        write_attacks(attacks, run, config)
+        if run != runs.get("input-a2"):
+            write_deform(attacks, run, config)
+    draw = tmp_path / "attacks" / "deform-samples-digits.png"
+    image = (np.random.default_rng(0).random((40, 60, 3)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(draw)
+    assert write_report(checkpoints, attacks, reports) == reports / "index.md"
+    return checkpoints, attacks, reports, runs
+
+
+def parse_markdown_tables(text):
+    """Every pipe table in `text` as a list of rows (header first, separator dropped)."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            if not all(set(c) <= {"-"} and c for c in cells):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def table_by_header(text, first_column):
+    return next(t for t in parse_markdown_tables(text) if t[0][0] == first_column)
+
+
+def assert_real_png(path, min_size=200):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert min(pixels.shape[:2]) >= min_size, (path, pixels.shape)
+    colors = np.unique((pixels.astype(np.int32) * [65536, 256, 1]).sum(-1))
+    assert len(colors) > 20, f"{path} is nearly blank"
+    assert pixels.std() > 10, f"{path} has almost no contrast"
+
+
+def test_cells_never_invent_numbers():
+    assert comparison_cell(71.234, 71.51) == "71.23 / 71.51 (-0.28)"
+    assert comparison_cell(None, 71.51, "no deform.json for run-x") == "missing (no deform.json for run-x) / 71.51"
+    assert comparison_cell(50.0, None) == "50.00 / – (not in the paper)"
+    assert deform_set_label("shear-28.6") == "Shearing U(-28.6°, 28.6°)"
+    assert deform_set_label("zoom-out-140") == "Zoom out (140 %)"
+    result = {"eps": [0.03], "accuracy": [40.0], "sweep": {"eps": [0.0, 0.05], "accuracy": [90.0, 30.0]}}
+    assert accuracy_at(result, 0.03) == 40.0 and accuracy_at(result, 0.05) == 30.0
+    assert accuracy_at(result, 0.02) is None
+
+
+def test_report_tables_carry_the_numbers_of_the_result_files(folders):
+    checkpoints, attacks, reports, runs = folders
+    table5 = (reports / "table5.md").read_text()
+    fgsm = table_by_header(table5, "Model")
+    header = fgsm[0]
+    rows = {row[1].strip("`"): row for row in fgsm[1:]}
+    for key, run in runs.items():
+        row = rows[run]
+        for protocol in ("standard", "paper"):
+            stored = json.loads(result_path(attacks, run, f"fgsm-{protocol}").read_text())
+            ours_col = header.index(f"FGSM {protocol if protocol == 'standard' else 'paper protocol'}: ours")
+            assert float(row[ours_col]) == stored["accuracy"][0]
+            paper = TABLE5["cifar10"].get(key)
+            if paper is None:
+                assert row[ours_col + 1].startswith("–") and row[ours_col + 2] == "–"
+            else:
+                assert float(row[ours_col + 1]) == paper
+                assert float(row[ours_col + 2]) == pytest.approx(stored["accuracy"][0] - paper, abs=0.006)
+    assert any("paper only" in row[0] and row[3] == "not run here" for row in fgsm[1:])
+    for fact in ("dataset", "preset", "epochs trained", "checkpoint evaluated", "protocol", "test examples", "seed",
+                 "commit"):
+        assert f"| {fact} |" in table5
+    assert "Sanity check only" in table5  # digits models against CIFAR numbers
+
+    table7 = table_by_header((reports / "table7.md").read_text(), "Test set")
+    assert len(table7) == 1 + 17 and len(table7[0]) == 1 + 4
+    for row in table7[1:]:
+        set_name = next(s for s in TABLE7 if deform_set_label(s) == row[0])
+        for col, key in enumerate(("baseline", "input-a1", "input-a2", "manifold-a2"), start=1):
+            if key == "input-a2":
+                assert row[col].startswith("missing (no deform.json for ") and not re.search(r"\d+\.\d+ \(", row[col])
+                continue
+            stored = json.loads(result_path(attacks, runs[key], "deform").read_text())["sets"][set_name]["accuracy"]
+            ours, paper, delta = re.fullmatch(r"(\S+) / (\S+) \((\S+)\)", row[col]).groups()
+            assert (float(ours), float(paper)) == (stored, paper_table7(set_name, key))
+            assert float(delta) == pytest.approx(stored - paper_table7(set_name, key), abs=0.006)
+
+    table3 = table_by_header((reports / "table3.md").read_text(), "Test set")
+    assert [r[0] for r in table3[1:]] == [deform_set_label(s) for s in TABLE3_SETS]
+
+
+def test_csv_and_summary_agree_with_the_files(folders):
+    checkpoints, attacks, reports, runs = folders
+    rows = list(csv.DictReader(io.StringIO((reports / "table7.csv").read_text())))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert len(rows) == 17 * 4
+    for row in rows:
+        if row["model"] == "input-a2":
+            assert row["ours"] == "" and row["delta"] == "" and row["status"].startswith("missing")
+            continue
+        stored = json.loads(result_path(attacks, row["run"], "deform").read_text())
+        assert float(row["ours"]) == stored["sets"][row["setting"]]["accuracy"]
+        assert row["n_examples"] == "40" and row["checkpoint"] == "last"
+    summary = json.loads((reports / "summary.json").read_text())
+    (group,) = summary["groups"]
+    assert {m["run"] for m in group["models"]} == set(runs.values())
+    pgd = [c for c in group["cells"]["table5"] if c["evaluation"] == "pgd-unbounded"]
+    for cell in pgd:
+        stored = json.loads(result_path(attacks, cell["run"], "pgd-unbounded").read_text())
+        assert cell["ours"] == stored["final_accuracy"]
+
+
+def test_plots_and_index(folders):
+    checkpoints, attacks, reports, _ = folders
+    expected = ["fgsm-eps-sweep", "pgd-unbounded", "table7-ours-vs-paper", "training-curves",
+                "adversarial-examples", "deform-samples"]
+    index = (reports / "index.md").read_text()
+    for stem in expected:
+        path = reports / f"{stem}-digits.png"
+        assert_real_png(path, min_size=40 if stem == "deform-samples" else 200)
+        assert f"]({path.name})" in index
+    for linked in ("table5.md", "table7.md", "table3.md", "table5.csv", "summary.json"):
+        assert f"]({linked})" in index and (reports / linked).is_file()
+
+
+def test_missing_everything_says_so(tmp_path):
+    """A trained model with no evaluations: every cell names the missing file, no number appears."""
+    checkpoints, attacks, reports = tmp_path / "c", tmp_path / "a", tmp_path / "r"
+    run, _ = write_model(checkpoints, "manifold", 2.0)
+    write_report(checkpoints, attacks, reports)
+    fgsm = table_by_header((reports / "table5.md").read_text(), "Model")
+    ours = [row for row in fgsm[1:] if row[1] == f"`{run}`"][0]
+    assert ours[3] == f"missing (no fgsm-standard.json for {run})"
+    assert ours[6] == f"missing (no fgsm-paper.json for {run})"
+    table7 = table_by_header((reports / "table7.md").read_text(), "Test set")
+    for row in table7[1:]:
+        assert row[1] == "missing (no trained baseline model) / " + f"{paper_table7(next(s for s in TABLE7 if deform_set_label(s) == row[0]), 'baseline'):.2f}"
+        assert row[4].startswith(f"missing (no deform.json for {run})")
+    assert_real_png(reports / "training-curves-digits.png")
+    assert not (reports / "fgsm-eps-sweep-digits.png").exists()
+
+
+def test_corrupt_result_is_reported_not_used(folders, tmp_path):
+    checkpoints, attacks, _, runs = folders
+    copy = tmp_path / "attacks"
+    shutil.copytree(attacks, copy)
+    result_path(copy, runs["baseline"], "deform").write_text("{ half a file")
+    records, problems = load_records(checkpoints, copy)
+    baseline = next(r for r in records if r.name == runs["baseline"])
+    assert "deform" not in baseline.results and "not valid JSON" in baseline.missing["deform"]
+    table7 = build_report(records, problems).tables["table7"][0].blocks[0]
+    assert all(row[1].startswith("missing (deform.json is not valid JSON") for row in table7.rows)
+
+
+def test_stale_result_is_flagged(folders, tmp_path):
+    """A model trained further after its evaluation: the report says the numbers are out of date."""
+    checkpoints, attacks, _, runs = folders
+    assert load_records(checkpoints, attacks)[1] == []
+    copy = tmp_path / "checkpoints"
+    shutil.copytree(checkpoints, copy)
+    run_dir = copy / runs["manifold-a2"]
+    meta = json.loads((run_dir / "meta.json").read_text())
+    write_meta(run_dir, {**meta, "epoch": meta["epoch"] + 5})
+    problems = load_records(copy, attacks)[1]
+    assert len(problems) == 5  # one per evaluation file of that run
+    assert all(p.startswith(runs["manifold-a2"]) and "rerun the evaluation" in p for p in problems)
+
+
+def test_report_cli(folders, capsys):
+    checkpoints, attacks, reports, _ = folders
+    code = main(["report", "--checkpoints", str(checkpoints), "--attacks", str(attacks), "--reports", str(reports)])
+    assert code == 0
+    assert str(reports / "index.md") in capsys.readouterr().out
+    assert main(["report", "--checkpoints", str(checkpoints / "nope"), "--attacks", str(attacks / "nope"),
+                 "--reports", str(reports)]) == 2
+    assert "nothing to report" in capsys.readouterr().err
