@@ -110,6 +110,8 @@ def format_value(entry: dict[str, Any]) -> str:
     value, unit = entry["value"], entry["unit"]
     if unit == "ratio":
         return f"{value:.3f}"
+    if unit == "%":
+        return f"{value:.2f} %"
     if unit in ("s", "ms"):
         return f"{value:.3g} {unit}"
     if unit == "images/s":
