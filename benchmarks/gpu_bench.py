@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench_data import benchmark_dataset
 from report import figure, section, skipped
 from robustbench_mm.data import ImageSet
 from timing import median, time_call
-from training_bench import benchmark_dataset, device_batches, make_trainer
+from training_bench import device_batches, make_trainer
 
 TITLE = "GPU: PreActResNet18 CIFAR epoch time"
 EPOCH_GOAL_S = 2.0  # on one H100

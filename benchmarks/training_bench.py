@@ -6,36 +6,17 @@ from __future__ import annotations
 
 from functools import partial
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from bench_data import benchmark_dataset
 from report import figure, ratio_figure, section
 from robustbench_mm.config import train_config_for_preset
-from robustbench_mm.data import DeviceBatches, ImageSet, load_dataset
+from robustbench_mm.data import DeviceBatches, ImageSet
 from robustbench_mm.train import Trainer
 from timing import interleaved, median, ratio
-
-CIFAR_TRAIN_SIZE = 50_000
-
-
-def benchmark_dataset(device: torch.device, data_dir: str = "data") -> ImageSet:
-    """Training images in the shape the device's real job uses.
-
-    On a CPU: the offline digits the smoke preset trains on. On a GPU: CIFAR-10 when it is on
-    disk, else 50,000 random CIFAR-shaped images (speed does not depend on the pixel values).
-    """
-    if device.type != "cuda":
-        return load_dataset("digits", train=True)
-    try:
-        return load_dataset("cifar10", train=True, data_dir=data_dir, download=False)
-    except Exception:  # absent or unreadable: the random stand-in times the same work
-        generator = torch.Generator().manual_seed(0)
-        images = torch.randint(0, 256, (CIFAR_TRAIN_SIZE, 3, 32, 32), dtype=torch.uint8, generator=generator)
-        labels = torch.randint(0, 10, (CIFAR_TRAIN_SIZE,), generator=generator)
-        return ImageSet("random-cifar-shaped", images, labels, 10)
 
 
 def make_trainer(method: str, width: int, batch: int, device: torch.device, **overrides) -> Trainer:
