@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from .deformations import INTERPOLATIONS, resolve_set_names
 from .errors import UsageError, check_choice, check_positive
 
 DATASETS = ("cifar10", "cifar100", "digits")
@@ -177,16 +178,20 @@ class AttackConfig:
 class DeformConfig:
     """`mm-robust deform`: the 17 deformation test sets of Table 7."""
 
-    sets: tuple[str, ...] = ()  # empty = all 17
-    interpolation: str = "nearest"
-    seed: int = 0
-    n_examples: int | None = None
+    sets: tuple[str, ...] = ()  # set names, 'all' or 'table3'; empty = all 17; stored as names in Table 7 order
+    interpolation: str = "nearest"  # the authors' choice; "bilinear" also possible
+    seed: int = 0  # each set's generator seed is derived from this and the set's name
+    n_examples: int | None = None  # the first N test images; None = the whole test set
     batch_size: int = 500
     checkpoint: str = "last"
     device: str = "auto"
+    data_dir: str | None = None  # None = the data_dir each model was trained with
 
     def __post_init__(self) -> None:
-        check_choice("interpolation", self.interpolation, ("nearest", "bilinear"))
+        object.__setattr__(self, "sets", resolve_set_names(self.sets))
+        check_choice("interpolation", self.interpolation, INTERPOLATIONS)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise UsageError(f"--seed must be a whole number >= 0, got {self.seed!r}")
         check_positive("--seed", self.seed, allow_zero=True)
         check_positive("--batch-size", self.batch_size)
         if self.n_examples is not None:
