@@ -80,6 +80,9 @@ class TrainConfig:
         check_positive("--lr", self.lr)
         check_positive("--eval-every", self.eval_every)
         check_positive("--weight-decay", self.weight_decay, allow_zero=True)
+        check_positive("--momentum", self.momentum, allow_zero=True)
+        if not 0 < self.lr_gamma <= 1:
+            raise UsageError(f"--lr-gamma must be in (0, 1], got {self.lr_gamma}")
         check_positive("--crop-padding", self.crop_padding, allow_zero=True)
         check_positive("--seed", self.seed, allow_zero=True)
         for name in ("n_train", "n_test"):

@@ -30,6 +30,11 @@ def add_parser(sub) -> None:
     p.add_argument("--milestones", type=int_list, help="epochs where the lr is multiplied by 0.1, e.g. 400,800")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--weight-decay", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--lr-gamma", type=float, help="lr multiplier at each milestone (default 0.1)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips")
+    p.add_argument("--eval-batch-size", type=int)
     p.add_argument("--crop-padding", type=int, help="zero padding of the random crop (default 2, the authors' current code)")
     p.add_argument("--eval-every", type=int, help="evaluate test accuracy/NLL every N epochs (default 1)")
     p.add_argument("--n-train", type=int, help="train on the first N images only")
@@ -62,7 +67,8 @@ def configs_from_args(args):
     overrides = dict(
         dataset=args.dataset, arch=args.arch, width=args.width, final_bn=args.final_bn, mix_layers=args.mix_layers,
         loss=args.loss, epochs=args.epochs, lr=args.lr, milestones=args.milestones, batch_size=args.batch_size,
-        weight_decay=args.weight_decay, crop_padding=args.crop_padding, eval_every=args.eval_every,
+        weight_decay=args.weight_decay, momentum=args.momentum, nesterov=args.nesterov, lr_gamma=args.lr_gamma,
+        flip=args.flip, eval_batch_size=args.eval_batch_size, crop_padding=args.crop_padding, eval_every=args.eval_every,
         n_train=args.n_train, n_test=args.n_test, seed=args.seed, precision=args.precision,
         channels_last=args.channels_last, compile=args.compile, data_dir=args.data_dir, download=args.download,
         out=args.out, device=args.device,
