@@ -4,10 +4,11 @@ Every deformation is an affine map of the image about its exact centre, applied 
 at once with `affine_grid`/`grid_sample` (one matrix per image), on whatever device the images are.
 
 Conventions, all in PyTorch's `affine_grid` terms: a matrix maps *output* coordinates to the
-*input* coordinates that are sampled, in normalized (x = column, y = row) coordinates with
-``align_corners=False``, so -1 and +1 are the outer pixel edges and 0 is the exact image centre
-(pixel 15.5 of 32). With that choice a centred box of k % of the side is exactly the square
-[-k/100, k/100], so the paper's zoom boxes need no rounding to whole pixels.
+*input* coordinates that are sampled, in normalized (x = column, y = row) coordinates whose origin
+is the exact image centre (pixel 15.5 of 32). The matrices have no translation, so in pixel units
+output pixel p samples c + A·(p - c) with c the centre, whichever `align_corners` is used (we use
+False, where ±1 are the outer pixel edges). A zoom box of k % of the side therefore maps exactly
+onto the image, with no rounding to whole pixels.
 
 - Rotation by +a degrees turns the image counter-clockwise as displayed (row 0 at the top);
   +90 equals ``torch.rot90(x, 1, dims=(2, 3))``.

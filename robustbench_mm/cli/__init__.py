@@ -10,10 +10,11 @@ import argparse
 import sys
 
 from ..errors import MMRobustError
+from . import deform as deform_cmd
 from . import report as report_cmd
 from . import train as train_cmd
 
-COMMANDS = [train_cmd, report_cmd]
+COMMANDS = [train_cmd, deform_cmd, report_cmd]
 
 
 class _Parser(argparse.ArgumentParser):
