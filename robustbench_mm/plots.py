@@ -21,6 +21,7 @@ from .storage import atomic_write
 if TYPE_CHECKING:
     from .reporting import Group, RunRecord
 
+MASKING_FIGURE = "gradient-masking.png"  # drawn by `mm-robust attack` into attacks/<run>/
 KEY_COLORS = {"baseline": "#555555", "input-a1": "#1f77b4", "input-a2": "#17becf", "manifold-a2": "#d62728"}
 SPARE_COLORS = ("#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -348,7 +349,9 @@ def _examples_caption(record: "RunRecord") -> str:
 
     with safe_open(str(record.examples_file), framework="numpy") as handle:
         metadata = handle.metadata() or {}
-    return metadata.get("attack", "attacked")
+    if "eps" not in metadata:
+        return "attacked"
+    return f"FGSM ε = {float(metadata['eps']):g}\n({metadata.get('protocol', '?')} protocol)"
 
 
 def draw_examples(group: "Group", path: Path) -> bool:
@@ -364,27 +367,32 @@ def draw_examples(group: "Group", path: Path) -> bool:
     return True
 
 
-def draw_group(group: "Group", reports_root: Path, attacks_root: Path) -> list[str]:
-    """Write every figure this group has data for; return the file names, in reading order."""
+def draw_group(group: "Group", reports_root: Path, attacks_root: Path) -> dict[str, str]:
+    """Write every figure this group has data for; return {file name: caption}, in reading order."""
     from .reporting import copy_file
 
     colors = model_colors([r.key for r in group.runs])
     colors = {r.name: colors[r.key] for r in group.runs}
     drawers = [
-        ("fgsm-eps-sweep", lambda p: draw_fgsm(group, colors, p)),
-        ("pgd-unbounded", lambda p: draw_pgd(group, colors, p)),
-        ("table7-ours-vs-paper", lambda p: draw_table7(group, p)),
-        ("training-curves", lambda p: draw_training(group, colors, p)),
-        ("adversarial-examples", lambda p: draw_examples(group, p)),
+        ("fgsm-eps-sweep", "FGSM accuracy vs ε, both protocols", lambda p: draw_fgsm(group, colors, p)),
+        ("pgd-unbounded", "Unbounded PGD: accuracy after every iteration", lambda p: draw_pgd(group, colors, p)),
+        ("table7-ours-vs-paper", "Table 7: ours vs the paper", lambda p: draw_table7(group, p)),
+        ("training-curves", "Training curves: test accuracy and NLL per epoch", lambda p: draw_training(group, colors, p)),
+        ("adversarial-examples", "Adversarial examples: clean, attacked, and the perturbation",
+         lambda p: draw_examples(group, p)),
     ]
-    written = []
-    for stem, draw in drawers:
+    written = {}
+    for stem, caption, draw in drawers:
         name = f"{stem}-{group.slug}.png"
         if draw(reports_root / name):
-            written.append(name)
-    samples = attacks_root / f"deform-samples-{group.dataset}.png"
-    if samples.is_file():
-        name = f"deform-samples-{group.slug}.png"
-        copy_file(samples, reports_root / name)
-        written.append(name)
+            written[name] = caption
+    # Figures the evaluation stages drew themselves are copied, so reports/ stands on its own.
+    copies = [(attacks_root / f"deform-samples-{group.dataset}.png", f"deform-samples-{group.slug}.png",
+               "The deformation test sets on the first test images")]
+    copies += [(attacks_root / r.name / MASKING_FIGURE, f"gradient-masking-{r.name}.png",
+                f"Gradient-masking checks: {r.label}") for r in group.runs]
+    for source, name, caption in copies:
+        if source.is_file():
+            copy_file(source, reports_root / name)
+            written[name] = caption
     return written

@@ -21,6 +21,7 @@ from typing import Any, Iterable
 
 from .checkpoints import find_runs, read_meta
 from .config import TABLE_MODELS
+from .deformations import DEFORM_SETS
 from .errors import UsageError
 from .paper import PGD_UNBOUNDED, TABLE3_SETS, TABLE5, TABLE7, TABLE7_COLUMNS, model_key, paper_table7
 from .results import RESULT_FORMAT, result_path
@@ -79,6 +80,9 @@ class RunRecord:
 
     def result(self, evaluation: str) -> dict[str, Any] | None:
         return self.results.get(evaluation)
+
+    def why_missing(self, evaluation: str) -> str:
+        return self.missing.get(evaluation, f"no {evaluation}.json for {self.name}")
 
 
 def model_label(method: str, alpha: float | None) -> str:
@@ -258,7 +262,7 @@ def _comparison_note(group: Group, table: str) -> tuple[str, str]:
 
 def header_facts(group: Group, evaluations: tuple[str, ...], protocol: str) -> list[tuple[str, str]]:
     """Dataset, preset, epochs, checkpoint, protocol, examples, seeds and commits, per model when they differ."""
-    epochs, checkpoint, examples, seeds, commits = {}, {}, {}, {}, {}
+    epochs, checkpoint, examples, seeds, train_commits, eval_commits = {}, {}, {}, {}, {}, {}
     for record in group.runs:
         label = record.key if list(r.key for r in group.runs).count(record.key) == 1 else record.name
         if record.meta:
@@ -273,8 +277,8 @@ def header_facts(group: Group, evaluations: tuple[str, ...], protocol: str) -> l
         checkpoint[label] = f"{summary.get('checkpoint')} (epoch {summary.get('checkpoint_epoch')})"
         examples[label] = ", ".join(sorted({str(r["n_examples"]) for r in results}))
         seeds[label] = f"training {summary.get('train_seed')}, evaluation {settings.get('seed')}"
-        commits[label] = (f"training {short_commit(summary.get('train_git_commit'))}, "
-                          f"evaluation {short_commit(results[0].get('git_commit'))}")
+        train_commits[label] = short_commit(summary.get("train_git_commit"))
+        eval_commits[label] = ", ".join(sorted({short_commit(r.get("git_commit")) for r in results}))
     n_test = {"cifar10": 10000, "cifar100": 10000, "digits": 357}.get(group.dataset)
     example_text = _collapse(examples)
     if n_test and examples:
@@ -289,7 +293,8 @@ def header_facts(group: Group, evaluations: tuple[str, ...], protocol: str) -> l
         ("protocol", protocol),
         ("test examples", example_text),
         ("seed", _collapse(seeds)),
-        ("commit", _collapse(commits)),
+        ("commit (training)", _collapse(train_commits)),
+        ("commit (evaluation)", _collapse(eval_commits)),
     ]
 
 
@@ -355,12 +360,12 @@ def table5_section(group: Group) -> Section:
         paper = paper_values.get(record.key)
         clean = next((r["clean"]["accuracy"] for p in PROTOCOLS if (r := record.result(f"fgsm-{p}"))), None)
         cells = [record.label, f"`{record.name}`", fmt(clean) if clean is not None else
-                 f"missing ({record.missing.get('fgsm-standard')})"]
+                 f"missing ({record.why_missing('fgsm-standard')})"]
         for protocol in PROTOCOLS:
             evaluation = f"fgsm-{protocol}"
             result = record.result(evaluation)
             ours = accuracy_at(result, TABLE5_EPS) if result else None
-            why = record.missing.get(evaluation) or f"{evaluation}.json has no ε = {TABLE5_EPS}"
+            why = record.why_missing(evaluation) if result is None else f"{evaluation}.json has no ε = {TABLE5_EPS}"
             paper_text = fmt(paper) if paper is not None else "– (not in the paper)"
             if ours is None:
                 cells += [f"missing ({why})", paper_text, "–"]
@@ -374,7 +379,7 @@ def table5_section(group: Group) -> Section:
         pgd_ours = float(pgd["final_accuracy"]) if pgd else None
         rows.append(_csv_row(group, record, record.key, "pgd-unbounded", f"steps={pgd['steps']}" if pgd else "",
                              pgd_ours, PGD_UNBOUNDED.get(record.key),
-                             "measured" if pgd else f"missing: {record.missing['pgd-unbounded']}", reference))
+                             "measured" if pgd else f"missing: {record.why_missing('pgd-unbounded')}", reference))
     for label, value in paper_values.items():
         if label in PAPER_TABLE5_ONLY:
             fgsm_rows.append([f"{label} — paper only", "–", "–", "not run here", fmt(value), "–", "not run here",
@@ -400,7 +405,7 @@ def _pgd_cells(record: RunRecord) -> list[str]:
     paper = PGD_UNBOUNDED.get(record.key)
     paper_text = fmt(paper) if paper is not None else "– (not in the paper)"
     if pgd is None:
-        cells = [record.label, f"missing ({record.missing['pgd-unbounded']})", paper_text, "–", "–"]
+        cells = [record.label, f"missing ({record.why_missing('pgd-unbounded')})", paper_text, "–", "–"]
     else:
         ours = float(pgd["final_accuracy"])
         threshold = pgd.get("threshold")
@@ -411,7 +416,7 @@ def _pgd_cells(record: RunRecord) -> list[str]:
                  fmt_delta(ours, paper) if paper is not None else "–", verdict]
     masking = record.result("gradient-masking")
     if masking is None:
-        cells.append(f"missing ({record.missing['gradient-masking']})")
+        cells.append(f"missing ({record.why_missing('gradient-masking')})")
     else:
         failed = [c["name"] for c in masking["checks"] if not c.get("passed")]
         cells.append(f"**flagged**: {', '.join(failed)}" if failed else f"all {len(masking['checks'])} passed")
@@ -419,17 +424,8 @@ def _pgd_cells(record: RunRecord) -> list[str]:
 
 
 def deform_set_label(name: str) -> str:
-    """'rotate-20' -> 'Rotation U(-20°, 20°)', as the paper's rows read."""
-    kind, _, value = name.rpartition("-")
-    if kind == "rotate":
-        return f"Rotation U(-{value}°, {value}°)"
-    if kind == "shear":
-        return f"Shearing U(-{value}°, {value}°)"
-    if kind == "zoom-in":
-        return f"Zoom in ({value} %)"
-    if kind == "zoom-out":
-        return f"Zoom out ({value} %)"
-    return name
+    """How the paper's Table 7 names the row, e.g. 'Rotation U(-20°, 20°)'."""
+    return DEFORM_SETS[name].label if name in DEFORM_SETS else name
 
 
 def _table7_columns(group: Group) -> list[tuple[str, RunRecord | None]]:
@@ -463,7 +459,7 @@ def deform_section(group: Group, sets: tuple[str, ...]) -> Section:
             if record is None:
                 why = f"no trained {key} model"
             elif result is None:
-                why = record.missing["deform"]
+                why = record.why_missing("deform")
             else:
                 why = f"deform.json has no {set_name}"
             entry = result["sets"].get(set_name) if result else None
@@ -566,7 +562,7 @@ def build_report(records: list[RunRecord], problems: list[str]) -> Report:
     return Report(groups, tables, problems)
 
 
-def summary(report: Report, plots: dict[str, list[str]], sources: dict[str, str]) -> dict[str, Any]:
+def summary(report: Report, plots: dict[str, dict[str, str]], sources: dict[str, str]) -> dict[str, Any]:
     """Machine-readable report: every cell (ours, paper, Δ, provenance), per-model facts and plot files."""
     groups = []
     for index, group in enumerate(report.groups):
@@ -581,7 +577,7 @@ def summary(report: Report, plots: dict[str, list[str]], sources: dict[str, str]
                        for r in group.runs],
             "facts": {table: dict(report.tables[table][index].facts) for table in report.tables},
             "cells": {table: report.tables[table][index].rows for table in report.tables},
-            "plots": plots.get(group.slug, []),
+            "plots": list(plots.get(group.slug, {})),
         })
     return {
         "format": REPORT_FORMAT,
@@ -594,17 +590,7 @@ def summary(report: Report, plots: dict[str, list[str]], sources: dict[str, str]
     }
 
 
-PLOT_CAPTIONS = {
-    "fgsm-eps-sweep": "FGSM accuracy vs ε, both protocols",
-    "pgd-unbounded": "Unbounded PGD: accuracy after every iteration",
-    "table7-ours-vs-paper": "Table 7: ours vs the paper",
-    "training-curves": "Training curves: test accuracy and NLL per epoch",
-    "adversarial-examples": "Adversarial examples (clean above, attacked below)",
-    "deform-samples": "The deformation test sets on sample images",
-}
-
-
-def render_index(report: Report, plots: dict[str, list[str]], sources: dict[str, str]) -> str:
+def render_index(report: Report, plots: dict[str, dict[str, str]], sources: dict[str, str]) -> str:
     parts = ["# mm-robust report", "",
              f"Built by `mm-robust report` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC at commit "
              f"`{short_commit(git_commit())}` from `{sources['checkpoints']}` (trained models) and "
@@ -624,9 +610,8 @@ def render_index(report: Report, plots: dict[str, list[str]], sources: dict[str,
                 parts += [f"**{TABLE_TITLES[table].split(' — ')[0]}: {block.caption}**", "", markdown_table(block), ""]
         parts += [f"Header facts (epochs, checkpoint, examples, seeds, commits) are in [table5.md](table5.md) and "
                   "[table7.md](table7.md).", ""]
-        for name in plots.get(group.slug, []):
-            stem = name.rsplit(".", 1)[0].removesuffix(f"-{group.slug}")
-            parts += [f"### {PLOT_CAPTIONS.get(stem, stem)}", "", f"![{PLOT_CAPTIONS.get(stem, stem)}]({name})", ""]
+        for name, caption in plots.get(group.slug, {}).items():
+            parts += [f"### {caption}", "", f"![{caption}]({name})", ""]
     if report.problems:
         parts += ["## Problems found while reading", ""] + [f"- {p}" for p in report.problems] + [""]
     parts += ["## Where the files come from", "",

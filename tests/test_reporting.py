@@ -18,7 +18,8 @@ from robustbench_mm.cli import main
 from robustbench_mm.config import TABLE_MODELS, train_config_for_preset
 from robustbench_mm.paper import TABLE3_SETS, TABLE5, TABLE7, model_key, paper_table7
 from robustbench_mm.reporting import (
-    CSV_COLUMNS, accuracy_at, build_report, comparison_cell, deform_set_label, load_records, write_report,
+    CSV_COLUMNS, RunRecord, accuracy_at, build_report, comparison_cell, deform_set_label, group_records, load_records,
+    write_report,
 )
 from robustbench_mm.results import result_path, write_result
 
@@ -170,7 +171,7 @@ def test_report_tables_carry_the_numbers_of_the_result_files(folders):
                 assert float(row[ours_col + 2]) == pytest.approx(stored["accuracy"][0] - paper, abs=0.006)
     assert any("paper only" in row[0] and row[3] == "not run here" for row in fgsm[1:])
     for fact in ("dataset", "preset", "epochs trained", "checkpoint evaluated", "protocol", "test examples", "seed",
-                 "commit"):
+                 "commit (training)", "commit (evaluation)"):
         assert f"| {fact} |" in table5
     assert "Sanity check only" in table5  # digits models against CIFAR numbers
 
@@ -276,3 +277,29 @@ def test_report_cli(folders, capsys):
     assert main(["report", "--checkpoints", str(checkpoints / "nope"), "--attacks", str(attacks / "nope"),
                  "--reports", str(reports)]) == 2
     assert "nothing to report" in capsys.readouterr().err
+
+
+def identity(dataset, arch="preactresnet18", preset="paper", key="baseline", width=64):
+    method = key.split("-")[0]
+    alpha = None if key == "baseline" else float(key.rsplit("-a", 1)[1])
+    return {"key": key, "dataset": dataset, "arch": arch, "preset": preset, "width": width, "method": method,
+            "alpha": alpha}
+
+
+def test_groups_split_by_setting_and_say_when_the_paper_is_not_comparable():
+    records = [RunRecord(f"run{i}", identity(*ident), None) for i, ident in enumerate(
+        [("digits", "preactresnet18", "smoke"), ("cifar100", "preactresnet34"), ("cifar10",),
+         ("cifar10", "preactresnet34")])]
+    groups = group_records(records)
+    assert [(g.dataset, g.arch, g.slug) for g in groups] == [
+        ("cifar10", "preactresnet18", "cifar10-preactresnet18-paper"),
+        ("cifar10", "preactresnet34", "cifar10-preactresnet34-paper"),
+        ("cifar100", "preactresnet34", "cifar100"), ("digits", "preactresnet18", "digits")]
+    report = build_report(records, [])
+    table5 = {g.slug: s.notes[0] for g, s in zip(groups, report.tables["table5"])}
+    table7 = {g.slug: s.notes[0] for g, s in zip(groups, report.tables["table7"])}
+    assert table5["digits"].startswith("**Sanity check only:**")
+    assert table5["cifar10-preactresnet18-paper"].startswith("Paper: CIFAR-10")  # the paper's own setting
+    assert "architecture preactresnet34" in table5["cifar10-preactresnet34-paper"]
+    assert table7["cifar100"].startswith("Paper: CIFAR-100")
+    assert table7["cifar10-preactresnet18-paper"].startswith("**Sanity check only:**")
