@@ -199,7 +199,7 @@ class DeformConfig:
         check_positive("--batch-size", self.batch_size)
         if self.n_examples is not None:
             check_positive("--n-examples", self.n_examples)
-        check_choice("checkpoint", self.checkpoint, CHECKPOINT_KINDS)
+        check_choice("--weights", self.checkpoint, CHECKPOINT_KINDS)
         check_choice("device", self.device, DEVICES)
 
     def to_dict(self) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def test_cli_prints_the_table7_summary_beside_the_paper(tiny_runs, checkpoints, 
     (["--seed", "-1"], "--seed must be >= 0, got -1"),
     (["--checkpoint", "no-such-run"], "checkpoint 'no-such-run' not found"),
     (["--interpolation", "bicubic"], "unknown interpolation 'bicubic'; valid: nearest, bilinear"),
-    (["--which", "middle"], "unknown checkpoint 'middle'; valid: last, best"),
+    (["--weights", "middle"], "unknown --weights 'middle'; valid: last, best"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(checkpoints, tmp_path, capsys, args, message):
     out = tmp_path / "attacks"

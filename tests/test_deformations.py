@@ -161,7 +161,8 @@ def test_parameters_are_uniform_over_the_range_and_zoom_is_fixed():
     assert p.min() < -0.99 * magnitude and p.max() > 0.99 * magnitude
     assert abs(p.mean().item()) < 0.02 * magnitude
     assert p.std().item() == pytest.approx(magnitude / math.sqrt(3), rel=0.02)
-    assert torch.equal(draw_parameters(DEFORM_SETS["zoom-in-60"], 5, seed=0), torch.full((5,), 60.0, dtype=torch.float64))
+    zoom = draw_parameters(DEFORM_SETS["zoom-in-60"], 5, seed=0)
+    assert torch.equal(zoom, torch.full((5,), 60.0, dtype=torch.float64))
 
 
 def test_each_image_gets_its_own_matrix():

@@ -7,23 +7,30 @@ from ..deform_eval import format_summary, load_results, run_deform
 from ..deformations import DEFORM_SETS, INTERPOLATIONS
 from .common import add_device, add_quiet
 
+DEFAULTS = DeformConfig()
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("deform", help="accuracy under the 17 deformation test sets of Table 7 into attacks/",
                        description="Evaluate trained models on clean test data and on rotated, sheared and zoomed "
                                    "test sets never seen in training (the paper's Table 7; Table 3 is a subset). "
                                    "Each image gets its own seeded parameter, so every set is fixed and reproducible. "
-                                   "Writes attacks/<run>/deform.json per model and attacks/deform-samples-<dataset>.png.")
+                                   "Writes attacks/<run>/deform.json per model and "
+                                   "attacks/deform-samples-<dataset>.png.")
     p.add_argument("--sets", action="append",
-                   help=f"'all' (default), 'table3', or set names, comma-separated or repeated: {', '.join(DEFORM_SETS)}")
-    p.add_argument("--interpolation", default="nearest",
+                   help=f"'all' (default), 'table3', or set names, comma-separated or repeated: "
+                        f"{', '.join(DEFORM_SETS)}")
+    p.add_argument("--interpolation", default=DEFAULTS.interpolation,
                    help=f"one of {', '.join(INTERPOLATIONS)} (default: nearest, the authors' choice)")
-    p.add_argument("--seed", type=int, default=0, help="base seed; each set's seed derives from it and the set name")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                   help="base seed; each set's own seed derives from it and the set's name (default: 0)")
     p.add_argument("--n-examples", type=int, help="evaluate the first N test images only (default: all)")
-    p.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default: 500)")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                   help=f"images per forward pass (default: {DEFAULTS.batch_size})")
     p.add_argument("--checkpoint", action="append", metavar="RUN",
                    help="a run folder or a run name under --checkpoints; repeat for several (default: every run)")
-    p.add_argument("--which", default="last", help=f"weights to evaluate: {', '.join(CHECKPOINT_KINDS)} (default: last)")
+    p.add_argument("--weights", default=DEFAULTS.checkpoint,
+                   help=f"which weights of each run: {', '.join(CHECKPOINT_KINDS)} (default: {DEFAULTS.checkpoint})")
     p.add_argument("--checkpoints", default="checkpoints", help="trained models (default: checkpoints)")
     p.add_argument("--out", default="attacks", help="results folder (default: attacks)")
     p.add_argument("--data-dir", help="where the test data lives (default: the folder each model was trained with)")
@@ -35,7 +42,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     config = DeformConfig(sets=tuple(args.sets or ()), interpolation=args.interpolation, seed=args.seed,
-                          n_examples=args.n_examples, batch_size=args.batch_size, checkpoint=args.which,
+                          n_examples=args.n_examples, batch_size=args.batch_size, checkpoint=args.weights,
                           device=args.device, data_dir=args.data_dir)
     paths = run_deform(config, args.checkpoints, args.out, runs=args.checkpoint, force=args.force,
                        progress=not args.quiet)
