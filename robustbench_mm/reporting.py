@@ -358,9 +358,12 @@ def table5_section(group: Group) -> Section:
     fgsm_rows, pgd_rows, rows = [], [], []
     for record in group.runs:
         paper = paper_values.get(record.key)
-        clean = next((r["clean"]["accuracy"] for p in PROTOCOLS if (r := record.result(f"fgsm-{p}"))), None)
+        source = next((f"fgsm-{p}" for p in PROTOCOLS if record.result(f"fgsm-{p}")), "fgsm-standard")
+        clean = record.result(source)["clean"]["accuracy"] if record.result(source) else None
         cells = [record.label, f"`{record.name}`", fmt(clean) if clean is not None else
-                 f"missing ({record.why_missing('fgsm-standard')})"]
+                 f"missing ({record.why_missing(source)})"]
+        rows.append(_csv_row(group, record, record.key, source, "clean", clean, None,
+                             "measured" if clean is not None else f"missing: {record.why_missing(source)}", reference))
         for protocol in PROTOCOLS:
             evaluation = f"fgsm-{protocol}"
             result = record.result(evaluation)

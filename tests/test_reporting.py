@@ -204,6 +204,16 @@ def test_csv_and_summary_agree_with_the_files(folders):
         stored = json.loads(result_path(attacks, row["run"], "deform").read_text())
         assert float(row["ours"]) == stored["sets"][row["setting"]]["accuracy"]
         assert row["n_examples"] == "40" and row["checkpoint"] == "last"
+    table5 = list(csv.DictReader(io.StringIO((reports / "table5.csv").read_text())))
+    for row in table5:
+        if row["status"] == "paper only":
+            assert row["ours"] == "" and row["run"] == ""
+            continue
+        stored = json.loads(result_path(attacks, row["run"], row["evaluation"]).read_text())
+        expected = {"clean": lambda: stored["clean"]["accuracy"], "eps=0.03": lambda: stored["accuracy"][0]}.get(
+            row["setting"], lambda: stored["final_accuracy"])()
+        assert float(row["ours"]) == expected, row
+    assert {r["setting"] for r in table5} == {"clean", "eps=0.03", f"steps={STEPS}"}
     summary = json.loads((reports / "summary.json").read_text())
     (group,) = summary["groups"]
     assert {m["run"] for m in group["models"]} == set(runs.values())
