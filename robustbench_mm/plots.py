@@ -94,8 +94,18 @@ def pgd_figure(series: list[Series], threshold: float | None, paper_points: dict
     if threshold is not None:
         ax.axhline(threshold, color="black", linestyle="--", linewidth=1,
                    label=f"gradient-masking threshold ({threshold:g} %)")
-    ax.set_xlabel("PGD iteration (0 = clean)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # Accuracy usually collapses within the first few steps; a log scale past step 10 keeps
+    # those steps readable while still showing all of the run.
+    linear_until = 10
+    if last > 2 * linear_until:
+        ax.set_xscale("symlog", linthresh=linear_until, linscale=1.5)
+        ax.set_xlabel(f"PGD iteration (0 = clean; log scale beyond {linear_until})")
+        ax.set_xticks([t for t in (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if t <= last] +
+                      ([last] if last not in (20, 50, 100, 200, 500, 1000) else []))
+        ax.xaxis.set_major_formatter("{x:.0f}")
+    else:
+        ax.set_xlabel("PGD iteration (0 = clean)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.set_xlim(0, last)
