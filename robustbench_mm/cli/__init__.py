@@ -10,11 +10,12 @@ import argparse
 import sys
 
 from ..errors import MMRobustError
+from . import attack as attack_cmd
 from . import deform as deform_cmd
 from . import report as report_cmd
 from . import train as train_cmd
 
-COMMANDS = [train_cmd, deform_cmd, report_cmd]
+COMMANDS = [train_cmd, attack_cmd, deform_cmd, report_cmd]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,411 @@
+"""`mm-robust attack`: Table 5's FGSM in both protocols, Appendix D's unbounded PGD and the
+gradient-masking checks for trained models, written to ``attacks/<run>/``.
+
+Files per model (one JSON per evaluation, each written atomically as soon as it is done):
+``fgsm-standard.json``, ``fgsm-paper.json``, ``adversarial-examples.safetensors``,
+``pgd-unbounded.json``, ``gradient-masking.json`` (+ ``gradient-masking.png``). A file made for
+the same model with identical settings is kept and skipped on re-run unless ``force``, so a
+killed run keeps what it finished and completes the rest when run again.
+
+The evaluated images are the first `n_examples` of the test set (all of it by default), so
+reruns and other stages agree on which images were attacked. Unbounded and bounded PGD run in
+the standard protocol (pixel scale, cross-entropy, clipping): Appendix D's sanity check does
+not depend on how the FGSM table measured eps.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors import SafetensorError, safe_open
+from tqdm.auto import tqdm
+
+from .attacks import (
+    PROTOCOLS, Check, bounded_pgd_step_size, check_deterministic, check_eps_zero_is_clean, check_input_gradients,
+    check_iterative_beats_single_step, check_sweep_does_not_rise, check_unbounded_pgd, fgsm, fgsm_sweep, percent, pgd,
+)
+from .checkpoints import LoadedModel, load_model, resolve_runs, save_tensors
+from .config import AttackConfig
+from .data import ImageSet, load_dataset, to_unit_float
+from .errors import UsageError
+from .masking_figure import save_gradient_masking_figure
+from .metrics import accuracy_and_nll, predict
+from .paper import PGD_UNBOUNDED, TABLE5
+from .results import as_json, finished_result, model_summary, result_path, write_result
+from .runtime import resolve_device, seed_everything
+from .storage import ensure_writable_dir, folder_lock, read_json
+
+EXAMPLES_FILE = "adversarial-examples.safetensors"
+MASKING_FIGURE = "gradient-masking.png"
+ITERATIVE_PROTOCOL = "standard"  # unbounded and bounded PGD, and the saved examples
+
+
+def sweep_grid(config: AttackConfig) -> list[float]:
+    """The accuracy-vs-eps curve: the sweep, every requested eps, and 0, ascending."""
+    return sorted({0.0, *map(float, config.sweep), *map(float, config.eps)})
+
+
+def check_eps(config: AttackConfig) -> float:
+    """Where bounded PGD is compared with FGSM: the first positive --eps, else the largest swept eps."""
+    positive = [float(e) for e in config.eps if e > 0]
+    return positive[0] if positive else max(sweep_grid(config))
+
+
+def examples_protocol(config: AttackConfig) -> str:
+    return ITERATIVE_PROTOCOL if ITERATIVE_PROTOCOL in config.protocols else config.protocols[0]
+
+
+def evaluation_settings(config: AttackConfig, evaluation: str, dataset: str) -> dict[str, Any]:
+    """The settings that decide an evaluation's numbers: a stored file is reused only if they match."""
+    common = {"dataset": dataset, "n_examples": config.n_examples, "checkpoint": config.checkpoint,
+              "batch_size": config.batch_size, "seed": config.seed}
+    pgd = {"pgd_steps": config.pgd_steps, "pgd_step_size": config.pgd_step_size,
+           "pgd_pass_threshold": config.pgd_pass_threshold}
+    if evaluation.startswith("fgsm-"):
+        return {**common, "protocol": evaluation[len("fgsm-"):], "eps": list(config.eps), "sweep": sweep_grid(config)}
+    if evaluation == "pgd-unbounded":
+        return {**common, "protocol": ITERATIVE_PROTOCOL, **pgd}
+    if evaluation == "adversarial-examples":
+        return {**common, "protocol": examples_protocol(config), "eps": float(config.eps[0]),
+                "count": config.save_examples}
+    if evaluation == "gradient-masking":
+        return {**common, "protocols": list(config.protocols), "eps": list(config.eps), "sweep": sweep_grid(config),
+                **pgd, "bounded_pgd_steps": config.bounded_pgd_steps,
+                "max_fgsm_only_share": config.max_fgsm_only_share, "max_sweep_rise": config.max_sweep_rise,
+                "max_zero_gradient_share": config.max_zero_gradient_share}
+    raise ValueError(f"unknown evaluation {evaluation!r}")
+
+
+def check_dataset(loaded: LoadedModel, dataset: str | None) -> None:
+    trained_on = loaded.config.dataset
+    if dataset is not None and dataset != trained_on:
+        raise UsageError(f"checkpoint {loaded.name!r} was trained on {trained_on}, not --dataset {dataset}; "
+                         f"drop --dataset or pass --checkpoint with {dataset} models only")
+
+
+def check_num_classes(loaded: LoadedModel, data: ImageSet) -> None:
+    outputs = loaded.model.linear.out_features
+    if outputs != data.num_classes:
+        raise UsageError(f"checkpoint {loaded.name!r} predicts {outputs} classes but {data.name} has "
+                         f"{data.num_classes}; evaluate it on the dataset it was trained on")
+
+
+class ModelAttacks:
+    """Every attack on one model. Each piece runs at most once, and only when a file still needs it."""
+
+    def __init__(self, loaded: LoadedModel, data: ImageSet, config: AttackConfig, out_dir: Path,
+                 device: torch.device, force: bool, progress: bool):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.data = data
+        self.config = config
+        self.out_dir = out_dir
+        self.device = device
+        self.force = force
+        self.progress = progress
+        self.summary = model_summary(loaded)
+        self.grid = sweep_grid(config)
+        self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        self.fgsm_sweeps: dict[str, dict[str, torch.Tensor]] = {}
+
+    # ---- plumbing -----------------------------------------------------------------------------
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        size = self.config.batch_size
+        for start in range(0, len(self.data), size):
+            x = to_unit_float(self.data.images[start:start + size]).contiguous(memory_format=self.memory_format)
+            yield x, self.data.labels[start:start + size]
+
+    @property
+    def n_batches(self) -> int:
+        return -(-len(self.data) // self.config.batch_size)
+
+    def bar(self, what: str, total: int) -> tqdm:
+        return tqdm(total=total, desc=f"{self.loaded.name}: {what}", unit="step", leave=False, file=sys.stderr,
+                    disable=not self.progress, dynamic_ncols=True)
+
+    def settings(self, evaluation: str) -> dict[str, Any]:
+        return evaluation_settings(self.config, evaluation, self.data.name)
+
+    def stored(self, evaluation: str) -> dict[str, Any] | None:
+        if self.force:
+            return None
+        return finished_result(result_path(self.out_dir.parent, self.out_dir.name, evaluation), self.summary,
+                               self.settings(evaluation))
+
+    def base_payload(self) -> dict[str, Any]:
+        return {"n_examples": len(self.data), "device": str(self.device),
+                "data_dir": self.config.data_dir or self.loaded.config.data_dir}
+
+    # ---- measurements -------------------------------------------------------------------------
+
+    @cached_property
+    def clean_logits(self) -> torch.Tensor:
+        return predict(self.model, self.data, self.config.batch_size)
+
+    @cached_property
+    def clean(self) -> dict[str, float]:
+        """Accuracy counted like every attacked accuracy here, so FGSM at eps 0 can be compared exactly."""
+        correct = self.clean_logits.argmax(1) == self.data.labels
+        return {"accuracy": percent(correct), "nll": accuracy_and_nll(self.clean_logits, self.data.labels)["nll"]}
+
+    def fgsm_sweep(self, protocol_name: str) -> dict[str, torch.Tensor]:
+        """{"correct": bool (len(grid), N), "gradient_size": (N,)} on the CPU, computed once per protocol."""
+        if protocol_name not in self.fgsm_sweeps:
+            protocol = PROTOCOLS[protocol_name]
+            correct, sizes = [], []
+            with self.bar(f"FGSM {protocol_name}", self.n_batches) as bar:
+                for x, labels in self.batches():
+                    sweep = fgsm_sweep(self.model, x, labels, self.grid, protocol)
+                    correct.append(sweep.correct)
+                    sizes.append(sweep.gradient_size)
+                    bar.update()
+            self.fgsm_sweeps[protocol_name] = {"correct": torch.cat(correct, dim=1).cpu(),
+                                               "gradient_size": torch.cat(sizes).cpu()}
+        return self.fgsm_sweeps[protocol_name]
+
+    def sweep_accuracy(self, protocol_name: str) -> list[float]:
+        return (100.0 * self.fgsm_sweep(protocol_name)["correct"].double().mean(dim=1)).tolist()
+
+    @cached_property
+    def unbounded_pgd(self) -> dict[str, Any]:
+        """accuracy after every step (index 0 = clean) and the wall time, from the stored file when it is there."""
+        stored = self.stored("pgd-unbounded")
+        if stored is not None:
+            return {"accuracy_per_step": stored["accuracy_per_step"], "seconds": stored.get("seconds")}
+        c = self.config
+        protocol = PROTOCOLS[ITERATIVE_PROTOCOL]
+        still_correct = torch.zeros(c.pgd_steps + 1, dtype=torch.long, device=self.device)
+        start = time.perf_counter()
+        with self.bar(f"unbounded PGD ({c.pgd_steps} steps)", c.pgd_steps * self.n_batches) as bar:
+            for x, labels in self.batches():
+                run = pgd(self.model, x, labels, protocol, c.pgd_steps, c.pgd_step_size, eps=None, on_step=bar.update)
+                still_correct += run.correct.sum(dim=1)
+        curve = (100.0 * (still_correct.double() / len(self.data))).tolist()  # the one synchronisation
+        return {"accuracy_per_step": curve, "seconds": round(time.perf_counter() - start, 3)}
+
+    @cached_property
+    def bounded_pgd_correct(self) -> torch.Tensor:
+        c = self.config
+        eps = check_eps(c)
+        step_size = bounded_pgd_step_size(eps, c.bounded_pgd_steps)
+        correct = []
+        with self.bar(f"bounded PGD ({c.bounded_pgd_steps} steps, eps {eps:g})", c.bounded_pgd_steps * self.n_batches) as bar:
+            for x, labels in self.batches():
+                run = pgd(self.model, x, labels, PROTOCOLS[ITERATIVE_PROTOCOL], c.bounded_pgd_steps, step_size,
+                          eps=eps, on_step=bar.update)
+                correct.append(run.correct[-1])
+        return torch.cat(correct).cpu()
+
+    # ---- result files -------------------------------------------------------------------------
+
+    def run(self) -> list[Path]:
+        written: list[Path] = []
+        done: list[Path] = []
+        with folder_lock(self.out_dir):
+            for protocol in self.config.protocols:
+                self._produce(f"fgsm-{protocol}", lambda p=protocol: self.fgsm_payload(p), written, done)
+            self._write_examples(written, done)
+            self._produce("pgd-unbounded", self.pgd_payload, written, done)
+            self._produce("gradient-masking", self.masking_payload, written, done)
+        if self.progress:
+            tqdm.write(f"{self.loaded.name}: {len(written)} result file(s) written, {len(done)} already finished "
+                       f"with these settings, in {self.out_dir}", file=sys.stderr)
+        return sorted(written + done)
+
+    def _produce(self, evaluation: str, payload, written: list[Path], done: list[Path]) -> None:
+        path = result_path(self.out_dir.parent, self.out_dir.name, evaluation)
+        if self.stored(evaluation) is not None:
+            done.append(path)
+            return
+        write_result(path, evaluation, self.summary, self.settings(evaluation), payload())
+        written.append(path)
+
+    def fgsm_payload(self, protocol_name: str) -> dict[str, Any]:
+        protocol = PROTOCOLS[protocol_name]
+        accuracy = self.sweep_accuracy(protocol_name)
+        at = dict(zip(self.grid, accuracy))
+        payload = {
+            "protocol": protocol_name,
+            "protocol_description": protocol.description,
+            "loss": protocol.loss_name,
+            "clip": protocol.clip,
+            **self.base_payload(),
+            "clean": self.clean,
+            "eps": [float(e) for e in self.config.eps],
+            "accuracy": [at[float(e)] for e in self.config.eps],
+            "sweep": {"eps": self.grid, "accuracy": accuracy},
+        }
+        if protocol.eps_on_normalized_input:
+            payload["pixel_step_per_eps"] = self.model.std.flatten().tolist()  # per channel: eps * std
+        return payload
+
+    def pgd_payload(self) -> dict[str, Any]:
+        c = self.config
+        curve = self.unbounded_pgd["accuracy_per_step"]
+        return {
+            "protocol": ITERATIVE_PROTOCOL, "loss": PROTOCOLS[ITERATIVE_PROTOCOL].loss_name,
+            "projection": "none (unbounded)", "random_start": False, "clip": True,
+            **self.base_payload(),
+            "steps": c.pgd_steps, "step_size": c.pgd_step_size,
+            "accuracy_per_step": curve, "final_accuracy": curve[-1],
+            "threshold": c.pgd_pass_threshold, "passed": curve[-1] <= c.pgd_pass_threshold,
+            "seconds": self.unbounded_pgd["seconds"],
+        }
+
+    def checks(self) -> list[Check]:
+        c = self.config
+        eps = check_eps(c)
+        sweeps = {p: (self.grid, self.sweep_accuracy(p)) for p in c.protocols}
+        standard_correct = self.fgsm_sweep(ITERATIVE_PROTOCOL)["correct"][self.grid.index(eps)]
+        second_pass = predict(self.model, self.data, c.batch_size)
+        return [
+            check_unbounded_pgd(self.unbounded_pgd["accuracy_per_step"], c.pgd_pass_threshold),
+            check_iterative_beats_single_step(standard_correct, self.bounded_pgd_correct, eps, c.bounded_pgd_steps,
+                                              c.max_fgsm_only_share),
+            check_sweep_does_not_rise(sweeps, c.max_sweep_rise),
+            check_eps_zero_is_clean(sweeps, self.clean["accuracy"]),
+            check_input_gradients({p: self.fgsm_sweep(p)["gradient_size"] for p in c.protocols},
+                                  c.max_zero_gradient_share),
+            check_deterministic(self.clean_logits.cpu(), second_pass.cpu()),
+        ]
+
+    def masking_payload(self) -> dict[str, Any]:
+        checks = [check.to_dict() for check in self.checks()]
+        failed = [check["name"] for check in checks if not check["passed"]]
+        title = (f"Gradient-masking checks: {self.loaded.name} ({self.loaded.which} checkpoint, "
+                 f"{len(self.data)} images) - " + (f"FLAGGED: {', '.join(failed)}" if failed else "all passed"))
+        save_gradient_masking_figure(self.out_dir / MASKING_FIGURE, checks, title)
+        return {**self.base_payload(), "check_eps": check_eps(self.config),
+                "bounded_pgd_step_size": bounded_pgd_step_size(check_eps(self.config), self.config.bounded_pgd_steps),
+                "checks": checks, "flagged": bool(failed), "failed": failed, "figure": MASKING_FIGURE}
+
+    def _write_examples(self, written: list[Path], done: list[Path]) -> None:
+        count = min(self.config.save_examples, len(self.data))
+        if count == 0:
+            return
+        path = self.out_dir / EXAMPLES_FILE
+        metadata = {"eps": repr(float(self.config.eps[0])), "protocol": examples_protocol(self.config),
+                    "model": json.dumps(as_json(self.summary), sort_keys=True),
+                    "settings": json.dumps(as_json(self.settings("adversarial-examples")), sort_keys=True)}
+        if not self.force and stored_metadata(path) == metadata:
+            done.append(path)
+            return
+        clean = to_unit_float(self.data.images[:count])
+        labels = self.data.labels[:count]
+        adversarial = fgsm(self.model, clean, labels, float(self.config.eps[0]), PROTOCOLS[metadata["protocol"]])
+        with torch.no_grad():
+            tensors = {"clean": clean, "adversarial": adversarial, "labels": labels,
+                       "clean_pred": self.model(clean).argmax(1), "adversarial_pred": self.model(adversarial).argmax(1)}
+        save_tensors(path, tensors, metadata)
+        written.append(path)
+
+
+def stored_metadata(path: Path) -> dict[str, str] | None:
+    """The metadata of a safetensors file, or None when it is absent or unreadable (then it is redone)."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
+def load_test_set(loaded: LoadedModel, config: AttackConfig, cache: dict) -> ImageSet:
+    data_dir = config.data_dir or loaded.config.data_dir
+    key = (loaded.config.dataset, data_dir)
+    if key not in cache:
+        cache[key] = load_dataset(loaded.config.dataset, False, data_dir, loaded.config.download).subset(
+            config.n_examples)
+    return cache[key]
+
+
+def run_attacks(config: AttackConfig, checkpoints_root: str | Path = "checkpoints", out_root: str | Path = "attacks",
+                runs: list[str] | None = None, force: bool = False, progress: bool = True) -> list[Path]:
+    """Attack every model in `checkpoints_root` (or the named `runs`); returns the result files of those models.
+
+    Every checkpoint and test set is loaded and checked before the first attack, so a bad one
+    stops the run before anything is written.
+    """
+    device = resolve_device(config.device)
+    models = [load_model(run_dir, config.checkpoint, "cpu") for run_dir in resolve_runs(checkpoints_root, runs)]
+    for loaded in models:
+        check_dataset(loaded, config.dataset)
+    test_sets: dict = {}
+    datasets = [load_test_set(loaded, config, test_sets) for loaded in models]
+    for loaded, data in zip(models, datasets):
+        check_num_classes(loaded, data)
+    out_root = ensure_writable_dir(Path(out_root))
+    paths = []
+    for loaded, data in zip(models, datasets):
+        seed_everything(config.seed)  # the attacks draw no random numbers; this pins any library code that might
+        model = loaded.model.to(device).eval()
+        if device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        attacks = ModelAttacks(loaded, data.to(device), config, out_root / loaded.name, device, force, progress)
+        paths.extend(attacks.run())
+        model.to("cpu")
+    return paths
+
+
+# ---- the terminal summary -------------------------------------------------------------------------
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def paper_fgsm_value(model: dict[str, Any]) -> tuple[float | None, bool]:
+    """The paper's Table 5 number for this kind of model, and whether it is for the model's own dataset."""
+    own = model["dataset"] in TABLE5
+    return TABLE5[model["dataset"] if own else "cifar10"].get(model["key"]), own
+
+
+def _summary_rows(results: dict[str, dict], run: str) -> list[list[str]]:
+    fgsm_results = [results[f"fgsm-{p}"] for p in PROTOCOLS if f"fgsm-{p}" in results]
+    model = fgsm_results[0]["model"]
+    paper_value, own_dataset = paper_fgsm_value(model)
+    paper_text = _fmt(paper_value) + ("" if own_dataset or paper_value is None else " (CIFAR-10)")
+    pgd, masking = results.get("pgd-unbounded"), results.get("gradient-masking")
+    pgd_text = "–" if pgd is None else (f"{pgd['final_accuracy']:.2f} {'ok' if pgd['passed'] else 'FAILED'} "
+                                        f"(paper {_fmt(PGD_UNBOUNDED.get(model['key']))})")
+    masking_text = "–" if masking is None else (
+        "FLAGGED: " + ", ".join(masking["failed"]) if masking["flagged"] else f"all {len(masking['checks'])} passed")
+    rows = []
+    for index, result in enumerate(fgsm_results):
+        first = index == 0
+        rows.append([model["key"] if first else "", result["protocol"], _fmt(result["clean"]["accuracy"]),
+                     *(_fmt(a) for a in result["accuracy"]), paper_text,
+                     pgd_text if first else "", masking_text if first else "", run if first else ""])
+    return rows
+
+
+def attack_summary(paths: list[Path]) -> str:
+    """A Table-5-style table of the result files in `paths`: per model and protocol, beside the paper."""
+    by_run: dict[Path, dict[str, dict]] = {}
+    for path in paths:
+        if path.suffix == ".json":
+            by_run.setdefault(path.parent, {})[path.stem] = read_json(path)
+    by_run = {run_dir: results for run_dir, results in sorted(by_run.items())
+              if any(f"fgsm-{p}" in results for p in PROTOCOLS)}
+    if not by_run:
+        return "no FGSM results to summarise"
+    first = next(r for results in by_run.values() for k, r in results.items() if k.startswith("fgsm-"))
+    header = ["model", "protocol", "clean", *(f"FGSM eps={e:g}" for e in first["eps"]), "paper eps=0.03",
+              "unbounded PGD", "gradient masking", "run"]
+    rows = [row for run_dir, results in by_run.items() for row in _summary_rows(results, run_dir.name)]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [f"Test accuracy (%) under FGSM (Table 5) and unbounded PGD (Appendix D), {first['n_examples']} test images",
+             "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    if any(not paper_fgsm_value(r["model"])[1] for results in by_run.values() for r in results.values()):
+        lines.append("(CIFAR-10) marks the paper's CIFAR-10 value shown beside a model of another dataset, for scale only.")
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""`mm-robust attack`."""
+
+from __future__ import annotations
+
+from ..attack_eval import attack_summary, run_attacks
+from ..config import CHECKPOINT_KINDS, DATASETS, AttackConfig
+from .common import add_device, add_quiet, float_list
+
+DEFAULTS = AttackConfig()
+
+
+def protocol_list(text: str) -> tuple[str, ...]:
+    """'standard,paper' -> ('standard', 'paper'); names are checked by AttackConfig."""
+    return tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "attack", help="FGSM (Table 5), unbounded PGD (Appendix D) and gradient-masking checks into attacks/",
+        description="Attack every trained model in --checkpoints (or those named with --checkpoint): FGSM in the "
+                    "standard and the paper's protocol over an eps sweep, 200-step unbounded PGD, and automatic "
+                    "gradient-masking checks. One JSON per model and evaluation goes under --out/<run>/; finished "
+                    "evaluations are skipped on re-run unless --force.")
+    p.add_argument("--eps", type=float_list, default=DEFAULTS.eps,
+                   help="FGSM eps for the table: one value or a comma list, e.g. 0,0.005,0.01 (default 0.03)")
+    p.add_argument("--protocol", type=protocol_list, default=DEFAULTS.protocols,
+                   help="standard (eps on [0,1], CE, clip; torchattacks' FGSM), paper (eps on the normalized input, "
+                        "BCE on softmax, no clip), or both as a comma list (default: standard,paper)")
+    p.add_argument("--sweep", type=float_list, default=DEFAULTS.sweep,
+                   help="eps grid of the accuracy-vs-eps curve; 0 and --eps are always added "
+                        f"(default {','.join(f'{e:g}' for e in DEFAULTS.sweep)})")
+    p.add_argument("--pgd-steps", type=int, default=DEFAULTS.pgd_steps, help="unbounded PGD iterations (default 200)")
+    p.add_argument("--pgd-step-size", type=float, default=DEFAULTS.pgd_step_size,
+                   help="unbounded PGD step on the [0, 1] scale (default 0.01)")
+    p.add_argument("--pgd-threshold", type=float, default=DEFAULTS.pgd_pass_threshold,
+                   help="unbounded PGD passes when final accuracy (%%) is at most this (default 1)")
+    p.add_argument("--bounded-pgd-steps", type=int, default=DEFAULTS.bounded_pgd_steps,
+                   help="steps of the bounded PGD compared with FGSM at the first --eps (default 20)")
+    p.add_argument("--max-fgsm-only-share", type=float, default=DEFAULTS.max_fgsm_only_share,
+                   help="%% of examples FGSM may fool that bounded PGD does not (default %(default)s)")
+    p.add_argument("--max-sweep-rise", type=float, default=DEFAULTS.max_sweep_rise,
+                   help="percentage points FGSM accuracy may rise along the eps sweep (default %(default)s)")
+    p.add_argument("--max-zero-gradient-share", type=float, default=DEFAULTS.max_zero_gradient_share,
+                   help="%% of inputs allowed an all-zero or non-finite input gradient (default %(default)s)")
+    p.add_argument("--n-examples", type=int, help="attack the first N test images only (default: the whole test set)")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="images per attack batch (default 500)")
+    p.add_argument("--checkpoint", action="append", metavar="RUN",
+                   help="a run folder or its name under --checkpoints; repeatable (default: every run)")
+    p.add_argument("--weights", default=DEFAULTS.checkpoint,
+                   help=f"which weights of each run: {' or '.join(CHECKPOINT_KINDS)} (default: last)")
+    p.add_argument("--dataset", help=f"refuse models not trained on this dataset: {', '.join(DATASETS)}")
+    p.add_argument("--data-dir", help="where the test set lives (default: the data dir each model was trained with)")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--save-examples", type=int, default=DEFAULTS.save_examples,
+                   help="adversarial examples saved per model at the first --eps (default 16; 0 = none)")
+    p.add_argument("--checkpoints", default="checkpoints", help="root folder of trained models (default: checkpoints)")
+    p.add_argument("--out", default="attacks", help="root folder of results (default: attacks)")
+    p.add_argument("--force", action="store_true", help="redo evaluations that are already finished")
+    add_device(p)
+    add_quiet(p)
+    p.set_defaults(run=run)
+
+
+def config_from_args(args) -> AttackConfig:
+    return AttackConfig(
+        eps=args.eps, protocols=args.protocol, sweep=args.sweep, pgd_steps=args.pgd_steps,
+        pgd_step_size=args.pgd_step_size, pgd_pass_threshold=args.pgd_threshold,
+        bounded_pgd_steps=args.bounded_pgd_steps, max_fgsm_only_share=args.max_fgsm_only_share,
+        max_sweep_rise=args.max_sweep_rise, max_zero_gradient_share=args.max_zero_gradient_share,
+        n_examples=args.n_examples, batch_size=args.batch_size, checkpoint=args.weights, seed=args.seed,
+        device=args.device, save_examples=args.save_examples, dataset=args.dataset, data_dir=args.data_dir,
+    )
+
+
+def run(args) -> int:
+    config = config_from_args(args)
+    paths = run_attacks(config, args.checkpoints, args.out, runs=args.checkpoint, force=args.force,
+                        progress=not args.quiet)
+    print(attack_summary(paths))
+    return 0
