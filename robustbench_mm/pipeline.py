@@ -1,0 +1,103 @@
+"""`mm-robust reproduce`: train -> attack -> deform -> report, resumable at every stage.
+
+Each stage already skips finished work (a complete training run, a result file made with the
+same settings), so running the pipeline again after a stop finishes only what is left.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .attack_eval import run_attacks
+from .checkpoints import META_FILE, read_meta
+from .config import TABLE_MODELS, AttackConfig, DeformConfig, TrainConfig, train_config_for_preset
+from .deform_eval import run_deform
+from .errors import check_choice
+from .reporting import write_report
+from .train import RESUME_FREE, train
+
+# Evaluation sizes per preset. The smoke preset attacks the first 100 digits test images, which
+# keeps 200-step unbounded PGD to about a minute per model on two CPU cores, and deforms the whole
+# 357-image test set; the GPU presets use every test image.
+EVALUATION_EXAMPLES = {
+    "smoke": {"attack": 100, "deform": None},
+    "fast": {"attack": None, "deform": None},
+    "paper": {"attack": None, "deform": None},
+}
+
+
+@dataclass(frozen=True)
+class Folders:
+    checkpoints: Path = Path("checkpoints")
+    attacks: Path = Path("attacks")
+    reports: Path = Path("reports")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The exact settings of every stage, fixed before any work starts."""
+
+    train: tuple[TrainConfig, ...]
+    attack: AttackConfig
+    deform: DeformConfig
+
+
+def plan_for_preset(preset: str, dataset: str | None = None, arch: str | None = None, device: str = "auto",
+                    checkpoints: str | Path = "checkpoints", data_dir: str | None = None,
+                    weights: str = "last") -> Plan:
+    """The four table models of `preset` (the paper's alphas) and the preset's evaluation settings.
+
+    `weights` picks the checkpoint every evaluation uses: "last", or "best" (the highest test
+    accuracy seen during training, what the paper reported).
+    """
+    check_choice("preset", preset, tuple(EVALUATION_EXAMPLES))
+    models = tuple(
+        train_config_for_preset(preset, method=method, alpha=alpha, dataset=dataset, arch=arch, device=device,
+                                out=str(checkpoints), data_dir=data_dir)
+        for method, alpha in TABLE_MODELS)
+    examples = EVALUATION_EXAMPLES[preset]
+    return Plan(models, AttackConfig(n_examples=examples["attack"], checkpoint=weights, device=device),
+                DeformConfig(n_examples=examples["deform"], checkpoint=weights, device=device))
+
+
+def reproduce(plan: Plan, folders: Folders = Folders(), progress: bool = True) -> Path:
+    """Run every stage of `plan`; return the path of the report's index.md."""
+    runs = [config.run_name for config in plan.train]
+    started = time.perf_counter()
+    for index, config in enumerate(plan.train, start=1):
+        step = f"train {index}/{len(plan.train)}: {config.run_name} ({config.epochs} epochs)"
+        if finished_training(config):
+            _stage(progress, f"{step}: already complete, skipped")
+            continue
+        _stage(progress, step)
+        train(config, resume=True, progress=progress)  # continues a stopped run; refuses one with other settings
+    _stage(progress, f"attack: FGSM (both protocols), unbounded PGD, gradient-masking checks on {len(runs)} models")
+    run_attacks(plan.attack, folders.checkpoints, folders.attacks, runs=runs, progress=progress)
+    _stage(progress, f"deform: the 17 deformation test sets on {len(runs)} models")
+    run_deform(plan.deform, folders.checkpoints, folders.attacks, runs=runs, progress=progress)
+    _stage(progress, "report: tables 3, 5, 7 and plots")
+    index = write_report(folders.checkpoints, folders.attacks, folders.reports)
+    _stage(progress, f"done in {time.perf_counter() - started:.0f} s")
+    return index
+
+
+def finished_training(config: TrainConfig) -> bool:
+    """True when the run exists, is complete, and was trained with exactly these settings.
+
+    Checked here rather than by calling `train`, which would load the data and rewrite the
+    run's meta.json (and with it the commit that later result files are matched against).
+    """
+    run_dir = Path(config.out) / config.run_name
+    if not (run_dir / META_FILE).is_file():
+        return False
+    meta = read_meta(run_dir)
+    ours = config.to_dict()
+    return meta["complete"] and all(meta["config"][k] == ours[k] for k in ours if k not in RESUME_FREE)
+
+
+def _stage(progress: bool, message: str) -> None:
+    if progress:
+        print(f"== {message}", file=sys.stderr, flush=True)
