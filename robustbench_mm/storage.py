@@ -81,7 +81,7 @@ def folder_lock(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on `folder` so two processes never write the same run.
 
     The lock is advisory (flock) and vanishes with the process, so a killed run never leaves
-    a stale lock behind.
+    a stale lock behind; the temporary files such a run was writing are removed on the next lock.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -93,6 +93,9 @@ def folder_lock(folder: Path) -> Iterator[None]:
             raise UsageError(
                 f"{str(folder)!r} is in use by another mm-robust process; wait for it to finish or use another --out"
             ) from None
+        # Holding the lock proves no live writer is here: a temporary file left is from a killed one.
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink()
         yield
     finally:
         handle.close()

@@ -167,8 +167,6 @@ class Trainer:
 
     def _prepare_run_dir(self, resume: bool, force: bool) -> bool:
         """Returns True when training should continue from saved state."""
-        for stale in self.run_dir.glob(".*.tmp"):  # left by a process killed mid-write; never a valid file
-            stale.unlink()
         has_state = (self.run_dir / STATE_FILE).is_file()
         has_anything = has_state or (self.run_dir / META_FILE).is_file()
         if force:

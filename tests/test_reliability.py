@@ -192,3 +192,37 @@ def test_out_of_memory_suggests_a_smaller_batch(tmp_path, monkeypatch, capsys):
     code = main([*TRAIN_ARGS, "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 1 and "try a smaller --batch-size" in err and "Traceback" not in err
+
+
+def run_harness(kill, *cli_args):
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    harness = [str(HERE / "kill_harness.py"), *kill, "--"] if kill else ["-m", "robustbench_mm"]
+    return subprocess.run([sys.executable, *harness, *cli_args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def json_files(root):
+    return {p.relative_to(root): json.loads(p.read_text()) for p in root.rglob("*.json")}
+
+
+@pytest.mark.parametrize("command, args, kill_in, expected", [
+    ("attack", ["--n-examples", "16", "--pgd-steps", "5", "--bounded-pgd-steps", "3", "--sweep", "0,0.03",
+                "--save-examples", "0"], "pgd-unbounded.json:1", {"fgsm-standard.json", "fgsm-paper.json"}),
+    ("deform", ["--n-examples", "16", "--sets", "table3"], "deform.json:2", {"deform.json"}),
+])
+def test_killed_evaluation_keeps_finished_results_and_completes_on_rerun(tmp_path, tiny_runs, command, args,
+                                                                         kill_in, expected):
+    checkpoints = tiny_runs["baseline"].parent
+    cli = [command, "--checkpoints", str(checkpoints), "--out", str(tmp_path), "--device", "cpu", "--quiet", *args]
+    killed = run_harness(("write", kill_in), *cli)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    survived = json_files(tmp_path)
+    assert {p.name for p in survived} >= expected  # finished before the kill, and valid JSON
+    finished = run_harness(None, *cli)
+    assert finished.returncode == 0, finished.stderr
+    assert not list(tmp_path.rglob("*.tmp"))
+    after = json_files(tmp_path)
+    for path, content in survived.items():  # kept, not recomputed
+        assert after[path]["finished"] == content["finished"]
+    runs = {p.parts[0] for p in after if len(p.parts) == 2}
+    assert runs == {tiny_runs["baseline"].name, tiny_runs["manifold"].name}
