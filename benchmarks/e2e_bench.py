@@ -19,7 +19,7 @@ import torch
 from report import figure, section, skipped
 
 TITLE = "End to end: smoke reproduce"
-COMMAND = ["reproduce", "--preset", "smoke"]
+COMMAND = ["reproduce", "--preset", "smoke", "--quiet"]
 
 WRAPPER = """
 import json, resource, subprocess, sys

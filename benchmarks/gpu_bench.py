@@ -82,10 +82,19 @@ def epoch_grid(profile, device: torch.device, data_dir: str) -> dict:
     data = benchmark_dataset(device, data_dir).to(device)
     name = torch.cuda.get_device_name(device)
     peaks = peak_tflops(name)
-    grid = [(*options, profile.gpu_batch) for options in itertools.product(("fp32", "bf16"), (False, True), (False, True))]
+    grid = [(*options, profile.gpu_batch)
+            for options in itertools.product(("fp32", "bf16"), (False, True), (False, True))]
     # At the paper's batch of 100 the GPU waits on kernel launches; a large batch shows the headroom.
     grid.append(("bf16", True, True, LARGE_BATCH))
-    runs = [one_configuration(profile, device, data, *options) for options in grid]
+    runs, failures = [], []
+    for options in grid:
+        try:
+            runs.append(one_configuration(profile, device, data, *options))
+        except Exception as exc:  # e.g. torch.compile or memory on an unfamiliar GPU: keep the other figures
+            failures.append(f"{options} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            torch.cuda.empty_cache()
+    if not runs:
+        return skipped(TITLE, "every configuration failed: " + "; ".join(failures))
     figures = []
     for run in runs:
         label = (f"{run['precision']}, channels-last {'on' if run['channels_last'] else 'off'}, "
@@ -100,11 +109,12 @@ def epoch_grid(profile, device: torch.device, data_dir: str) -> dict:
             share = run["flops_per_image"] * images_per_s / (peaks[kind] * 1e12)
             figures.append(figure(f"{key}.share_of_peak", f"share of dense {kind} peak, {label}", 100 * share, "%"))
     settings = {"gpu": name, "model": "PreActResNet18 width 64", "method": "manifold mixup (alpha 2)",
-                "batch": f"{profile.gpu_batch} (one run at {LARGE_BATCH})", "images_per_epoch": runs[0]["images"], "data": data.name,
+                "batch": f"{profile.gpu_batch} (one run at {LARGE_BATCH})", "images_per_epoch": runs[0]["images"],
+                "data": data.name,
                 "timed_epochs": profile.gpu_epochs, "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
                 "train_gflops_per_image": round(runs[0]["flops_per_image"] / 1e9, 3)}
     notes = ["Peak memory per configuration (GiB): " + ", ".join(
-        f"{run_key(r)}: {r['peak_memory_gib']:.2f}" for r in runs)]
+        f"{run_key(r)}: {r['peak_memory_gib']:.2f}" for r in runs)] + failures
     if peaks is None:
         notes.append(f"No peak figure is known for {name!r}; the share of peak is left out.")
     return section(TITLE, settings, figures, notes, {run_key(r): r["epoch_seconds"] for r in runs})

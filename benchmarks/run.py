@@ -2,7 +2,7 @@
 `benchmarks/results/<machine>.json` and `.md`.
 
     python benchmarks/run.py                        # every section but end-to-end: minutes on 2 CPU cores
-    python benchmarks/run.py --only training,pipeline
+    python benchmarks/run.py --only training,attacks
     python benchmarks/run.py --e2e                  # adds `mm-robust reproduce --preset smoke` (~10 min)
     python benchmarks/run.py --only gpu             # the GPU epoch-time grid alone (needs CUDA)
 
@@ -35,6 +35,8 @@ from robustbench_mm.storage import ensure_writable_dir  # noqa: E402
 SECTION_FUNCTIONS = {
     "training": ("training_bench", "step_ratios"),
     "pipeline": ("training_bench", "input_pipeline"),
+    "attacks": ("attack_bench", "attack_costs"),
+    "deformations": ("deform_bench", "deformation_costs"),
     "gpu": ("gpu_bench", "epoch_grid"),
     "e2e": ("e2e_bench", "smoke_reproduce"),
 }
@@ -58,12 +60,23 @@ def parse_sections(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", metavar="A,B", help=f"comma-separated sections to run, of: {', '.join(SECTIONS)}")
-    parser.add_argument("--e2e", action="store_true", help="also time the smoke `mm-robust reproduce` (opt-in: ~10 min)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the runner works; numbers mean nothing")
+    parser.add_argument("--e2e", action="store_true",
+                        help="also time the smoke `mm-robust reproduce` (opt-in: ~10 min)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes: checks the runner works; numbers mean nothing")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--data-dir", default="data", help="where CIFAR-10 may be (GPU runs use it when present)")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for <machine>.json and <machine>.md")
     return parser
+
+
+def write(out: Path, machine: dict, profile, measured: dict) -> tuple[Path, Path]:
+    results = report.merge_results(out / f"{machine['tag']}.json", machine, profile.to_dict(), measured)
+    if OPT_IN not in results["sections"]:
+        results["sections"][OPT_IN] = report.skipped(
+            E2E_TITLE, "opt-in; run `python benchmarks/run.py --only e2e` (about 10 minutes on 2 CPU cores).")
+    results["sections"] = {name: results["sections"][name] for name in SECTIONS if name in results["sections"]}
+    return report.write_results(out, results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,23 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     machine = report.machine(device)
     if args.quick:  # never overwrite real figures with the meaningless quick ones
         machine["tag"] += "-quick"
-    measured = {}
     started = time.perf_counter()
-    for name in SECTIONS:
-        if name not in chosen:
-            continue
+    for name in [s for s in SECTIONS if s in chosen]:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         section_start = time.perf_counter()
-        measured[name] = section_function(name)(profile, device, args.data_dir)
-        measured[name].update(profile=profile.name, wall_seconds=time.perf_counter() - section_start)
-        print(f"[bench] {name} done in {measured[name]['wall_seconds']:.0f} s", file=sys.stderr, flush=True)
-    results = report.merge_results(out / f"{machine['tag']}.json", machine, profile.to_dict(), measured)
-    if OPT_IN not in results["sections"]:
-        results["sections"][OPT_IN] = report.skipped(
-            E2E_TITLE,
-            "opt-in; run `python benchmarks/run.py --only e2e` (about 10 minutes on 2 CPU cores).")
-    results["sections"] = {name: results["sections"][name] for name in SECTIONS if name in results["sections"]}
-    json_path, md_path = report.write_results(out, results)
+        measured = section_function(name)(profile, device, args.data_dir)
+        measured.update(profile=profile.name, wall_seconds=time.perf_counter() - section_start)
+        # Written after every section, so an interrupted run keeps what it finished.
+        json_path, md_path = write(out, machine, profile, {name: measured})
+        print(f"[bench] {name} done in {measured['wall_seconds']:.0f} s", file=sys.stderr, flush=True)
     print(f"[bench] {time.perf_counter() - started:.0f} s; wrote {json_path} and {md_path}", file=sys.stderr)
     return 0
 

@@ -127,5 +127,6 @@ def input_pipeline(profile, device: torch.device, data_dir: str) -> dict:
                 "RandomHorizontalFlip, ToTensor (per image, PIL) vs one batched crop/flip on the device"}
     notes = ["`dataloader-Nw` is a torch DataLoader with N worker processes (persistent, pinned memory on CUDA) "
              "over a CIFAR10-style dataset that decodes one PIL image per item."]
-    return section("Training input pipeline", settings, figures, notes,
-                   {f"step.{k}": v for k, v in seconds_step.items()} | {f"alone.{k}": v for k, v in seconds_alone.items()})
+    seconds = {**{f"step.{k}": v for k, v in seconds_step.items()},
+               **{f"alone.{k}": v for k, v in seconds_alone.items()}}
+    return section("Training input pipeline", settings, figures, notes, seconds)
