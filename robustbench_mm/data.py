@@ -143,19 +143,24 @@ def load_dataset(name: str, train: bool, data_dir: str | Path = "data", download
 
 
 def augment_batch(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding and horizontal flip for a whole batch at once, on its device."""
-    n, _, h, w = x.shape
+    """Random crop with zero padding and horizontal flip for a whole batch at once, on its device.
+
+    Both become one gather: each output pixel reads its source pixel of the padded image, with
+    the source column mirrored for flipped images, so no flipped copy of the batch is made.
+    """
+    n, c, h, w = x.shape
+    rows = torch.arange(h, device=x.device).expand(n, h)
+    cols = torch.arange(w, device=x.device).expand(n, w)
     if padding > 0:
-        padded = F.pad(x, (padding, padding, padding, padding))
+        x = F.pad(x, (padding, padding, padding, padding))
         offsets = torch.randint(0, 2 * padding + 1, (2, n), device=x.device, generator=generator)
-        rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (n, h)
-        cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # (n, w)
-        batch = torch.arange(n, device=x.device)[:, None, None]
-        x = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+        rows = rows + offsets[0, :, None]
+        cols = cols + offsets[1, :, None]
     if flip:
         flip_mask = torch.rand(n, device=x.device, generator=generator) < 0.5
-        x = torch.where(flip_mask[:, None, None, None], x.flip(3), x)
-    return x
+        cols = torch.where(flip_mask[:, None], cols.flip(1), cols)
+    source = (rows[:, :, None] * x.shape[3] + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return x.flatten(2).gather(2, source).view(n, c, h, w)
 
 
 class DeviceBatches:
@@ -184,8 +189,10 @@ class DeviceBatches:
         order = torch.randperm(len(self.data), device=device, generator=self.generator)
         for step in range(len(self)):
             index = order[step * self.batch_size:(step + 1) * self.batch_size]
-            x = augment_batch(to_unit_float(self.data.images[index]), self.padding, self.flip, self.generator)
-            yield x.contiguous(memory_format=self.memory_format), self.data.labels[index]
+            # Augmenting the uint8 images moves a quarter of the bytes; the float copy then lands
+            # straight in the model's memory format.
+            x = augment_batch(self.data.images[index], self.padding, self.flip, self.generator)
+            yield x.to(torch.float32, memory_format=self.memory_format).div_(255.0), self.data.labels[index]
 
 
 def eval_batches(data: ImageSet, batch_size: int):

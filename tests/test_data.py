@@ -110,6 +110,28 @@ def test_crop_is_a_shift_with_zero_fill_and_flip_mirrors():
         assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(2))
 
 
+def test_crop_and_flip_together_match_a_per_image_reference():
+    x = torch.randint(0, 256, (6, 3, 5, 5), dtype=torch.uint8)
+    out = augment_batch(x, padding=2, flip=True, generator=torch.Generator().manual_seed(7))
+    gen = torch.Generator().manual_seed(7)
+    offsets = torch.randint(0, 5, (2, 6), generator=gen)
+    flips = torch.rand(6, generator=gen) < 0.5
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(6):
+        r, c = offsets[0, i], offsets[1, i]
+        expected = padded[i, :, r:r + 5, c:c + 5]
+        assert torch.equal(out[i], expected.flip(2) if flips[i] else expected)
+    assert flips.any() and not flips.all()  # the seed exercises both branches
+
+
+def test_device_batches_are_float_in_the_asked_memory_format():
+    data = ImageSet("t", torch.full((4, 3, 4, 4), 255, dtype=torch.uint8), torch.arange(4), 10)
+    for channels_last, layout in ((False, torch.contiguous_format), (True, torch.channels_last)):
+        x, _ = next(iter(DeviceBatches(data, 2, torch.Generator().manual_seed(0), 1, True, channels_last)))
+        assert x.dtype == torch.float32 and x.is_contiguous(memory_format=layout)
+        assert x.max() == 1.0 and x.min() == 0.0  # padding is black, the image white
+
+
 def test_device_batches_are_seeded_and_cover_each_image_once():
     data = ImageSet("t", torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).contiguous(),
                     torch.arange(10), 10)
