@@ -196,7 +196,8 @@ class ModelAttacks:
         eps = check_eps(c)
         step_size = bounded_pgd_step_size(eps, c.bounded_pgd_steps)
         correct = []
-        with self.bar(f"bounded PGD ({c.bounded_pgd_steps} steps, eps {eps:g})", c.bounded_pgd_steps * self.n_batches) as bar:
+        what = f"bounded PGD ({c.bounded_pgd_steps} steps, eps {eps:g})"
+        with self.bar(what, c.bounded_pgd_steps * self.n_batches) as bar:
             for x, labels in self.batches():
                 run = pgd(self.model, x, labels, PROTOCOLS[ITERATIVE_PROTOCOL], c.bounded_pgd_steps, step_size,
                           eps=eps, on_step=bar.update)
@@ -402,10 +403,11 @@ def attack_summary(paths: list[Path]) -> str:
               "unbounded PGD", "gradient masking", "run"]
     rows = [row for run_dir, results in by_run.items() for row in _summary_rows(results, run_dir.name)]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [f"Test accuracy (%) under FGSM (Table 5) and unbounded PGD (Appendix D), {first['n_examples']} test images",
+    lines = [f"Test accuracy (%) under FGSM (Table 5) and unbounded PGD (Appendix D), "
+             f"first {first['n_examples']} test images",
              "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     if any(not paper_fgsm_value(r["model"])[1] for results in by_run.values() for r in results.values()):
-        lines.append("(CIFAR-10) marks the paper's CIFAR-10 value shown beside a model of another dataset, for scale only.")
+        lines.append("(CIFAR-10): the paper's CIFAR-10 value beside a model of another dataset, for scale only.")
     return "\n".join(lines)
