@@ -26,7 +26,7 @@ import torch  # noqa: E402
 import report  # noqa: E402
 from e2e_bench import TITLE as E2E_TITLE  # noqa: E402
 from profiles import PROFILES  # noqa: E402
-from robustbench_mm.errors import UsageError  # noqa: E402
+from robustbench_mm.errors import UsageError, check_positive  # noqa: E402
 from robustbench_mm.runtime import resolve_device  # noqa: E402
 from robustbench_mm.storage import ensure_writable_dir  # noqa: E402
 
@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes: checks the runner works; numbers mean nothing")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default: torch's choice); on a CPU shared with other work, 1 "
+                             "avoids threads waiting on each other, and the result files get a -Nthread tag")
     parser.add_argument("--data-dir", default="data", help="where CIFAR-10 may be (GPU runs use it when present)")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for <machine>.json and <machine>.md")
     return parser
@@ -86,13 +89,19 @@ def main(argv: list[str] | None = None) -> int:
         chosen = parse_sections(args.only) if args.only else [s for s in SECTIONS if s != OPT_IN]
         if args.e2e and "e2e" not in chosen:
             chosen.append("e2e")
+        if args.threads is not None:
+            check_positive("--threads", args.threads)
         out = ensure_writable_dir(Path(args.out))
     except UsageError as exc:
         print(f"benchmarks/run.py: error: {exc}", file=sys.stderr)
         return 2
     profile = PROFILES["quick" if args.quick else "gpu" if device.type == "cuda" else "cpu"]
     torch.manual_seed(0)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     machine = report.machine(device)
+    if args.threads is not None:
+        machine["tag"] += f"-{args.threads}thread"
     if args.quick:  # never overwrite real figures with the meaningless quick ones
         machine["tag"] += "-quick"
     started = time.perf_counter()
