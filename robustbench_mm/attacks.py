@@ -246,7 +246,7 @@ def check_eps_zero_is_clean(sweeps: dict[str, tuple[list[float], list[float]]], 
     gap = max(abs(value - clean_accuracy) for value in at_zero.values())
     detail = f"clean {clean_accuracy:.2f} %; FGSM at eps 0: " + ", ".join(
         f"{p} {v:.2f} %" for p, v in at_zero.items())
-    return Check("eps-zero-equals-clean", gap == 0.0, gap, detail,
+    return Check("eps-zero-equals-clean", gap <= 1e-6, gap, detail,  # float32 clean accuracy may round
                  {"kind": "eps-zero", "clean_accuracy": clean_accuracy, "eps_zero_accuracy": at_zero})
 
 
