@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mm-robust: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("mm-robust: interrupted; finished epochs and results are saved, rerun with --resume", file=sys.stderr)
+        print("mm-robust: interrupted; finished epochs and results are saved: rerun the same command "
+              "(train: add --resume) to continue", file=sys.stderr)
         return 130
     except torch_oom_error() as exc:  # type: ignore[misc]
         print(f"mm-robust: error: the GPU ran out of memory ({str(exc).splitlines()[0]}); "
