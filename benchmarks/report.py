@@ -139,7 +139,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines += [f"Not measured: {sec['skipped']}", ""]
             continue
         settings = ", ".join(f"{k}={v}" for k, v in sec["settings"].items())
-        lines += [f"Measured {sec['measured']} at {sec['git_commit']}; {settings}.", "",
+        took = f" in {sec['wall_seconds']:.0f} s" if "wall_seconds" in sec else ""
+        lines += [f"Measured {sec['measured']}{took} at {sec['git_commit']}; {settings}.", "",
                   "| figure | value | goal | range over rounds |", "|---|---|---|---|"]
         for entry in sec["figures"]:
             goal = entry.get("goal", "")

@@ -29,6 +29,14 @@ def time_call(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def repeated(fn: Callable[[], object], times: int) -> Callable[[], None]:
+    """`fn` called `times` times in a row: one timing of a short call is at the mercy of the scheduler."""
+    def run() -> None:
+        for _ in range(times):
+            fn()
+    return run
+
+
 def rotated(names: list[str], round_index: int) -> list[str]:
     shift = round_index % len(names)
     return names[shift:] + names[:shift]

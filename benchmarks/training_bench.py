@@ -40,12 +40,17 @@ def step_ratios(profile, device: torch.device, data_dir: str) -> dict:
     data = benchmark_dataset(device, data_dir)
     subset = data.subset(profile.train_steps * profile.batch).to(device)
     loops = {}
-    for method in ("baseline", "input", "manifold"):
-        trainer = make_trainer(method, profile.width, profile.batch, device)
-        loops[method] = partial(trainer.train_epoch, device_batches(trainer, subset))
-    seconds = interleaved(loops, device, profile.rounds)
+    # A second, differently seeded baseline measures the noise floor: its ratio to the first
+    # shows how far from 1 a ratio strays on this machine when the work is the same.
+    for name, method, seed in (("baseline", "baseline", 0), ("input", "input", 0), ("manifold", "manifold", 0),
+                               ("baseline-2", "baseline", 1)):
+        trainer = make_trainer(method, profile.width, profile.batch, device, seed=seed)
+        loops[name] = partial(trainer.train_epoch, device_batches(trainer, subset))
+    seconds = interleaved(loops, device, profile.train_rounds)
     per_step = {name: [s / profile.train_steps for s in times] for name, times in seconds.items()}
     figures = [
+        ratio_figure("training.baseline2_over_baseline", "second baseline step / baseline step (noise floor)",
+                     ratio(per_step["baseline-2"], per_step["baseline"])),
         ratio_figure("training.input_over_baseline", "input mixup step / baseline step",
                      ratio(per_step["input"], per_step["baseline"]), ("<=", 1.03)),
         ratio_figure("training.manifold_over_baseline", "manifold mixup step / baseline step",
