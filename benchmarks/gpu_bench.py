@@ -9,6 +9,7 @@ peak for the precision used (fp32 convolutions run on TF32 tensor cores when cuD
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +66,7 @@ def one_configuration(profile, device: torch.device, data: ImageSet, precision: 
     trainer.train_epoch(device_batches(trainer, data.subset(WARMUP_STEPS * batch)))
     batches = device_batches(trainer, data)
     torch.cuda.reset_peak_memory_stats(device)
-    epochs = [time_call(lambda: trainer.train_epoch(batches), device) for _ in range(profile.gpu_epochs)]
+    epochs = [time_call(partial(trainer.train_epoch, batches), device) for _ in range(profile.gpu_epochs)]
     result = {"precision": precision, "channels_last": channels_last, "compile": compiled, "batch": batch,
               "epoch_seconds": epochs, "images": len(batches) * batch,
               "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30,

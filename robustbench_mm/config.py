@@ -7,7 +7,7 @@ checkpoint and result file, so a number can always be traced back to the setting
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .deformations import INTERPOLATIONS, resolve_set_names
@@ -252,5 +252,5 @@ def config_from_dict(cls, data: dict[str, Any]):
 
 __all__ = [
     "AttackConfig", "DeformConfig", "TrainConfig", "train_config_for_preset", "config_from_dict",
-    "DATASETS", "METHODS", "ARCHS", "PRESETS", "TABLE_MODELS", "DEFAULT_ALPHA", "replace", "field",
+    "DATASETS", "METHODS", "ARCHS", "PRESETS", "TABLE_MODELS", "DEFAULT_ALPHA",
 ]

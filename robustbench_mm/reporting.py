@@ -611,7 +611,7 @@ def render_index(report: Report, plots: dict[str, dict[str, str]], sources: dict
             parts += [f"> {note}\n" for note in section.notes[:1] if note.startswith("**")]
             for block in section.blocks:
                 parts += [f"**{TABLE_TITLES[table].split(' — ')[0]}: {block.caption}**", "", markdown_table(block), ""]
-        parts += [f"Header facts (epochs, checkpoint, examples, seeds, commits) are in [table5.md](table5.md) and "
+        parts += ["Header facts (epochs, checkpoint, examples, seeds, commits) are in [table5.md](table5.md) and "
                   "[table7.md](table7.md).", ""]
         for name, caption in plots.get(group.slug, {}).items():
             parts += [f"### {caption}", "", f"![{caption}]({name})", ""]
