@@ -15,8 +15,9 @@ from bench_data import benchmark_dataset
 from report import figure, ratio_figure, section
 from robustbench_mm.config import train_config_for_preset
 from robustbench_mm.data import DeviceBatches, ImageSet
+from robustbench_mm.models import mix_states
 from robustbench_mm.train import Trainer
-from timing import interleaved, median, ratio
+from timing import interleaved, median, ratio, repeated
 
 
 def make_trainer(method: str, width: int, batch: int, device: torch.device, **overrides) -> Trainer:
@@ -58,11 +59,46 @@ def step_ratios(profile, device: torch.device, data_dir: str) -> dict:
     ]
     figures += [figure(f"training.{name}_step_ms", f"{name} step time", 1000 * median(times), "ms")
                 for name, times in per_step.items()]
+    figures += mix_op_figures(profile, device, trainer.use_cuda and trainer.config.channels_last)
     settings = {"model": f"PreActResNet18 width {profile.width}", "batch": profile.batch,
                 "steps_per_round": profile.train_steps, "data": data.name}
     notes = ["A step is one iteration of `Trainer.train_epoch`: device-side crop/flip augmentation, mixup draw, "
-             "forward, loss, backward, SGD update and on-device bookkeeping; the epoch's one host sync is included."]
+             "forward, loss, backward, SGD update and on-device bookkeeping; the epoch's one host sync is included.",
+             "The stage-1 mix is `lam * h + (1 - lam) * h[perm]` on a (batch, width, 32, 32) tensor; `mix_states` "
+             "backpropagates it by gathering with the inverse permutation, plain indexing by a scatter-add."]
     return section("Training step: mixup over baseline", settings, figures, notes, per_step)
+
+
+def plain_index_mix(hidden: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Manifold mixing as usually written; its backward is a scatter-add (`index_put_` with accumulate)."""
+    return lam * hidden + (1.0 - lam) * hidden[perm]
+
+
+def mix_op_figures(profile, device: torch.device, channels_last: bool) -> list[dict]:
+    """Forward + backward of the stage-1 mix alone: `mix_states` against plain indexing."""
+    shape = (profile.batch, profile.width, 32, 32)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    hidden = torch.randn(shape, device=device).to(memory_format=memory_format).requires_grad_()
+    upstream = torch.randn(shape, device=device).to(memory_format=memory_format)
+    lam = torch.tensor(0.3, device=device)
+    perm = torch.randperm(profile.batch, device=device)
+
+    def mix_and_backward(mix) -> None:
+        hidden.grad = None
+        mix(hidden, lam, perm).backward(upstream)
+
+    calls = 10
+    seconds = interleaved({name: repeated(partial(mix_and_backward, mix), calls)
+                           for name, mix in (("ours", mix_states), ("plain", plain_index_mix))},
+                          device, profile.rounds)
+    return [
+        ratio_figure("training.mix_plain_over_ours", "stage-1 mix forward+backward: plain indexing / ours",
+                     ratio(seconds["plain"], seconds["ours"])),
+        figure("training.mix_ours_ms", "stage-1 mix forward+backward, ours", 1000 * median(seconds["ours"]) / calls,
+               "ms"),
+        figure("training.mix_plain_ms", "stage-1 mix forward+backward, plain indexing",
+               1000 * median(seconds["plain"]) / calls, "ms"),
+    ]
 
 
 class PerImageDataset(Dataset):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from robustbench_mm.models import NORMALIZATION, MixSpec, build_model
+from robustbench_mm.models import NORMALIZATION, MixSpec, build_model, mix_states
 
 
 def small(arch="preactresnet18", **kw):
@@ -80,3 +80,20 @@ def test_lambda_one_is_a_clean_pass():
     x = torch.rand(4, 3, 32, 32)
     for layer in range(4):
         assert torch.equal(model(x, MixSpec(layer, 1.0, torch.tensor([1, 2, 3, 0]))), model(x))
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mix_states_matches_plain_indexing_forward_and_backward(memory_format, dtype):
+    torch.manual_seed(0)
+    base = torch.randn(6, 5, 4, 3).to(dtype=dtype, memory_format=memory_format)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    upstream = torch.randn(6, 5, 4, 3).to(dtype)
+    ours, plain = base.clone().requires_grad_(), base.clone().requires_grad_()
+    mixed = mix_states(ours, 0.3, perm)
+    reference = 0.3 * plain + 0.7 * plain[perm]
+    (mixed * upstream).sum().backward()
+    (reference * upstream).sum().backward()
+    assert torch.equal(mixed, reference)
+    assert torch.equal(ours.grad, plain.grad)
+    assert mixed.is_contiguous(memory_format=memory_format)
