@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from report import figure, section, skipped
+from report import figure, section
 
 TITLE = "End to end: smoke reproduce"
 COMMAND = ["reproduce", "--preset", "smoke", "--quiet"]
@@ -28,15 +28,7 @@ print(json.dumps({"returncode": code, "max_rss_kib": resource.getrusage(resource
 """
 
 
-def reproduce_available() -> bool:
-    probe = subprocess.run([sys.executable, "-m", "robustbench_mm", *COMMAND[:1], "--help"],
-                           capture_output=True, text=True)
-    return probe.returncode == 0
-
-
 def smoke_reproduce(profile, device: torch.device, data_dir: str) -> dict:
-    if not reproduce_available():
-        return skipped(TITLE, "this checkout has no `mm-robust reproduce` command yet.")
     command = [sys.executable, "-m", "robustbench_mm", *COMMAND, "--device", device.type]
     with tempfile.TemporaryDirectory(prefix="mm-bench-e2e-") as workdir:
         start = time.perf_counter()

@@ -4,6 +4,7 @@ pipeline against a torchvision DataLoader with per-image transforms, both over t
 
 from __future__ import annotations
 
+import statistics
 from functools import partial
 
 import torch
@@ -15,6 +16,7 @@ from bench_data import benchmark_dataset
 from report import figure, ratio_figure, section
 from robustbench_mm.config import train_config_for_preset
 from robustbench_mm.data import DeviceBatches, ImageSet
+from robustbench_mm.mixup import eligible_mix_points
 from robustbench_mm.models import mix_states
 from robustbench_mm.train import Trainer
 from timing import interleaved, median, ratio, repeated
@@ -59,13 +61,15 @@ def step_ratios(profile, device: torch.device, data_dir: str) -> dict:
     ]
     figures += [figure(f"training.{name}_step_ms", f"{name} step time", 1000 * median(times), "ms")
                 for name, times in per_step.items()]
-    figures += mix_op_figures(profile, device, trainer.use_cuda and trainer.config.channels_last)
+    figures += mix_op_figures(profile, device, trainer.use_cuda and trainer.config.channels_last,
+                              median(per_step["baseline"]))
     settings = {"model": f"PreActResNet18 width {profile.width}", "batch": profile.batch,
                 "steps_per_round": profile.train_steps, "data": data.name}
     notes = ["A step is one iteration of `Trainer.train_epoch`: device-side crop/flip augmentation, mixup draw, "
              "forward, loss, backward, SGD update and on-device bookkeeping; the epoch's one host sync is included.",
-             "The stage-1 mix is `lam * h + (1 - lam) * h[perm]` on a (batch, width, 32, 32) tensor; `mix_states` "
-             "backpropagates it by gathering with the inverse permutation, plain indexing by a scatter-add."]
+             "The mix is `lam * h + (1 - lam) * h[perm]` at mixing point 0 (input), 1 (stage-1 output, (batch, width, "
+             "32, 32)) or 2 (stage-2 output); `mix_states` backpropagates it by gathering with the inverse "
+             "permutation, plain indexing by a scatter-add. The mean mix cost is what manifold mixup adds to a step."]
     return section("Training step: mixup over baseline", settings, figures, notes, per_step)
 
 
@@ -74,31 +78,54 @@ def plain_index_mix(hidden: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor)
     return lam * hidden + (1.0 - lam) * hidden[perm]
 
 
-def mix_op_figures(profile, device: torch.device, channels_last: bool) -> list[dict]:
-    """Forward + backward of the stage-1 mix alone: `mix_states` against plain indexing."""
-    shape = (profile.batch, profile.width, 32, 32)
+def mix_point_shape(point: int, batch: int, width: int) -> tuple[int, int, int, int]:
+    """The tensor mixed at a mixing point of PreActResNet18 on 32x32 images (0 = the input)."""
+    if point == 0:
+        return (batch, 3, 32, 32)
+    return (batch, width * 2 ** (point - 1), 32 // 2 ** (point - 1), 32 // 2 ** (point - 1))
+
+
+def mix_op_figures(profile, device: torch.device, channels_last: bool, baseline_step_s: float) -> list[dict]:
+    """The mix alone, forward + backward, at each manifold mixing point: `mix_states` against plain
+    indexing, and what it adds to a baseline step on average (the mixing point is drawn uniformly).
+
+    The whole-step ratio above moves by a few per cent from round to round on a shared CPU; this
+    one measures the only work manifold mixup adds, in isolation, to well under a per cent.
+    """
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    hidden = torch.randn(shape, device=device).to(memory_format=memory_format).requires_grad_()
-    upstream = torch.randn(shape, device=device).to(memory_format=memory_format)
     lam = torch.tensor(0.3, device=device)
     perm = torch.randperm(profile.batch, device=device)
-
-    def mix_and_backward(mix) -> None:
-        hidden.grad = None
-        mix(hidden, lam, perm).backward(upstream)
-
+    variants = {}
+    for point in eligible_mix_points("manifold"):
+        shape = mix_point_shape(point, profile.batch, profile.width)
+        # The input needs no gradient; hidden states do.
+        hidden = torch.randn(shape, device=device).to(memory_format=memory_format).requires_grad_(point > 0)
+        upstream = torch.randn(shape, device=device).to(memory_format=memory_format)
+        for name, mix in (("ours", mix_states), ("plain", plain_index_mix)):
+            variants[f"{name}-{point}"] = partial(mix_forward_backward, mix, hidden, lam, perm, upstream)
     calls = 10
-    seconds = interleaved({name: repeated(partial(mix_and_backward, mix), calls)
-                           for name, mix in (("ours", mix_states), ("plain", plain_index_mix))},
-                          device, profile.rounds)
-    return [
-        ratio_figure("training.mix_plain_over_ours", "stage-1 mix forward+backward: plain indexing / ours",
-                     ratio(seconds["plain"], seconds["ours"])),
-        figure("training.mix_ours_ms", "stage-1 mix forward+backward, ours", 1000 * median(seconds["ours"]) / calls,
-               "ms"),
-        figure("training.mix_plain_ms", "stage-1 mix forward+backward, plain indexing",
-               1000 * median(seconds["plain"]) / calls, "ms"),
-    ]
+    seconds = interleaved({name: repeated(fn, calls) for name, fn in variants.items()}, device, profile.rounds)
+    per_call = {name: [s / calls for s in times] for name, times in seconds.items()}
+    points = eligible_mix_points("manifold")
+    mean_cost = {name: statistics.mean(median(per_call[f"{name}-{p}"]) for p in points) for name in ("ours", "plain")}
+    figures = [ratio_figure(f"training.mix{p}_plain_over_ours",
+                            f"mix at point {p} forward+backward: plain indexing / ours",
+                            ratio(per_call[f"plain-{p}"], per_call[f"ours-{p}"])) for p in points if p > 0]
+    figures += [figure(f"training.mix{p}_{name}_ms", f"mix at point {p} forward+backward, {label}",
+                       1000 * median(per_call[f"{name}-{p}"]), "ms")
+                for p in points for name, label in (("ours", "ours"), ("plain", "plain indexing"))]
+    figures += [figure(f"training.manifold_mix_cost_{name}", f"mean mix cost, share of a baseline step, {label}",
+                       100 * mean_cost[name] / baseline_step_s, "%")
+                for name, label in (("ours", "ours"), ("plain", "plain indexing"))]
+    return figures
+
+
+def mix_forward_backward(mix, hidden: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor,
+                         upstream: torch.Tensor) -> None:
+    hidden.grad = None
+    mixed = mix(hidden, lam, perm)
+    if hidden.requires_grad:
+        mixed.backward(upstream)
 
 
 class PerImageDataset(Dataset):
@@ -131,6 +158,9 @@ def consume(batches, step=None, device: torch.device | None = None) -> None:
             step(x, y, None)
 
 
+DEVICE_PIPELINE_REPEATS = 10
+
+
 def input_pipeline(profile, device: torch.device, data_dir: str) -> dict:
     """Images/s of DeviceBatches vs a per-image DataLoader, with the baseline step and alone."""
     data = benchmark_dataset(device, data_dir)
@@ -143,13 +173,16 @@ def input_pipeline(profile, device: torch.device, data_dir: str) -> dict:
     loaders = {workers: per_image_loader(subset, profile.batch, workers, padding, device.type == "cuda")
                for workers in profile.loader_workers}
     with_step = {"device-batches": partial(consume, ours, trainer.train_step)}
-    alone = {"device-batches": partial(consume, ours)}
+    # Alone, our pipeline takes a few milliseconds per round, short enough for one scheduler hiccup
+    # on a shared CPU to swamp it: it runs several epochs per timing and is divided back.
+    alone = {"device-batches": repeated(partial(consume, ours), DEVICE_PIPELINE_REPEATS)}
     for workers, loader in loaders.items():
         with_step[f"dataloader-{workers}w"] = partial(consume, loader, trainer.train_step, device)
         alone[f"dataloader-{workers}w"] = partial(consume, loader, None, device)
     trainer.model.train()
     seconds_step = interleaved(with_step, device, profile.rounds)
     seconds_alone = interleaved(alone, device, profile.rounds)
+    seconds_alone["device-batches"] = [t / DEVICE_PIPELINE_REPEATS for t in seconds_alone["device-batches"]]
     del loaders  # shuts the persistent workers down
 
     figures = []
