@@ -30,7 +30,7 @@ class Profile:
 
 PROFILES = {
     # The smoke preset's model and batch (width 16, batch 64): what `make demo` trains on a CPU.
-    "cpu": Profile("cpu", width=16, batch=64, train_steps=4, rounds=7, train_rounds=13, pipeline_steps=3,
+    "cpu": Profile("cpu", width=16, batch=64, train_steps=4, rounds=7, train_rounds=21, pipeline_steps=3,
                    loader_workers=(0, 2), attack_width=8, attack_batch=32, pgd_steps=200, attack_rounds=3,
                    deform_images=256, gpu_batch=100, gpu_epochs=2),
     # The paper's model and batch.
