@@ -25,6 +25,7 @@ TITLE = "GPU: PreActResNet18 CIFAR epoch time"
 EPOCH_GOAL_S = 2.0  # on one H100
 LARGE_BATCH = 512
 WARMUP_STEPS = 30  # enough for torch.compile to see every mixing point
+PAPER_WIDTH = 64
 
 # Dense tensor-core (bf16, tf32) and CUDA-core (fp32) peaks in TFLOP/s, from NVIDIA's data sheets.
 # Matched in order against the device name: the first fragment found wins.
@@ -59,20 +60,22 @@ def train_flops_per_image(trainer, batch: int = 8) -> float:
 
 
 def one_configuration(profile, device: torch.device, data: ImageSet, precision: str, channels_last: bool,
-                      compiled: bool, batch: int) -> dict:
+                      compiled: bool, batch: int, width: int = PAPER_WIDTH) -> dict:
     torch._dynamo.reset()
-    trainer = make_trainer("manifold", 64, batch, device, precision=precision, channels_last=channels_last,
+    trainer = make_trainer("manifold", width, batch, device, precision=precision, channels_last=channels_last,
                            compile=compiled)
     trainer.train_epoch(device_batches(trainer, data.subset(WARMUP_STEPS * batch)))
     batches = device_batches(trainer, data)
-    torch.cuda.reset_peak_memory_stats(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     epochs = [time_call(partial(trainer.train_epoch, batches), device) for _ in range(profile.gpu_epochs)]
     result = {"precision": precision, "channels_last": channels_last, "compile": compiled, "batch": batch,
               "epoch_seconds": epochs, "images": len(batches) * batch,
-              "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+              "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
               "flops_per_image": train_flops_per_image(trainer)}
     del trainer, batches
-    torch.cuda.empty_cache()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return result
 
 
@@ -81,8 +84,6 @@ def epoch_grid(profile, device: torch.device, data_dir: str) -> dict:
         return skipped(TITLE, "no CUDA GPU was available on this machine. On a GPU machine `make bench` measures it "
                               "(or `python benchmarks/run.py --only gpu`).")
     data = benchmark_dataset(device, data_dir).to(device)
-    name = torch.cuda.get_device_name(device)
-    peaks = peak_tflops(name)
     grid = [(*options, profile.gpu_batch)
             for options in itertools.product(("fp32", "bf16"), (False, True), (False, True))]
     # At the paper's batch of 100 the GPU waits on kernel launches; a large batch shows the headroom.
@@ -94,8 +95,14 @@ def epoch_grid(profile, device: torch.device, data_dir: str) -> dict:
         except Exception as exc:  # e.g. torch.compile or memory on an unfamiliar GPU: keep the other figures
             failures.append(f"{options} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             torch.cuda.empty_cache()
+    return grid_section(torch.cuda.get_device_name(device), data.name, profile, runs, failures)
+
+
+def grid_section(gpu_name: str, data_name: str, profile, runs: list[dict], failures: list[str]) -> dict:
+    """Epoch time, images/s and share of the GPU's peak for every configuration that ran."""
     if not runs:
         return skipped(TITLE, "every configuration failed: " + "; ".join(failures))
+    peaks = peak_tflops(gpu_name)
     figures = []
     for run in runs:
         label = (f"{run['precision']}, channels-last {'on' if run['channels_last'] else 'off'}, "
@@ -109,15 +116,15 @@ def epoch_grid(profile, device: torch.device, data_dir: str) -> dict:
             kind = peak_kind(run["precision"])
             share = run["flops_per_image"] * images_per_s / (peaks[kind] * 1e12)
             figures.append(figure(f"{key}.share_of_peak", f"share of dense {kind} peak, {label}", 100 * share, "%"))
-    settings = {"gpu": name, "model": "PreActResNet18 width 64", "method": "manifold mixup (alpha 2)",
+    settings = {"gpu": gpu_name, "model": f"PreActResNet18 width {PAPER_WIDTH}", "method": "manifold mixup (alpha 2)",
                 "batch": f"{profile.gpu_batch} (one run at {LARGE_BATCH})", "images_per_epoch": runs[0]["images"],
-                "data": data.name,
+                "data": data_name,
                 "timed_epochs": profile.gpu_epochs, "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
                 "train_gflops_per_image": round(runs[0]["flops_per_image"] / 1e9, 3)}
     notes = ["Peak memory per configuration (GiB): " + ", ".join(
-        f"{run_key(r)}: {r['peak_memory_gib']:.2f}" for r in runs)] + failures
+        f"{run_key(r)}: {r['peak_memory_gib']:.2f}" for r in runs if r["peak_memory_gib"] is not None)] + failures
     if peaks is None:
-        notes.append(f"No peak figure is known for {name!r}; the share of peak is left out.")
+        notes.append(f"No peak figure is known for {gpu_name!r}; the share of peak is left out.")
     return section(TITLE, settings, figures, notes, {run_key(r): r["epoch_seconds"] for r in runs})
 
 

@@ -83,3 +83,25 @@ def test_unknown_section_is_one_line_exit_2(tmp_path):
     assert "unknown section(s) ['warp']; valid: training, pipeline" in finished.stderr
     assert finished.stderr.count("\n") == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_gpu_grid_configuration_and_figures_run_on_a_cpu():
+    """The GPU grid's per-configuration code and its figures, at toy size on the CPU, so a GPU
+    session does not discover a bug in them; only the CUDA calls themselves are left out."""
+    from bench_data import benchmark_dataset
+    from gpu_bench import grid_section, one_configuration
+    from profiles import PROFILES
+
+    profile = PROFILES["quick"]
+    data = benchmark_dataset(torch.device("cpu"), "data").subset(64)
+    run = one_configuration(profile, torch.device("cpu"), data, "fp32", False, False, batch=16, width=4)
+    assert run["images"] == 64 and len(run["epoch_seconds"]) == profile.gpu_epochs
+    assert run["peak_memory_gib"] is None and run["flops_per_image"] > 0
+    section = grid_section("NVIDIA H100 80GB HBM3", data.name, profile, [run], ["('bf16', ...) failed: demo"])
+    values = {f["key"]: f for f in section["figures"]}
+    assert set(values) == {"gpu.fp32.cl0.compile0.batch16.epoch_s", "gpu.fp32.cl0.compile0.batch16.images_per_s",
+                           "gpu.fp32.cl0.compile0.batch16.share_of_peak"}
+    assert values["gpu.fp32.cl0.compile0.batch16.epoch_s"]["goal"] == "<= 2"
+    assert 0 < values["gpu.fp32.cl0.compile0.batch16.share_of_peak"]["value"] < 100
+    assert "('bf16', ...) failed: demo" in section["notes"]
+    assert "every configuration failed" in grid_section("x", "d", profile, [], ["all bad"])["skipped"]
