@@ -132,7 +132,7 @@ def markdown(results: dict[str, Any]) -> str:
         "each round); the range column is the per-round minimum and maximum.",
         "",
     ]
-    for name, sec in results["sections"].items():
+    for sec in results["sections"].values():
         lines.append(f"## {sec['title']}")
         lines.append("")
         if "skipped" in sec:

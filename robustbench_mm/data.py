@@ -59,7 +59,7 @@ def to_unit_float(images_uint8: torch.Tensor) -> torch.Tensor:
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     """Rebuilds dicts, lists, bytes and numpy arrays; refuses every other global."""
 
-    ALLOWED = {
+    ALLOWED = frozenset({
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.numeric", "_frombuffer"),
@@ -67,7 +67,7 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("_codecs", "encode"),
-    }
+    })
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:

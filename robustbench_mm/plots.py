@@ -160,7 +160,7 @@ def training_figure(accuracy: list[Series], nll: list[Series], best: dict[str, t
     ax_acc, ax_nll = figure.subplots(1, 2)
     for s in accuracy:
         ax_acc.plot(s.x, s.y, marker="o", markersize=3, color=s.color, label=s.label)
-    for label, (color, epoch, value) in best.items():
+    for color, epoch, value in best.values():
         ax_acc.plot([epoch], [value], marker="*", markersize=12, color=color, markeredgecolor="black",
                     linestyle="none")
     for s in nll:
