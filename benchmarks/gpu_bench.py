@@ -120,6 +120,7 @@ def grid_section(gpu_name: str, data_name: str, profile, runs: list[dict], failu
                 "batch": f"{profile.gpu_batch} (one run at {LARGE_BATCH})", "images_per_epoch": runs[0]["images"],
                 "data": data_name,
                 "timed_epochs": profile.gpu_epochs, "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+                "cudnn_benchmark": torch.backends.cudnn.benchmark,
                 "train_gflops_per_image": round(runs[0]["flops_per_image"] / 1e9, 3)}
     notes = ["Peak memory per configuration (GiB): " + ", ".join(
         f"{run_key(r)}: {r['peak_memory_gib']:.2f}" for r in runs if r["peak_memory_gib"] is not None)] + failures
