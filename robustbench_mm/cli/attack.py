@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..attack_eval import attack_summary, run_attacks
-from ..config import CHECKPOINT_KINDS, DATASETS, AttackConfig
-from .common import add_device, add_quiet, float_list
+from ..config import DATASETS, AttackConfig
+from .common import add_device, add_model_inputs, add_quiet, float_list
 
 DEFAULTS = AttackConfig()
 
@@ -44,18 +44,11 @@ def add_parser(sub) -> None:
                    help="%% of inputs allowed an all-zero or non-finite input gradient (default %(default)s)")
     p.add_argument("--n-examples", type=int, help="attack the first N test images only (default: the whole test set)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="images per attack batch (default 500)")
-    p.add_argument("--checkpoint", action="append", metavar="RUN",
-                   help="a run folder or its name under --checkpoints; repeatable (default: every run)")
-    p.add_argument("--weights", default=DEFAULTS.checkpoint,
-                   help=f"which weights of each run: {' or '.join(CHECKPOINT_KINDS)} (default: last)")
     p.add_argument("--dataset", help=f"refuse models not trained on this dataset: {', '.join(DATASETS)}")
-    p.add_argument("--data-dir", help="where the test set lives (default: the data dir each model was trained with)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--save-examples", type=int, default=DEFAULTS.save_examples,
                    help="adversarial examples saved per model at the first --eps (default 16; 0 = none)")
-    p.add_argument("--checkpoints", default="checkpoints", help="root folder of trained models (default: checkpoints)")
-    p.add_argument("--out", default="attacks", help="root folder of results (default: attacks)")
-    p.add_argument("--force", action="store_true", help="redo evaluations that are already finished")
+    add_model_inputs(p, DEFAULTS.checkpoint, "redo evaluations that are already finished")
     add_device(p)
     add_quiet(p)
     p.set_defaults(run=run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import CHECKPOINT_KINDS
 from ..errors import UsageError
 
 
@@ -25,6 +26,19 @@ def int_list(text: str) -> tuple[int, ...]:
 def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to run (default: cuda when available)")
+
+
+def add_model_inputs(parser: argparse.ArgumentParser, weights_default: str, force_help: str) -> None:
+    """Which trained models an evaluation stage reads, and where its results go: shared by attack and deform."""
+    parser.add_argument("--checkpoint", action="append", metavar="RUN",
+                        help="a run folder or a run name under --checkpoints; repeatable (default: every run)")
+    parser.add_argument("--weights", default=weights_default,
+                        help=f"which weights of each run: {' or '.join(CHECKPOINT_KINDS)} (default: {weights_default})")
+    parser.add_argument("--checkpoints", default="checkpoints",
+                        help="root folder of trained models (default: checkpoints)")
+    parser.add_argument("--data-dir", help="where the test set lives (default: the data dir each model was trained with)")
+    parser.add_argument("--out", default="attacks", help="root folder of results (default: attacks)")
+    parser.add_argument("--force", action="store_true", help=force_help)
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..config import CHECKPOINT_KINDS, DeformConfig
+from ..config import DeformConfig
 from ..deform_eval import format_summary, load_results, run_deform
 from ..deformations import DEFORM_SETS, INTERPOLATIONS
-from .common import add_device, add_quiet
+from .common import add_device, add_model_inputs, add_quiet
 
 DEFAULTS = DeformConfig()
 
@@ -27,14 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--n-examples", type=int, help="evaluate the first N test images only (default: all)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                    help=f"images per forward pass (default: {DEFAULTS.batch_size})")
-    p.add_argument("--checkpoint", action="append", metavar="RUN",
-                   help="a run folder or a run name under --checkpoints; repeat for several (default: every run)")
-    p.add_argument("--weights", default=DEFAULTS.checkpoint,
-                   help=f"which weights of each run: {', '.join(CHECKPOINT_KINDS)} (default: {DEFAULTS.checkpoint})")
-    p.add_argument("--checkpoints", default="checkpoints", help="trained models (default: checkpoints)")
-    p.add_argument("--out", default="attacks", help="results folder (default: attacks)")
-    p.add_argument("--data-dir", help="where the test data lives (default: the folder each model was trained with)")
-    p.add_argument("--force", action="store_true", help="redo sets already stored with the same settings")
+    add_model_inputs(p, DEFAULTS.checkpoint, "redo sets already stored with the same settings")
     add_device(p)
     add_quiet(p)
     p.set_defaults(run=run)
