@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from robustbench_mm.models import NORMALIZATION, MixSpec, build_model, mix_states
+from robustbench_mm.models import NORMALIZATION, MixSpec, _gather_batch, build_model, mix_states
 
 
 def small(arch="preactresnet18", **kw):
@@ -97,3 +97,5 @@ def test_mix_states_matches_plain_indexing_forward_and_backward(memory_format, d
     assert torch.equal(mixed, reference)
     assert torch.equal(ours.grad, plain.grad)
     assert mixed.is_contiguous(memory_format=memory_format)
+    # The permuted copy itself keeps the layout: a mixed-layout sum would cost a strided pass.
+    assert _gather_batch(base, perm).is_contiguous(memory_format=memory_format)
