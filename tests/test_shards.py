@@ -56,6 +56,8 @@ def test_autoattack_shards_merge_into_the_file_one_run_writes(tiny_runs, tmp_pat
     run_attacks(config, checkpoints, tmp_path / "single", runs=[run], progress=False)
     ranges = shard_ranges(40, 2, config.batch_size)
     assert ranges == [(0, 15), (15, 40)]
+    with pytest.raises(ValueError, match="must start and end on multiples of the chunk size 15"):
+        autoattack_shard(config, checkpoints, tmp_path / "sharded", run, (0, 20))  # would cut chunk [15, 30)
     autoattack_shard(config, checkpoints, tmp_path / "sharded", run, ranges[0])
 
     class Killed(Exception):
@@ -75,7 +77,7 @@ def test_autoattack_shards_merge_into_the_file_one_run_writes(tiny_runs, tmp_pat
         autoattack_shard(config, checkpoints, tmp_path / "sharded", run, ranges[1])
     resumed_with = []
     monkeypatch.setattr(autoattack_shards, "run_autoattack",
-                        lambda *args: resumed_with.append(int(args[10].done.sum())) or attack(*args))
+                        lambda *args: resumed_with.append(args[10] and int(args[10].done.sum())) or attack(*args))
     autoattack_shard(config, checkpoints, tmp_path / "sharded", run, ranges[1])
     assert resumed_with == [15], "the restarted shard continues after its finished chunk"
     autoattack_shard(config, checkpoints, tmp_path / "sharded", run, ranges[1])

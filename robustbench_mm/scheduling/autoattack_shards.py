@@ -55,6 +55,12 @@ def autoattack_shard(config: AttackConfig, checkpoints_root: str | Path, out_roo
     """AutoAttack at every eps of `config` on test images start..stop-1 of `run`'s model; returns the shard files."""
     device = resolve_device(config.device)
     loaded, data = _model_and_images(config, checkpoints_root, run)
+    start, stop = example_range
+    chunk = config.batch_size
+    if not 0 <= start < stop <= len(data) or start % chunk or (stop % chunk and stop != len(data)):
+        # Only whole chunks of the single run give its flags bit for bit (attacks.autoattack reseeds per chunk).
+        raise ValueError(f"AutoAttack shard [{start}, {stop}) of {len(data)} test images must start and end on "
+                         f"multiples of the chunk size {chunk} (or end at the last image)")
     # Prepared as `run_attacks` prepares them: same device, memory layout and seed.
     seed_everything(config.seed)
     loaded.model.to(device).eval()
@@ -65,16 +71,15 @@ def autoattack_shard(config: AttackConfig, checkpoints_root: str | Path, out_roo
     # A finished result made with other settings is refused now, not after the attack (as `attack` does).
     check_result_targets([(result_path(out_root, run, e), attacks.summary, attacks.settings(e)) for e in evaluations],
                          force=False)
-    start, stop = example_range
     paths = []
     for evaluation, eps in evaluations.items():
         if attacks.stored(evaluation) is not None:
-            continue  # merged before this shard was retried
+            continue  # already merged: the command was run again
         path = autoattack_shard_path(out_root, run, evaluation, example_range)
         flags = _shard_flags(attacks, evaluation, path, example_range)
         if flags is None or not flags.complete():
-            data = attacks.data
-            run_autoattack(attacks.model, data.images, data.labels, eps, data.num_classes, start, stop,
+            images = attacks.data
+            run_autoattack(attacks.model, images.images, images.labels, eps, images.num_classes, start, stop,
                            config.batch_size, config.seed, BUDGETS[config.aa_budget], flags,
                            lambda done, e=evaluation, p=path: attacks.save_flags(e, done, p))
         paths.append(path)
