@@ -9,6 +9,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from safetensors.torch import load_file
 from conftest import TINY
 from robustbench_mm.cli import main
 from robustbench_mm.errors import UsageError
-from robustbench_mm.pipeline import Folders, plan_for_preset, reproduce
+from robustbench_mm.pipeline import Folders, plan_for_preset
 from robustbench_mm.reporting import REPORT_MANIFEST
 from robustbench_mm.scheduling.graph import shard_ranges, task_graph
 from robustbench_mm.scheduling.options import ClusterOptions
@@ -125,19 +126,38 @@ def cluster():
     ray.shutdown()
 
 
+# The reference: the plan in one process, as `reproduce` without --cluster runs it.
+SEQUENTIAL = """
+import sys
+import torch
+sys.path[:0] = sys.argv[1:3]
+from test_ray import THREADS, tiny_plan
+from robustbench_mm.pipeline import reproduce
+torch.set_num_threads(THREADS)
+reproduce(*tiny_plan(), progress=False)
+"""
+
+
 @pytest.fixture(scope="module")
-def sequential(tmp_path_factory):
-    """The plan run in one process, as `reproduce` without --cluster does."""
+def sequential_started(tmp_path_factory):
+    """The reference run, started in a subprocess so it computes while the Ray run does (which leaves a core
+    idle much of the time on 2 CPUs): (its folder, the process)."""
     root = tmp_path_factory.mktemp("sequential")
-    plan, folders = tiny_plan()
-    threads, cwd = torch.get_num_threads(), os.getcwd()
-    torch.set_num_threads(THREADS)
-    os.chdir(root)
-    try:
-        reproduce(plan, folders, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-        os.chdir(cwd)
+    tests = Path(__file__).resolve().parent
+    process = subprocess.Popen([sys.executable, "-c", SEQUENTIAL, str(tests), str(tests.parent)], cwd=root,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield root, process
+    if process.poll() is None:
+        process.kill()
+    process.communicate()
+
+
+@pytest.fixture(scope="module")
+def sequential(sequential_started):
+    """The reference run's folder, once it has finished."""
+    root, process = sequential_started
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output
     return root
 
 
@@ -154,9 +174,9 @@ def kill_twice(root: Path, training: str, shard: str):
 
         killed, resumed = root / f"killed-{task.kind}", root / f"resumed-{task.kind}"
 
-        def record_once(value):  # a reused worker may run other tasks through the patched code later
+        def record_once(value):  # the retry runs first; the worker may run other tasks through this code later
             if not resumed.exists():
-                resumed.write_text(str(value))
+                resumed.write_text(str(value()))
 
         if task.id not in (training, shard):
             return
@@ -166,14 +186,14 @@ def kill_twice(root: Path, training: str, shard: str):
 
                 def recording(self):
                     restore(self)
-                    record_once(self.state.epoch)
+                    record_once(lambda: self.state.epoch)
 
                 train.Trainer._restore_state = recording
             else:
                 attack = autoattack_shards.run_autoattack
 
                 def recording(*args):
-                    record_once(int(args[10].done.sum()))  # `flags`: the examples finished before the kill
+                    record_once(lambda: int(args[10].done.sum()))  # `flags`: the examples done before the kill
                     return attack(*args)
 
                 autoattack_shards.run_autoattack = recording
@@ -203,7 +223,7 @@ def kill_twice(root: Path, training: str, shard: str):
 
 
 @pytest.fixture(scope="module")
-def ray_run(cluster, tmp_path_factory):
+def ray_run(sequential_started, cluster, tmp_path_factory):  # the reference first: it runs meanwhile
     """The plan on the local Ray cluster, deformation sets and AutoAttack in two shards each, with the workers
     of two tasks SIGKILLed mid-task (one model's training, the other's AutoAttack shard): (folder, driver's stderr).
 
