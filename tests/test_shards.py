@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from robustbench_mm import attack_eval
 from robustbench_mm.attack_eval import run_attacks
@@ -48,16 +49,16 @@ def test_shards_merge_into_the_file_one_run_writes(tiny_runs, tmp_path, monkeypa
 
 
 def test_autoattack_shards_merge_into_the_file_one_run_writes(tiny_runs, tmp_path, monkeypatch):
-    # 40 images in chunks of 15 over 2 shards: [0, 15) and [15, 40), the second two chunks, the last partial.
-    config = AttackConfig(n_examples=40, batch_size=15, protocols=("standard",), sweep=(0.0,), pgd_steps=3,
+    # 30 images in chunks of 10 over 2 shards: [0, 10) and [10, 30), the second two chunks.
+    config = AttackConfig(n_examples=30, batch_size=10, protocols=("standard",), sweep=(0.0,), pgd_steps=3,
                           bounded_pgd_steps=2, save_examples=0, autoattack=True, aa_budget="smoke",
                           aa_paper_eps=False, device="cpu")
     checkpoints, run = tiny_runs["manifold"].parent, tiny_runs["manifold"].name
     run_attacks(config, checkpoints, tmp_path / "single", runs=[run], progress=False)
-    ranges = shard_ranges(40, 2, config.batch_size)
-    assert ranges == [(0, 15), (15, 40)]
-    with pytest.raises(ValueError, match="must start and end on multiples of the chunk size 15"):
-        autoattack_shard(config, checkpoints, tmp_path / "sharded", run, (0, 20))  # would cut chunk [15, 30)
+    ranges = shard_ranges(30, 2, config.batch_size)
+    assert ranges == [(0, 10), (10, 30)]
+    with pytest.raises(ValueError, match="must start and end on multiples of the chunk size 10"):
+        autoattack_shard(config, checkpoints, tmp_path / "sharded", run, (0, 15))  # would cut chunk [10, 20)
     autoattack_shard(config, checkpoints, tmp_path / "sharded", run, ranges[0])
 
     class Killed(Exception):
@@ -79,17 +80,19 @@ def test_autoattack_shards_merge_into_the_file_one_run_writes(tiny_runs, tmp_pat
     monkeypatch.setattr(autoattack_shards, "run_autoattack",
                         lambda *args: resumed_with.append(args[10] and int(args[10].done.sum())) or attack(*args))
     autoattack_shard(config, checkpoints, tmp_path / "sharded", run, ranges[1])
-    assert resumed_with == [15], "the restarted shard continues after its finished chunk"
+    assert resumed_with == [10], "the restarted shard continues after its finished chunk"
     autoattack_shard(config, checkpoints, tmp_path / "sharded", run, ranges[1])
-    assert resumed_with == [15], "a finished shard is kept, not attacked again"
+    assert resumed_with == [10], "a finished shard is kept, not attacked again"
 
     [merged] = autoattack_merge(config, checkpoints, tmp_path / "sharded", run, ranges)
     single = json.loads((tmp_path / "single" / run / merged.name).read_text())
     assert without_timings(json.loads(merged.read_text())) == without_timings(single)
     assert not (tmp_path / "sharded" / run / ".shards").exists()
-    # The attack stage after the merge reads its flags (the black-box masking check needs them): no AutoAttack again.
+    # The attack stage after the merge reads its flags for the black-box masking check: no AutoAttack again.
     monkeypatch.setattr(attack_eval, "run_autoattack", lambda *a: pytest.fail("AutoAttack ran again"))
-    run_attacks(config, checkpoints, tmp_path / "sharded", runs=[run], progress=False)
-    for name in ("gradient-masking.json", merged.name):
-        assert without_timings(json.loads((tmp_path / "sharded" / run / name).read_text())) == \
-            without_timings(json.loads((tmp_path / "single" / run / name).read_text())), name
+    loaded, data = autoattack_shards._model_and_images(config, checkpoints, run)
+    attacks = attack_eval.ModelAttacks(loaded, data, config, tmp_path / "sharded" / run, torch.device("cpu"),
+                                       force=False, progress=False)
+    [check] = attacks.black_box_checks()
+    masking = json.loads((tmp_path / "single" / run / "gradient-masking.json").read_text())
+    assert [check.to_dict()] == [c for c in masking["checks"] if c["name"] == check.name]
