@@ -43,23 +43,22 @@ TIMING_COLUMNS = {"fgsm_seconds", "epoch_seconds", "fgsm_share_of_epoch"}  # tab
 THREADS = 1  # torch CPU threads of each task (cpus_per_task) and of the sequential run: CPU results depend on it
 
 
-def tiny_plan(methods=("baseline", "manifold")):
-    """Folders relative to the working directory, as `reproduce` uses by default: files record them."""
+def tiny_plan(methods=("manifold",)):
+    """Folders relative to the working directory, as `reproduce` uses by default: files record them.
+
+    One model by default: every kind of task, shards side by side and two workers killed need no second
+    (a second model's tasks run the same code; the graph test shows they wait only for their own model).
+    """
     folders = Folders()
     plan = plan_for_preset("smoke", device="cpu", checkpoints=folders.checkpoints)
-    train = tuple(replace(c, **{**TINY, "epochs": 2, "milestones": (1,), "n_train": 160, "n_test": 40}) for c in plan.train if c.method in methods)
+    train = tuple(replace(c, **{**TINY, "epochs": 2, "milestones": (1,), "n_train": 160, "n_test": 40})
+                  for c in plan.train if c.method in methods)
     # AutoAttack (the smoke budget) in chunks of 10: two shards [0, 20) and [20, 40) of two chunks each.
     attack = replace(plan.attack, n_examples=40, batch_size=10, pgd_steps=3, pgd_step_size=0.1, bounded_pgd_steps=2,
                      sweep=(0.0, 0.03), save_examples=4, device="cpu")
     # 40 images in batches of 15: two shards [0, 15) and [15, 40), the second ending in a partial batch.
     deform = replace(plan.deform, n_examples=40, batch_size=15, sets=("rotate-20", "zoom-out-140"), device="cpu")
     return replace(plan, train=train, attack=attack, deform=deform), folders
-
-
-def run_names(plan) -> tuple[str, str]:
-    """The baseline's and the manifold-mixup model's run folders."""
-    names = {c.method: c.run_name for c in plan.train}
-    return names["baseline"], names["manifold"]
 
 
 def normalised(value):
@@ -225,14 +224,14 @@ def kill_twice(root: Path, training: str, shard: str):
 @pytest.fixture(scope="module")
 def ray_run(sequential_started, cluster, tmp_path_factory):  # the reference first: it runs meanwhile
     """The plan on the local Ray cluster, deformation sets and AutoAttack in two shards each, with the workers
-    of two tasks SIGKILLed mid-task (one model's training, the other's AutoAttack shard): (folder, driver's stderr).
+    of two tasks SIGKILLed mid-task (the training, an AutoAttack shard): (folder, driver's stderr).
 
     One run for every Ray test below: starting the plan on Ray is what costs time here.
     """
     root = tmp_path_factory.mktemp("ray")
     plan, folders = tiny_plan()
-    baseline, manifold = run_names(plan)
-    setup = kill_twice(root / "faults", f"train:{manifold}", f"autoattack[20:40]:{baseline}")
+    run = plan.train[0].run_name
+    setup = kill_twice(root / "faults", f"train:{run}", f"autoattack[20:40]:{run}")
     (root / "faults").mkdir()
     err, cwd = io.StringIO(), os.getcwd()
     os.chdir(root)
@@ -258,18 +257,18 @@ def test_the_driver_prints_each_state_change_and_a_summary(ray_run):
     run = tiny_plan()[0].train[0].run_name
     for line in (f"train:{run}: queued (1 CPU, 0 GPU)", f"train:{run}: running (on ", f"deform[15:40]:{run}: done",
                  f"autoattack[0:20]:{run}: done", f"autoattack-merge:{run}: done", "report: done",
-                 "19/19 tasks done", "19 tasks in", "2 retried"):
+                 "10/10 tasks done", "10 tasks in", "2 retried"):
         assert line in err
 
 
 def test_killed_workers_are_retried_and_resume_from_what_they_saved(ray_run):
     root, err = ray_run
-    baseline, manifold = run_names(tiny_plan()[0])
+    run = tiny_plan()[0].train[0].run_name
     assert (root / "faults" / "resumed-train").read_text() == "1", "training continues from its saved epoch"
     assert (root / "faults" / "resumed-autoattack-shard").read_text() == "10", \
         "the AutoAttack shard continues after its finished chunk (examples 20..29)"
-    assert f"train:{manifold}: retried (attempt 2 after its worker died" in err
-    assert f"autoattack[20:40]:{baseline}: retried (attempt 2 after its worker died" in err
+    assert f"train:{run}: retried (attempt 2 after its worker died" in err
+    assert f"autoattack[20:40]:{run}: retried (attempt 2 after its worker died" in err
 
 
 def test_shard_ranges_start_on_batch_boundaries_and_cover_every_example():
@@ -301,7 +300,7 @@ def test_evaluations_wait_only_for_their_own_model_and_the_report_for_all():
 
 def test_locks_still_refuse_a_second_writer(cluster, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    plan, folders = tiny_plan(methods=("baseline",))
+    plan, folders = tiny_plan()
     with folder_lock(folders.checkpoints / plan.train[0].run_name):
         with pytest.raises(UsageError, match="is in use by another mm-robust process"):
             run_on_ray(plan, folders, ClusterOptions(cpus_per_task=THREADS), progress=False)
