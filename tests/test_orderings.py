@@ -11,7 +11,8 @@ import pytest
 
 from robustbench_mm.orderings import UNTESTED, compare_group
 from robustbench_mm.paper import TABLE7, ordering_claims
-from robustbench_mm.reporting import group_records, load_records, write_report
+from robustbench_mm.report_data import group_records, load_records
+from robustbench_mm.reporting import write_report
 from robustbench_mm.results import encode_mask, result_path, write_result
 from robustbench_mm.seeds import seeded_run_name
 from test_reporting import assert_real_png, model_dict, parse_markdown_tables, write_model

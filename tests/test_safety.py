@@ -21,7 +21,8 @@ from safetensors.torch import load_file, save_file
 from robustbench_mm import models as models_module
 from robustbench_mm.checkpoints import read_meta
 from robustbench_mm.cli import main
-from robustbench_mm.reporting import REPORT_MANIFEST, load_records
+from robustbench_mm.report_data import load_records
+from robustbench_mm.reporting import REPORT_MANIFEST
 from robustbench_mm.storage import TEMP_PREFIX, folder_lock
 
 HERE = Path(__file__).parent
