@@ -40,6 +40,7 @@ from .uncertainty import Estimate, estimate_columns
 
 REPORT_FORMAT = "mm-robust-report/1"
 REPORT_MANIFEST = ".mm-robust-report-files.json"  # what the last report wrote, so only those are ever replaced
+MODEL_INFO_DIR = "model_info"  # RobustBench-style model_info/<run>.json: the one subfolder a report writes into
 TABLE5_EPS = 0.03
 # Appendix D's unbounded-PGD verdict comes from the authors' convention; the other protocol is shown beside it.
 PGD_PROTOCOLS = ("paper", "standard")
@@ -549,13 +550,13 @@ def write_report(checkpoints_root: str | Path = "checkpoints", attacks_root: str
                 atomic_write_text(staging / f"{table}.csv", render_csv(sections, CSV_COLUMNS_OF.get(table, CSV_COLUMNS)))
             atomic_write_json(staging / "summary.json", {**summary(report, drawn, sources), **paper_eval["summary"]})
             atomic_write_text(staging / "index.md", render_index(report, drawn, sources))
-            _publish(staging, reports_root)
             for record in records:  # RobustBench-style model_info, where AutoAttack ran
                 info = robustness_table.model_info(record.name, record.model | next(
                     (r["model"] for r in record.results.values()), {}), record.results)
                 if info is not None:
-                    (reports_root / "model_info").mkdir(exist_ok=True)
-                    atomic_write_json(reports_root / "model_info" / f"{record.name}.json", info)
+                    (staging / MODEL_INFO_DIR).mkdir(exist_ok=True)
+                    atomic_write_json(staging / MODEL_INFO_DIR / f"{record.name}.json", info)
+            _publish(staging, reports_root)
         except DiskFull:
             raise DiskFull(reports_root) from None  # name the folder the user chose, not our staging folder
         finally:
@@ -564,22 +565,50 @@ def write_report(checkpoints_root: str | Path = "checkpoints", attacks_root: str
 
 
 def _publish(staging: Path, reports_root: Path) -> None:
-    """Move the staged report into `reports_root`, touching only files a report wrote there before."""
-    new = sorted(p.name for p in staging.iterdir())
+    """Move the staged report into `reports_root`, touching only files a report wrote there before.
+
+    Files are named by their path relative to `reports_root` (``index.md``, ``model_info/<run>.json``).
+    A file already there may be replaced only if the manifest lists it with its current digest, or if
+    it already holds exactly the new bytes (nothing is lost; e.g. a model_info written before the
+    manifest listed them).
+    """
+    new = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     ours = _files_written_before(reports_root)
-    foreign = [name for name in new if (reports_root / name).exists()
-               and (name not in ours or _digest(reports_root / name) != ours[name])]
+    folders = sorted({name.partition("/")[0] for name in new if "/" in name})
+    foreign = [folder for folder in folders if _occupied(reports_root / folder)
+               and ((reports_root / folder).is_symlink() or not (reports_root / folder).is_dir())]
+    foreign += [name for name in new if _clashes(reports_root / name, ours.get(name), _digest(staging / name))]
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise UsageError(f"{str(reports_root)!r} holds files mm-robust report did not write ({shown}); "
                          "move them away or choose another --reports")
     written = {name: _digest(staging / name) for name in new}
+    for folder in folders:
+        (reports_root / folder).mkdir(exist_ok=True)
     for name in new:
         os.replace(staging / name, reports_root / name)
     for name in sorted(set(ours) - set(new)):  # an earlier report's file this one no longer has would mislead
+        if "/" in name and (reports_root / name).parent.is_symlink():
+            continue  # a folder now linked elsewhere: what it holds is not the file the manifest names
         if _digest(reports_root / name) == ours[name]:
             (reports_root / name).unlink()
+    for folder in sorted({name.partition("/")[0] for name in ours if "/" in name} - set(folders)):
+        path = reports_root / folder
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            path.rmdir()  # emptied of the files an earlier report put there
     atomic_write_json(reports_root / REPORT_MANIFEST, {"format": REPORT_FORMAT, "files": written})
+
+
+def _occupied(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _clashes(target: Path, written_before: str | None, new: str | None) -> bool:
+    """Something is at `target` that is neither the file an earlier report wrote nor these very bytes."""
+    if not _occupied(target):
+        return False
+    digest = _digest(target)
+    return digest is None or digest not in (written_before, new)
 
 
 def _digest(path: Path) -> str | None:
@@ -590,9 +619,14 @@ def _digest(path: Path) -> str | None:
 
 
 def _files_written_before(reports_root: Path) -> dict[str, str]:
-    """{file name: SHA-256 when written} of the last report in `reports_root`."""
+    """{relative path: SHA-256 when written} of the last report in `reports_root`.
+
+    Only a file name, or one inside a report subfolder (``model_info/<run>.json``), is taken from
+    the manifest: never an absolute path, ``..`` or a deeper path, so a damaged or hostile
+    manifest cannot point the clean-up outside `reports_root`.
+    """
     def plain(names):
-        return {n for n in names if isinstance(n, str) and n and "/" not in n and "\\" not in n and n not in (".", "..")}
+        return {n for n in names if _safe_report_path(n)}
 
     try:
         manifest = read_json(reports_root / REPORT_MANIFEST)
@@ -610,3 +644,13 @@ def _files_written_before(reports_root: Path) -> dict[str, str]:
     except (UsageError, KeyError, TypeError, AttributeError):
         return {}
     return {name: digest for name in plain(names) if (digest := _digest(reports_root / name))}
+
+
+def _safe_report_path(name: Any) -> bool:
+    """'index.md' or 'model_info/<run>.json': a plain name, at most one report subfolder deep."""
+    if not isinstance(name, str) or "\\" in name or "\0" in name:
+        return False
+    parts = name.split("/")
+    if len(parts) > 2 or (len(parts) == 2 and parts[0] != MODEL_INFO_DIR):
+        return False
+    return all(part and part not in (".", "..") for part in parts)
