@@ -462,24 +462,44 @@ def draw_table7(group: Group, path: Path) -> bool:
     return True
 
 
-def draw_orderings(group: Group, path: Path) -> bool:
+def seeds_note(counts: list[int]) -> str:
+    """How many seeds of each model the comparisons drawn rest on, e.g. '1 seed of each model'."""
+    low, high = min(counts), max(counts)
+    if low == high:
+        return f"{low} seed{'s' if low != 1 else ''} of each model"
+    return f"{low} to {high} seeds of each model, by comparison: [n] on each row"
+
+
+def orderings_forest(group: Group) -> tuple[list[ForestRow], str] | None:
+    """The forest plot's rows and title, or None when no ordering could be compared.
+
+    The seeds counted are those whose results entered a comparison (its paired seeds), not the
+    run folders: a seed trained but not yet attacked adds nothing to the plot.
+    """
     sections = {"standard": "FGSM ε = 0.03, standard protocol", "paper": "FGSM ε = 0.03, paper protocol",
                 None: "Deformations (Tables 3 and 7)"}
+    shown = [c for c in compare_group(group.models, group.dataset, deform_evaluations(group)[0])
+             if c.difference is not None]
+    if not shown:
+        return None
+    counts = [len(c.differences) for c in shown]
     rows = []
-    for c in compare_group(group.models, group.dataset, deform_evaluations(group)[0]):
-        if c.difference is None:
-            continue
+    for c, seeds in zip(shown, counts):
         what = f"{c.better.key} > {c.worse.key}"
         if c.claim.evaluation == "deform":
             what = f"{deform_set_label(c.claim.label)}: {what}"
+        if len(set(counts)) > 1:
+            what += f" [{seeds}]"
         low, high = c.interval if c.interval else (None, None)
         rows.append(ForestRow(what, c.difference, low, high, c.verdict, sections[c.protocol]))
-    if not rows:
+    return rows, _group_title(group, f"Do the paper's orderings hold? (95 % intervals; {seeds_note(counts)})")
+
+
+def draw_orderings(group: Group, path: Path) -> bool:
+    forest = orderings_forest(group)
+    if forest is None:
         return False
-    seeds = sorted({len(c.runs) for c in group.models})
-    title = _group_title(group, f"Do the paper's orderings hold? (95 % intervals; {'/'.join(map(str, seeds))} "
-                                f"seed{'s' if seeds != [1] else ''} per model)")
-    save_png(forest_figure(rows, title), path)
+    save_png(forest_figure(*forest), path)
     return True
 
 
