@@ -231,15 +231,17 @@ def forest_figure(rows: list[ForestRow], title: str) -> Figure:
     for tick, line in zip(ax.get_yticklabels(), lines):
         if isinstance(line, str):
             tick.set_fontweight("bold")
-    ax.invert_yaxis()
+    ax.set_ylim(len(lines) - 0.5, -0.5)  # top to bottom, and every section heading inside the axes
     ax.axvline(0, color="black", linewidth=1)
     ax.set_xlabel("our accuracy difference, paper's better model − paper's worse model (points); "
                   "right of 0 = the paper's order")
     ax.grid(axis="x", alpha=0.3)
     handles = [ax.plot([], [], marker="o", color=color, linestyle="-", label=verdict)[0]
                for verdict, color in VERDICT_COLORS.items()]
-    ax.legend(handles=handles, fontsize=8, loc="lower right")
-    ax.set_title(title, fontsize=11)
+    # Above the rows, not over them: with many rows any corner of the axes hides some.
+    ax.legend(handles=handles, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(handles),
+              frameon=False)
+    ax.set_title(title, fontsize=11, pad=22)
     return figure
 
 
