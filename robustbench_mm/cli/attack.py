@@ -66,7 +66,9 @@ def add_parser(sub) -> None:
     add_test_subset(p, DEFAULTS.batch_size)
     p.add_argument("--dataset", help=f"refuse models not trained on this dataset: {', '.join(DATASETS)}; "
                                      "with --model: the test set to evaluate on")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                   help="seeds AutoAttack's stages (APGD, FAB, Square draw random numbers); FGSM and PGD here draw "
+                        f"none (default: {DEFAULTS.seed})")
     p.add_argument("--save-examples", type=int, default=DEFAULTS.save_examples,
                    help="adversarial examples saved per model at the first --eps (default 16; 0 = none)")
     add_model_inputs(p, DEFAULTS.checkpoint, "redo evaluations that are already finished")
