@@ -6,6 +6,7 @@
     python benchmarks/run.py --e2e                  # adds `mm-robust reproduce --preset smoke` (~10 min)
     python benchmarks/run.py --only gpu             # the GPU epoch-time grid alone (needs CUDA)
     python benchmarks/run.py --only ray             # smoke reproduce on local Ray vs one process (~20 min)
+    python benchmarks/run.py --only ray --keep runs # ... keeping both runs' checkpoints/, attacks/, reports/
 
 Sections measured now replace their earlier figures in the result files; the others stay, each
 with the date and commit it was measured at.
@@ -43,6 +44,7 @@ SECTION_FUNCTIONS = {
     "ray": ("ray_bench", "fanout_overhead"),
 }
 SECTIONS = tuple(SECTION_FUNCTIONS)
+KEEPING = ("e2e", "ray")  # the sections that run whole reproductions, whose folders --keep keeps
 OPT_IN = "e2e"  # the smoke reproduction alone takes longer than all the other sections together
 RAY = "ray"  # opt-in too: two smoke reproductions, one of them on Ray (which must be installed)
 
@@ -73,7 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "avoids threads waiting on each other, and the result files get a -Nthread tag")
     parser.add_argument("--data-dir", default="data", help="where CIFAR-10 may be (GPU runs use it when present)")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for <machine>.json and <machine>.md")
+    parser.add_argument("--keep", metavar="DIR",
+                        help=f"keep the folders the {', '.join(KEEPING)} sections' reproductions make (checkpoints, "
+                             "attacks, reports) under DIR, one per run, instead of deleting them; DIR must be "
+                             "new or empty")
     return parser
+
+
+def check_empty_folder(option: str, folder: Path) -> None:
+    """The runs kept in `folder` must hold only what they made themselves."""
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UsageError(f"{option} {str(folder)!r} is not an empty folder; give a new or empty one")
 
 
 def write(out: Path, machine: dict, profile, measured: dict) -> tuple[Path, Path]:
@@ -94,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             chosen.append("e2e")
         if args.threads is not None:
             check_positive("--threads", args.threads)
+        if args.keep:
+            check_empty_folder("--keep", Path(args.keep))
         out = ensure_writable_dir(Path(args.out))
+        keep = ensure_writable_dir(Path(args.keep), "--keep") if args.keep else None
     except UsageError as exc:
         print(f"benchmarks/run.py: error: {exc}", file=sys.stderr)
         return 2
@@ -111,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in [s for s in SECTIONS if s in chosen]:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         section_start = time.perf_counter()
-        measured = section_function(name)(profile, device, args.data_dir)
+        extra = {"keep": keep} if name in KEEPING and keep is not None else {}
+        measured = section_function(name)(profile, device, args.data_dir, **extra)
         measured.update(profile=profile.name, wall_seconds=time.perf_counter() - section_start)
         # Written after every section, so an interrupted run keeps what it finished.
         json_path, md_path = write(out, machine, profile, {name: measured})

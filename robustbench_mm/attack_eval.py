@@ -284,9 +284,12 @@ class ModelAttacks:
     def partial_path(self, evaluation: str) -> Path:
         return self.out_dir / f"{evaluation}.partial.json"
 
-    def resumed_flags(self, evaluation: str) -> AutoAttackFlags | None:
-        """Flags a killed run saved for these exact model and settings, or None (then it starts afresh)."""
-        path = self.partial_path(evaluation)
+    def resumed_flags(self, evaluation: str, path: Path | None = None) -> AutoAttackFlags | None:
+        """Flags a killed run saved for these exact model and settings, or None (then it starts afresh).
+
+        `path`: where they were saved (default the model's partial file; a shard keeps its own).
+        """
+        path = path or self.partial_path(evaluation)
         if self.force or not path.is_file():
             return None
         try:
@@ -300,11 +303,13 @@ class ModelAttacks:
         except (UsageError, KeyError, TypeError, ValueError):
             return None
 
-    def save_flags(self, evaluation: str, flags: AutoAttackFlags) -> None:
+    def save_flags(self, evaluation: str, flags: AutoAttackFlags, path: Path | None = None) -> None:
         masks = {"clean": flags.clean, **flags.after, "done": flags.done}
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.partial_path(evaluation), {
+        path = path or self.partial_path(evaluation)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, {
             "model": self.summary, "settings": self.settings(evaluation), "example_range": [flags.start, flags.stop],
+            "device": str(self.device),  # the merge of shards records it as a single run would
             "seconds": flags.seconds, "flags": {k: encode_mask(v) for k, v in masks.items()}})
 
     def autoattack(self, eps: float) -> dict[str, Any]:

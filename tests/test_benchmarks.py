@@ -105,3 +105,30 @@ def test_gpu_grid_configuration_and_figures_run_on_a_cpu():
     assert 0 < values["gpu.fp32.cl0.compile0.batch16.share_of_peak"]["value"] < 100
     assert "('bf16', ...) failed: demo" in section["notes"]
     assert "every configuration failed" in grid_section("x", "d", profile, [], ["all bad"])["skipped"]
+
+
+def test_keep_refuses_a_folder_that_already_holds_files(tmp_path):
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "mine.txt").write_text("a user's file")
+    finished = run_bench("--only", "e2e", "--keep", str(kept), "--out", str(tmp_path / "out"))
+    assert finished.returncode == 2
+    assert f"--keep {str(kept)!r} is not an empty folder" in finished.stderr
+    assert finished.stderr.count("\n") == 1
+    assert [p.name for p in kept.iterdir()] == ["mine.txt"] and not (tmp_path / "out").exists()
+
+
+def test_a_kept_run_folder_holds_what_the_command_wrote(tmp_path):
+    """`--keep` leaves the reproduction's folder in place; without it the folder is temporary."""
+    from smoke_runs import run_folder
+
+    with run_folder(tmp_path, "kept") as folder:
+        (folder / "checkpoints").mkdir()
+    assert (tmp_path / "kept" / "checkpoints").is_dir()
+    with pytest.raises(FileExistsError):
+        with run_folder(tmp_path, "kept"):
+            pass
+    with run_folder(None, "temp") as folder:
+        temporary = folder
+        (folder / "x").write_text("")
+    assert not temporary.exists()

@@ -3,11 +3,13 @@ process, a worker killed mid-task, sharded evaluation, locks, shared-storage che
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import signal
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +22,7 @@ from safetensors.torch import load_file
 from conftest import TINY
 from robustbench_mm.cli import main
 from robustbench_mm.errors import UsageError
-from robustbench_mm.pipeline import Folders, plan_for_preset, reproduce
+from robustbench_mm.pipeline import Folders, plan_for_preset
 from robustbench_mm.reporting import REPORT_MANIFEST
 from robustbench_mm.scheduling.graph import shard_ranges, task_graph
 from robustbench_mm.scheduling.options import ClusterOptions
@@ -46,11 +48,18 @@ def tiny_plan(methods=("baseline", "manifold")):
     folders = Folders()
     plan = plan_for_preset("smoke", device="cpu", checkpoints=folders.checkpoints)
     train = tuple(replace(c, **{**TINY, "epochs": 2, "milestones": (1,), "n_train": 160, "n_test": 40}) for c in plan.train if c.method in methods)
-    attack = replace(plan.attack, n_examples=40, pgd_steps=3, pgd_step_size=0.1, bounded_pgd_steps=2,
+    # AutoAttack (the smoke budget) in chunks of 10: two shards [0, 20) and [20, 40) of two chunks each.
+    attack = replace(plan.attack, n_examples=40, batch_size=10, pgd_steps=3, pgd_step_size=0.1, bounded_pgd_steps=2,
                      sweep=(0.0, 0.03), save_examples=4, device="cpu")
     # 40 images in batches of 15: two shards [0, 15) and [15, 40), the second ending in a partial batch.
     deform = replace(plan.deform, n_examples=40, batch_size=15, sets=("rotate-20", "zoom-out-140"), device="cpu")
     return replace(plan, train=train, attack=attack, deform=deform), folders
+
+
+def run_names(plan) -> tuple[str, str]:
+    """The baseline's and the manifold-mixup model's run folders."""
+    names = {c.method: c.run_name for c in plan.train}
+    return names["baseline"], names["manifold"]
 
 
 def normalised(value):
@@ -117,76 +126,150 @@ def cluster():
     ray.shutdown()
 
 
+# The reference: the plan in one process, as `reproduce` without --cluster runs it.
+SEQUENTIAL = """
+import sys
+import torch
+sys.path[:0] = sys.argv[1:3]
+from test_ray import THREADS, tiny_plan
+from robustbench_mm.pipeline import reproduce
+torch.set_num_threads(THREADS)
+reproduce(*tiny_plan(), progress=False)
+"""
+
+
 @pytest.fixture(scope="module")
-def sequential(tmp_path_factory):
-    """The plan run in one process, as `reproduce` without --cluster does."""
+def sequential_started(tmp_path_factory):
+    """The reference run, started in a subprocess so it computes while the Ray run does (which leaves a core
+    idle much of the time on 2 CPUs): (its folder, the process)."""
     root = tmp_path_factory.mktemp("sequential")
-    plan, folders = tiny_plan()
-    threads, cwd = torch.get_num_threads(), os.getcwd()
-    torch.set_num_threads(THREADS)
-    os.chdir(root)
-    try:
-        reproduce(plan, folders, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-        os.chdir(cwd)
+    tests = Path(__file__).resolve().parent
+    process = subprocess.Popen([sys.executable, "-c", SEQUENTIAL, str(tests), str(tests.parent)], cwd=root,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield root, process
+    if process.poll() is None:
+        process.kill()
+    process.communicate()
+
+
+@pytest.fixture(scope="module")
+def sequential(sequential_started):
+    """The reference run's folder, once it has finished."""
+    root, process = sequential_started
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output
     return root
 
 
-def test_ray_run_writes_the_same_files_as_one_process(cluster, sequential, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    plan, folders = tiny_plan()
-    run_on_ray(plan, folders, ClusterOptions(cpus_per_task=THREADS, shards=2))
-    assert assert_same_files(tmp_path, sequential) > 30
-    err = capsys.readouterr().err
-    run = plan.train[0].run_name
-    for line in (f"train:{run}: queued (1 CPU, 0 GPU)", f"train:{run}: running (on ", f"deform[15:40]:{run}: done",
-                 "report: done", "13/13 tasks done", "13 tasks in"):
-        assert line in err
-    assert not list(tmp_path.rglob(".shards")), "shard files are removed once merged"
-    assert not list(tmp_path.rglob(".mm-robust-shared-storage-*")), "the driver's markers are removed at the end"
+def kill_twice(root: Path, training: str, shard: str):
+    """A `task_setup` that SIGKILLs the worker of two tasks on their first attempt, mid-task, and on the retry
+    records where each resumed (in files under `root`: the workers run elsewhere and chdir).
 
+    `training`: killed at step 8 of 10, in its second epoch (the first is saved by then).
+    `shard`: an AutoAttack shard task, killed right after it saved its first chunk's flags.
+    """
+    def setup(task):
+        from robustbench_mm import attack_eval, data, train
+        from robustbench_mm.scheduling import autoattack_shards
 
-def test_a_worker_killed_mid_training_is_retried_and_resumes(cluster, sequential, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    plan, folders = tiny_plan(methods=("manifold",))
-    run = plan.train[0].run_name
-    killed, resumed_at = tmp_path / "killed", tmp_path / "resumed-at-epoch"  # absolute: workers chdir
+        killed, resumed = root / f"killed-{task.kind}", root / f"resumed-{task.kind}"
 
-    def kill_during_second_epoch(task):
-        """First attempt of the training: SIGKILL the worker at step 8 of 10 (epoch 1 of 2 is saved by then)."""
-        from robustbench_mm import data, train
+        def record_once(value):  # the retry runs first; the worker may run other tasks through this code later
+            if not resumed.exists():
+                resumed.write_text(str(value()))
 
-        if task.id != f"train:{run}":
+        if task.id not in (training, shard):
             return
-        if killed.exists():  # the retry, in a fresh worker: record where training resumed
-            restore = train.Trainer._restore_state
+        if killed.exists():  # the retry, in a fresh worker: record where it resumed
+            if task.id == training:
+                restore = train.Trainer._restore_state
 
-            def recording(self):
-                restore(self)
-                resumed_at.write_text(str(self.state.epoch))
+                def recording(self):
+                    restore(self)
+                    record_once(lambda: self.state.epoch)
 
-            train.Trainer._restore_state = recording
+                train.Trainer._restore_state = recording
+            else:
+                attack = autoattack_shards.run_autoattack
+
+                def recording(*args):
+                    record_once(lambda: int(args[10].done.sum()))  # `flags`: the examples done before the kill
+                    return attack(*args)
+
+                autoattack_shards.run_autoattack = recording
             return
         killed.write_text("")
-        iterate, seen = data.DeviceBatches.__iter__, [0]
+        if task.id == training:
+            iterate, seen = data.DeviceBatches.__iter__, [0]
 
-        def dying(self):
-            for batch in iterate(self):
-                seen[0] += 1
-                if seen[0] == 8:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                yield batch
+            def dying(self):
+                for batch in iterate(self):
+                    seen[0] += 1
+                    if seen[0] == 8:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    yield batch
 
-        data.DeviceBatches.__iter__ = dying
+            data.DeviceBatches.__iter__ = dying
+        else:
+            save = attack_eval.ModelAttacks.save_flags
 
-    run_on_ray(plan, folders, ClusterOptions(cpus_per_task=THREADS, max_retries=1), task_setup=kill_during_second_epoch)
-    assert resumed_at.read_text() == "1", "the retry continues from the saved epoch, not from scratch"
-    killed.unlink()
-    resumed_at.unlink()
-    for sub in ("checkpoints", "attacks"):
-        assert assert_same_files(tmp_path / sub, sequential / sub, only=(run,)) > 3
-    assert f"train:{run}: retried (attempt 2 after its worker died" in capsys.readouterr().err
+            def save_then_die(self, *args):
+                save(self, *args)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            attack_eval.ModelAttacks.save_flags = save_then_die
+
+    return setup
+
+
+@pytest.fixture(scope="module")
+def ray_run(sequential_started, cluster, tmp_path_factory):  # the reference first: it runs meanwhile
+    """The plan on the local Ray cluster, deformation sets and AutoAttack in two shards each, with the workers
+    of two tasks SIGKILLed mid-task (one model's training, the other's AutoAttack shard): (folder, driver's stderr).
+
+    One run for every Ray test below: starting the plan on Ray is what costs time here.
+    """
+    root = tmp_path_factory.mktemp("ray")
+    plan, folders = tiny_plan()
+    baseline, manifold = run_names(plan)
+    setup = kill_twice(root / "faults", f"train:{manifold}", f"autoattack[20:40]:{baseline}")
+    (root / "faults").mkdir()
+    err, cwd = io.StringIO(), os.getcwd()
+    os.chdir(root)
+    try:
+        with contextlib.redirect_stderr(err):
+            run_on_ray(plan, folders, ClusterOptions(cpus_per_task=THREADS, shards=2, max_retries=1),
+                       task_setup=setup)
+    finally:
+        os.chdir(cwd)
+    return root, err.getvalue()
+
+
+def test_ray_run_writes_the_same_files_as_one_process(ray_run, sequential):
+    """Even with two workers killed mid-task: the retries resume and the final files are the uninterrupted ones."""
+    root, _ = ray_run
+    assert assert_same_files(root, sequential, only=("checkpoints", "attacks", "reports")) > 30
+    assert not list(root.rglob(".shards")), "shard files are removed once merged"
+    assert not list(root.rglob(".mm-robust-shared-storage-*")), "the driver's markers are removed at the end"
+
+
+def test_the_driver_prints_each_state_change_and_a_summary(ray_run):
+    _, err = ray_run
+    run = tiny_plan()[0].train[0].run_name
+    for line in (f"train:{run}: queued (1 CPU, 0 GPU)", f"train:{run}: running (on ", f"deform[15:40]:{run}: done",
+                 f"autoattack[0:20]:{run}: done", f"autoattack-merge:{run}: done", "report: done",
+                 "19/19 tasks done", "19 tasks in", "2 retried"):
+        assert line in err
+
+
+def test_killed_workers_are_retried_and_resume_from_what_they_saved(ray_run):
+    root, err = ray_run
+    baseline, manifold = run_names(tiny_plan()[0])
+    assert (root / "faults" / "resumed-train").read_text() == "1", "training continues from its saved epoch"
+    assert (root / "faults" / "resumed-autoattack-shard").read_text() == "10", \
+        "the AutoAttack shard continues after its finished chunk (examples 20..29)"
+    assert f"train:{manifold}: retried (attempt 2 after its worker died" in err
+    assert f"autoattack[20:40]:{baseline}: retried (attempt 2 after its worker died" in err
 
 
 def test_shard_ranges_start_on_batch_boundaries_and_cover_every_example():
@@ -205,6 +288,12 @@ def test_evaluations_wait_only_for_their_own_model_and_the_report_for_all():
     assert tasks["deform-merge:a"].deps == ("deform[0:15]:a", "deform[15:40]:a", "attack:a")
     assert tasks["calibrate:a"].deps == ("deform-merge:a",)
     assert tasks["report"].deps == ("calibrate:a", "calibrate:b")
+    aa = {t.id: t for t in task_graph(["a"], [(0, 15), (15, 40)], [(0, 20), (20, 40)])}
+    assert aa["autoattack[20:40]:a"].deps == ("train:a",) and aa["autoattack[20:40]:a"].example_range == (20, 40)
+    assert aa["autoattack-merge:a"].deps == ("autoattack[0:20]:a", "autoattack[20:40]:a")
+    # the gradient-masking check reads the merged AutoAttack flags, and the merge writes into the attack's folder
+    assert aa["attack:a"].deps == ("autoattack-merge:a",)
+    assert aa["deform[0:15]:a"].deps == ("train:a",) and aa["calibrate:a"].deps == ("deform-merge:a",)
     unsharded = {t.id: t for t in task_graph(["a"])}
     assert unsharded["deform:a"].deps == ("attack:a",) and unsharded["calibrate:a"].deps == ("deform:a",)
     assert unsharded["report"].deps == ("calibrate:a",)

@@ -1,13 +1,18 @@
-"""Sharded deformation evaluation without Ray: shards over disjoint test-index ranges merge into the
-deform.json one run writes, and a finished shard is not measured again."""
+"""Sharded deformation evaluation and AutoAttack without Ray: shards over disjoint test-index ranges merge
+into the deform.json / autoattack-<eps>.json one run writes, and a finished shard is not measured again."""
 
 from __future__ import annotations
 
 import json
 
-from robustbench_mm.config import DeformConfig
+import pytest
+
+from robustbench_mm import attack_eval
+from robustbench_mm.attack_eval import run_attacks
+from robustbench_mm.config import AttackConfig, DeformConfig
 from robustbench_mm.deform_eval import run_deform
-from robustbench_mm.scheduling import shards
+from robustbench_mm.scheduling import autoattack_shards, shards
+from robustbench_mm.scheduling.autoattack_shards import autoattack_merge, autoattack_shard
 from robustbench_mm.scheduling.graph import shard_ranges
 from robustbench_mm.scheduling.shards import deform_merge, deform_shard, shard_path
 
@@ -17,6 +22,8 @@ TIMING_FIELDS = {"finished", "seconds"}
 def without_timings(value):
     if isinstance(value, dict):
         return {k: without_timings(v) for k, v in value.items() if k not in TIMING_FIELDS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
     return value
 
 
@@ -38,3 +45,51 @@ def test_shards_merge_into_the_file_one_run_writes(tiny_runs, tmp_path, monkeypa
     single = json.loads((tmp_path / "single" / run / "deform.json").read_text())
     assert without_timings(json.loads(merged.read_text())) == without_timings(single)
     assert not (tmp_path / "sharded" / run / ".shards").exists()
+
+
+def test_autoattack_shards_merge_into_the_file_one_run_writes(tiny_runs, tmp_path, monkeypatch):
+    # 40 images in chunks of 15 over 2 shards: [0, 15) and [15, 40), the second two chunks, the last partial.
+    config = AttackConfig(n_examples=40, batch_size=15, protocols=("standard",), sweep=(0.0,), pgd_steps=3,
+                          bounded_pgd_steps=2, save_examples=0, autoattack=True, aa_budget="smoke",
+                          aa_paper_eps=False, device="cpu")
+    checkpoints, run = tiny_runs["manifold"].parent, tiny_runs["manifold"].name
+    run_attacks(config, checkpoints, tmp_path / "single", runs=[run], progress=False)
+    ranges = shard_ranges(40, 2, config.batch_size)
+    assert ranges == [(0, 15), (15, 40)]
+    with pytest.raises(ValueError, match="must start and end on multiples of the chunk size 15"):
+        autoattack_shard(config, checkpoints, tmp_path / "sharded", run, (0, 20))  # would cut chunk [15, 30)
+    autoattack_shard(config, checkpoints, tmp_path / "sharded", run, ranges[0])
+
+    class Killed(Exception):
+        pass
+
+    attack = autoattack_shards.run_autoattack
+
+    def killed_after_one_chunk(*args):
+        def save_then_die(flags):
+            args[-1](flags)
+            raise Killed
+
+        return attack(*args[:-1], save_then_die)
+
+    monkeypatch.setattr(autoattack_shards, "run_autoattack", killed_after_one_chunk)
+    with pytest.raises(Killed):
+        autoattack_shard(config, checkpoints, tmp_path / "sharded", run, ranges[1])
+    resumed_with = []
+    monkeypatch.setattr(autoattack_shards, "run_autoattack",
+                        lambda *args: resumed_with.append(args[10] and int(args[10].done.sum())) or attack(*args))
+    autoattack_shard(config, checkpoints, tmp_path / "sharded", run, ranges[1])
+    assert resumed_with == [15], "the restarted shard continues after its finished chunk"
+    autoattack_shard(config, checkpoints, tmp_path / "sharded", run, ranges[1])
+    assert resumed_with == [15], "a finished shard is kept, not attacked again"
+
+    [merged] = autoattack_merge(config, checkpoints, tmp_path / "sharded", run, ranges)
+    single = json.loads((tmp_path / "single" / run / merged.name).read_text())
+    assert without_timings(json.loads(merged.read_text())) == without_timings(single)
+    assert not (tmp_path / "sharded" / run / ".shards").exists()
+    # The attack stage after the merge reads its flags (the black-box masking check needs them): no AutoAttack again.
+    monkeypatch.setattr(attack_eval, "run_autoattack", lambda *a: pytest.fail("AutoAttack ran again"))
+    run_attacks(config, checkpoints, tmp_path / "sharded", runs=[run], progress=False)
+    for name in ("gradient-masking.json", merged.name):
+        assert without_timings(json.loads((tmp_path / "sharded" / run / name).read_text())) == \
+            without_timings(json.loads((tmp_path / "single" / run / name).read_text())), name

@@ -48,8 +48,9 @@ def add_parser(sub) -> None:
     cluster.add_argument("--max-retries", type=int, default=3,
                          help="times a task whose worker died is run again; it resumes from what it saved (default: 3)")
     cluster.add_argument("--shards", type=int, default=1,
-                         help="split each model's deformation evaluation over this many tasks on disjoint "
-                              "test-image ranges; the merged file is the one a single run writes (default: 1)")
+                         help="split each model's deformation evaluation and AutoAttack over this many tasks on "
+                              "disjoint test-image ranges; the merged files are the ones a single run writes "
+                              "(default: 1)")
     p.set_defaults(run=run)
 
 

@@ -3,23 +3,25 @@
 Pure description, no Ray: each model's training is one task; that model's evaluations wait only
 for it (not for the other models); the report waits for everything. One model's result files share
 one folder, which a writer locks, so its evaluations that write there run one after another; a
-sharded evaluation becomes one task per test-index range, which write only their own shard files
-and so run beside anything, plus a merge that writes the single result file after the others.
+sharded evaluation (deformation sets, AutoAttack) becomes one task per test-index range, which
+write only their own shard files and so run beside anything, plus a merge that writes the single
+result file, in turn with the model's other writers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-TRAIN, ATTACK, DEFORM, DEFORM_SHARD, DEFORM_MERGE, CALIBRATE, REPORT = (
-    "train", "attack", "deform", "deform-shard", "deform-merge", "calibrate", "report")
+TRAIN, ATTACK, AUTOATTACK_SHARD, AUTOATTACK_MERGE, DEFORM, DEFORM_SHARD, DEFORM_MERGE, CALIBRATE, REPORT = (
+    "train", "attack", "autoattack-shard", "autoattack-merge", "deform", "deform-shard", "deform-merge", "calibrate",
+    "report")
 # Kinds that compute on a model and so ask for the per-task accelerator; the others only read and write files.
-ACCELERATED = (TRAIN, ATTACK, DEFORM, DEFORM_SHARD, CALIBRATE)
+ACCELERATED = (TRAIN, ATTACK, AUTOATTACK_SHARD, DEFORM, DEFORM_SHARD, CALIBRATE)
 
 
 @dataclass(frozen=True)
 class Task:
-    id: str  # unique, readable: "train:<run>", "deform[0:120]:<run>", "report"
+    id: str  # unique, readable: "train:<run>", "deform[0:120]:<run>", "autoattack[0:100]:<run>", "report"
     kind: str
     run: str | None = None
     deps: tuple[str, ...] = ()
@@ -41,18 +43,28 @@ def shard_ranges(n_examples: int, shards: int, batch_size: int) -> list[tuple[in
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def task_graph(runs: list[str], deform_ranges: list[tuple[int, int]] | None = None) -> list[Task]:
+def task_graph(runs: list[str], deform_ranges: list[tuple[int, int]] | None = None,
+               autoattack_ranges: list[tuple[int, int]] | None = None) -> list[Task]:
     """Tasks for `runs` in an order where every task comes after the tasks it depends on.
 
-    `deform_ranges`: shard each model's deformation evaluation over these test-index ranges
-    (None or one range: one task per model).
+    `deform_ranges`, `autoattack_ranges`: shard each model's deformation evaluation, its AutoAttack,
+    over these test-index ranges (None or one range: done in one task, the attack task for AutoAttack).
+    The AutoAttack merge comes before the attack task, whose gradient-masking check reads its flags.
     """
     tasks: list[Task] = []
     finals = []
     for run in runs:
         train = Task(f"{TRAIN}:{run}", TRAIN, run)
-        attack = Task(f"{ATTACK}:{run}", ATTACK, run, (train.id,))
-        tasks += [train, attack]
+        tasks.append(train)
+        attack_deps: tuple[str, ...] = (train.id,)
+        if autoattack_ranges and len(autoattack_ranges) > 1:
+            shards = [Task(f"autoattack[{a}:{b}]:{run}", AUTOATTACK_SHARD, run, (train.id,), (a, b))
+                      for a, b in autoattack_ranges]
+            merge = Task(f"{AUTOATTACK_MERGE}:{run}", AUTOATTACK_MERGE, run, tuple(s.id for s in shards))
+            tasks += [*shards, merge]
+            attack_deps = (merge.id,)
+        attack = Task(f"{ATTACK}:{run}", ATTACK, run, attack_deps)
+        tasks.append(attack)
         if deform_ranges and len(deform_ranges) > 1:
             shards = [Task(f"{DEFORM}[{a}:{b}]:{run}", DEFORM_SHARD, run, (train.id,), (a, b)) for a, b in deform_ranges]
             merge = Task(f"{DEFORM_MERGE}:{run}", DEFORM_MERGE, run, (*(s.id for s in shards), attack.id))

@@ -38,15 +38,31 @@ def import_ray():
     return ray
 
 
-def deform_ranges(plan: Plan, shards: int) -> tuple[tuple[int, int], ...]:
-    """The test-index ranges of each model's deformation shards (empty: not sharded)."""
+def _ranges(plan: Plan, n_examples: int | None, data_dir: str | None, shards: int,
+            batch_size: int) -> tuple[tuple[int, int], ...]:
+    """Shards of the first `n_examples` test images (all when None) on batch boundaries (empty: not sharded)."""
     if shards == 1:
         return ()
     first = plan.train[0]
-    n = len(load_dataset(first.dataset, False, plan.deform.data_dir or first.data_dir, first.download)
-            .subset(plan.deform.n_examples))
-    ranges = shard_ranges(n, shards, plan.deform.batch_size)
+    n = len(load_dataset(first.dataset, False, data_dir or first.data_dir, first.download).subset(n_examples))
+    ranges = shard_ranges(n, shards, batch_size)
     return tuple(ranges) if len(ranges) > 1 else ()
+
+
+def deform_ranges(plan: Plan, shards: int) -> tuple[tuple[int, int], ...]:
+    """The test-index ranges of each model's deformation shards (empty: not sharded)."""
+    return _ranges(plan, plan.deform.n_examples, plan.deform.data_dir, shards, plan.deform.batch_size)
+
+
+def autoattack_ranges(plan: Plan, shards: int) -> tuple[tuple[int, int], ...]:
+    """The test-index ranges of each model's AutoAttack shards (empty: not sharded, or no AutoAttack).
+
+    On multiples of the attack batch size, AutoAttack's chunk size, so each shard attacks exactly
+    the chunks a single run attacks: the merged flags are bit-identical.
+    """
+    if not plan.attack.autoattack:
+        return ()
+    return _ranges(plan, plan.attack.n_examples, plan.attack.data_dir, shards, plan.attack.batch_size)
 
 
 def _in_worker(task: Task, context: TaskContext, board, task_setup: Callable[[Task], None] | None) -> float:
@@ -104,9 +120,10 @@ def _drive(ray, plan: Plan, folders: Folders, options: ClusterOptions, progress:
     gpus = options.gpus_per_task if options.gpus_per_task is not None else (1 if resources.get("GPU", 0) else 0)
     if gpus > resources.get("GPU", 0):
         raise UsageError(f"--gpus-per-task {gpus:g} but the cluster has {resources.get('GPU', 0):g} GPUs")
-    ranges = deform_ranges(plan, options.shards)
-    context = TaskContext(plan, folders, os.getcwd(), uuid.uuid4().hex, max(1, int(options.cpus_per_task)), ranges)
-    tasks = task_graph([c.run_name for c in plan.train], list(ranges) or None)
+    ranges, aa_ranges = deform_ranges(plan, options.shards), autoattack_ranges(plan, options.shards)
+    context = TaskContext(plan, folders, os.getcwd(), uuid.uuid4().hex, max(1, int(options.cpus_per_task)), ranges,
+                          aa_ranges)
+    tasks = task_graph([c.run_name for c in plan.train], list(ranges) or None, list(aa_ranges) or None)
     markers = write_markers(context)
     remote = ray.remote(_in_worker)
     board = ray.remote(num_cpus=0)(_Board).remote()

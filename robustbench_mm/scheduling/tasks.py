@@ -22,7 +22,10 @@ from ..pipeline import Folders, Plan, finished_training
 from ..reporting import write_report
 from ..storage import atomic_write_text
 from ..train import train
-from .graph import ATTACK, CALIBRATE, DEFORM, DEFORM_MERGE, DEFORM_SHARD, REPORT, TRAIN, Task
+from .autoattack_shards import autoattack_merge, autoattack_shard
+from .graph import (
+    ATTACK, AUTOATTACK_MERGE, AUTOATTACK_SHARD, CALIBRATE, DEFORM, DEFORM_MERGE, DEFORM_SHARD, REPORT, TRAIN, Task,
+)
 from .shards import deform_merge, deform_shard
 
 MARKER_PREFIX = ".mm-robust-shared-storage-"
@@ -46,6 +49,7 @@ class TaskContext:
     token: str  # written by the driver into each folder's marker; a worker that reads it back sees the same files
     threads: int  # torch CPU threads per task (CPU results depend on it; the sequential run must use as many)
     deform_ranges: tuple[tuple[int, int], ...] = ()
+    autoattack_ranges: tuple[tuple[int, int], ...] = ()
 
     def marker(self, folder: Path) -> Path:
         return Path(folder) / f"{MARKER_PREFIX}{self.token}"
@@ -93,6 +97,10 @@ def execute(task: Task, context: TaskContext) -> None:
             train(config, resume=True, progress=False)  # continues from the last saved epoch after a retry
     elif task.kind == ATTACK:
         run_attacks(plan.attack, folders.checkpoints, folders.attacks, runs=[task.run], progress=False)
+    elif task.kind == AUTOATTACK_SHARD:
+        autoattack_shard(plan.attack, folders.checkpoints, folders.attacks, task.run, task.example_range)
+    elif task.kind == AUTOATTACK_MERGE:
+        autoattack_merge(plan.attack, folders.checkpoints, folders.attacks, task.run, list(context.autoattack_ranges))
     elif task.kind == DEFORM:
         run_deform(plan.deform, folders.checkpoints, folders.attacks, runs=[task.run], progress=False)
     elif task.kind == DEFORM_SHARD:

@@ -1,0 +1,134 @@
+"""Sharded AutoAttack: each shard attacks a test-index range, the merge writes autoattack-<eps>.json.
+
+A shard runs the same chunked, reseeded AutoAttack as `mm-robust attack` (attacks.autoattack) on
+its range, whose ends lie on chunk boundaries, and saves its per-example flags after every chunk in
+``<attacks>/<run>/.shards/autoattack-<eps>-<start>-<stop>.partial.json`` (the format of the
+single run's resumable ``.partial.json``, tagged with the model and settings): a retried shard
+continues from its finished chunks. The merge concatenates the flags in index order and writes
+through the single run's own payload code, so the result is the same bit for bit except its wall
+times; the shard files are removed once it is written. The gradient-masking check, run later by the
+model's attack task, reads the merged result's per-example flags as it reads a single run's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from ..attack_eval import (
+    ModelAttacks, autoattack_eps, autoattack_evaluation, check_num_classes, load_test_set,
+)
+from ..attacks.autoattack import BUDGETS, STAGES, AutoAttackFlags, run_autoattack
+from ..checkpoints import load_model
+from ..config import AttackConfig
+from ..errors import MMRobustError
+from ..model_sources import from_run
+from ..results import check_result_targets, result_path, write_result
+from ..runtime import resolve_device, seed_everything
+from ..storage import folder_lock, read_json
+from .shards import SHARD_FOLDER
+
+
+def autoattack_shard_path(out_root: str | Path, run: str, evaluation: str, example_range: tuple[int, int]) -> Path:
+    start, stop = example_range
+    return Path(out_root) / run / SHARD_FOLDER / f"{evaluation}-{start}-{stop}.partial.json"
+
+
+def _model_and_images(config: AttackConfig, checkpoints_root: str | Path, run: str):
+    loaded = from_run(load_model(Path(checkpoints_root) / run, config.checkpoint, "cpu"))
+    data = load_test_set(loaded, config, {})
+    check_num_classes(loaded, data)
+    return loaded, data
+
+
+def _shard_flags(attacks: ModelAttacks, evaluation: str, path: Path,
+                 example_range: tuple[int, int]) -> AutoAttackFlags | None:
+    """The flags saved at `path` for this model, settings and exactly this range, else None."""
+    flags = attacks.resumed_flags(evaluation, path)
+    return flags if flags is not None and (flags.start, flags.stop) == tuple(example_range) else None
+
+
+def autoattack_shard(config: AttackConfig, checkpoints_root: str | Path, out_root: str | Path, run: str,
+                     example_range: tuple[int, int]) -> list[Path]:
+    """AutoAttack at every eps of `config` on test images start..stop-1 of `run`'s model; returns the shard files."""
+    device = resolve_device(config.device)
+    loaded, data = _model_and_images(config, checkpoints_root, run)
+    start, stop = example_range
+    chunk = config.batch_size
+    if not 0 <= start < stop <= len(data) or start % chunk or (stop % chunk and stop != len(data)):
+        # Only whole chunks of the single run give its flags bit for bit (attacks.autoattack reseeds per chunk).
+        raise ValueError(f"AutoAttack shard [{start}, {stop}) of {len(data)} test images must start and end on "
+                         f"multiples of the chunk size {chunk} (or end at the last image)")
+    # Prepared as `run_attacks` prepares them: same device, memory layout and seed.
+    seed_everything(config.seed)
+    loaded.model.to(device).eval()
+    if device.type == "cuda":
+        loaded.model.to(memory_format=torch.channels_last)
+    attacks = ModelAttacks(loaded, data.to(device), config, Path(out_root) / run, device, force=False, progress=False)
+    evaluations = {autoattack_evaluation(eps): eps for eps in autoattack_eps(config)}
+    # A finished result made with other settings is refused now, not after the attack (as `attack` does).
+    check_result_targets([(result_path(out_root, run, e), attacks.summary, attacks.settings(e)) for e in evaluations],
+                         force=False)
+    paths = []
+    for evaluation, eps in evaluations.items():
+        if attacks.stored(evaluation) is not None:
+            continue  # already merged: the command was run again
+        path = autoattack_shard_path(out_root, run, evaluation, example_range)
+        flags = _shard_flags(attacks, evaluation, path, example_range)
+        if flags is None or not flags.complete():
+            images = attacks.data
+            run_autoattack(attacks.model, images.images, images.labels, eps, images.num_classes, start, stop,
+                           config.batch_size, config.seed, BUDGETS[config.aa_budget], flags,
+                           lambda done, e=evaluation, p=path: attacks.save_flags(e, done, p))
+        paths.append(path)
+    return paths
+
+
+def concatenate_flags(parts: list[AutoAttackFlags]) -> AutoAttackFlags:
+    """Shards in index order -> the flags of one run over all their examples (wall times summed)."""
+    return AutoAttackFlags(parts[0].start, parts[-1].stop, torch.cat([p.clean for p in parts]),
+                           {s: torch.cat([p.after[s] for p in parts]) for s in STAGES},
+                           torch.cat([p.done for p in parts]),
+                           {s: sum(p.seconds.get(s, 0.0) for p in parts) for s in STAGES})
+
+
+def _shard_device(paths: list[Path]) -> torch.device:
+    """Where the shards ran, as a single run records it (one device; shards on mixed devices are refused)."""
+    devices = set()
+    for path in paths:
+        with contextlib.suppress(MMRobustError, KeyError, TypeError):
+            devices.add(read_json(path)["device"])
+    if len(devices) > 1:
+        raise MMRobustError(f"AutoAttack shards {', '.join(map(str, paths))} ran on different devices "
+                            f"({', '.join(sorted(devices))}); their flags are not those of one run")
+    return torch.device(devices.pop() if devices else "cpu")
+
+
+def autoattack_merge(config: AttackConfig, checkpoints_root: str | Path, out_root: str | Path, run: str,
+                     ranges: list[tuple[int, int]]) -> list[Path]:
+    """Write `run`'s autoattack-<eps>.json from its shards over `ranges` (contiguous, from 0); remove the shards."""
+    evaluations = {autoattack_evaluation(eps): eps for eps in autoattack_eps(config)}
+    shard_paths = {e: [autoattack_shard_path(out_root, run, e, r) for r in ranges] for e in evaluations}
+    loaded, data = _model_and_images(config, checkpoints_root, run)
+    # Computes nothing, so model and images stay on the CPU; the payload records the device the shards ran on.
+    device = _shard_device([p for paths in shard_paths.values() for p in paths])
+    attacks = ModelAttacks(loaded, data, config, Path(out_root) / run, device, force=False, progress=False)
+    with folder_lock(attacks.out_dir):
+        for evaluation, eps in evaluations.items():
+            if attacks.stored(evaluation) is not None:
+                continue  # written before a retry
+            parts = [_shard_flags(attacks, evaluation, p, r) for p, r in zip(shard_paths[evaluation], ranges)]
+            missing = [str(p) for p, part in zip(shard_paths[evaluation], parts) if part is None or not part.complete()]
+            if missing:
+                raise MMRobustError(f"cannot merge {run}'s AutoAttack shards: unfinished, missing or made with other "
+                                    f"settings: {', '.join(missing)}; run the shards again")
+            attacks.autoattack_runs[evaluation] = {"flags": concatenate_flags(parts)}
+            write_result(result_path(out_root, run, evaluation), evaluation, attacks.summary,
+                         attacks.settings(evaluation), attacks.autoattack_payload(eps))
+    for path in (p for paths in shard_paths.values() for p in paths):
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # kept while shards of another evaluation are still there
+        (Path(out_root) / run / SHARD_FOLDER).rmdir()
+    return [result_path(out_root, run, e) for e in evaluations]
