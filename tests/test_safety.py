@@ -27,7 +27,8 @@ from robustbench_mm.attack_eval import EXAMPLES_FILE, stored_metadata
 from robustbench_mm.checkpoints import read_meta
 from robustbench_mm.cli import build_parser, main
 from robustbench_mm.pipeline import finished_training, plan_for_preset
-from robustbench_mm.reporting import REPORT_MANIFEST, load_records
+from robustbench_mm.report_data import load_records
+from robustbench_mm.reporting import REPORT_MANIFEST
 from robustbench_mm.storage import TEMP_PREFIX, folder_lock
 
 HERE = Path(__file__).parent
