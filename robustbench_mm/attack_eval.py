@@ -47,7 +47,10 @@ from .metrics import accuracy_and_nll, predict
 from .model_sources import ModelSource, check_contracts, from_run
 from .paper import PGD_UNBOUNDED, TABLE5
 from .progress import progress_bar
-from .results import as_json, check_result_targets, decode_mask, encode_mask, finished_result, result_path, write_result
+from .results import (
+    OWN_COMMAND, ConflictHint, as_json, check_result_targets, check_same_settings, check_target_path, decode_mask,
+    encode_mask, finished_result, result_path, write_result,
+)
 from .runtime import resolve_device, seed_everything
 from .storage import atomic_write_json, ensure_writable_dir, folder_lock, read_json
 
@@ -483,9 +486,7 @@ class ModelAttacks:
         if count == 0:
             return
         path = self.out_dir / EXAMPLES_FILE
-        metadata = {"eps": repr(float(self.config.eps[0])), "protocol": examples_protocol(self.config),
-                    "model": json.dumps(as_json(self.summary), sort_keys=True),
-                    "settings": json.dumps(as_json(self.settings("adversarial-examples")), sort_keys=True)}
+        metadata = examples_metadata(self.config, self.summary, self.data.name)
         if not self.force and stored_metadata(path) == metadata:
             done.append(path)
             return
@@ -497,6 +498,45 @@ class ModelAttacks:
                        "clean_pred": self.model(clean).argmax(1), "adversarial_pred": self.model(adversarial).argmax(1)}
         save_tensors(path, tensors, metadata)
         written.append(path)
+
+
+def examples_metadata(config: AttackConfig, summary: dict[str, Any], dataset: str) -> dict[str, str]:
+    """The metadata of the adversarial-examples file: the model (weights digest included) and the settings.
+
+    The writer stores it and the pre-check compares a finished file with it, so both see the same plan.
+    """
+    return {"eps": repr(float(config.eps[0])), "protocol": examples_protocol(config),
+            "model": json.dumps(as_json(summary), sort_keys=True),
+            "settings": json.dumps(as_json(evaluation_settings(config, "adversarial-examples", dataset)),
+                                   sort_keys=True)}
+
+
+def check_examples_target(path: Path, metadata: dict[str, str], force: bool, hint: ConflictHint) -> None:
+    """Like `results.check_result_targets` for the examples file: a finished one for the same weights
+    made with other settings is refused unless `force`; one for other weights (or unreadable) is replaced."""
+    check_target_path(path, hint)
+    stored = None if force else stored_metadata(path)
+    if stored is None:
+        return
+    try:
+        stored_model, stored_settings = json.loads(stored["model"]), json.loads(stored["settings"])
+    except (KeyError, TypeError, ValueError):
+        return  # not a file this version wrote with its settings: nothing to compare, it is redone
+    if isinstance(stored_model, dict) and isinstance(stored_settings, dict):
+        check_same_settings(path, stored_model, stored_settings, json.loads(metadata["model"]),
+                            json.loads(metadata["settings"]), hint)
+
+
+def check_attack_targets(config: AttackConfig, models: list[ModelSource], out_root: str | Path, force: bool,
+                         hint: ConflictHint = OWN_COMMAND) -> None:
+    """Refuse, before anything is written, every file `attack` would lose or cannot write (see results.py)."""
+    check_result_targets([(result_path(out_root, loaded.name, evaluation), loaded.summary,
+                           evaluation_settings(config, evaluation, loaded.dataset))
+                          for loaded in models for evaluation in result_evaluations(config)], force, hint)
+    if config.save_examples > 0:
+        for loaded in models:
+            check_examples_target(Path(out_root) / loaded.name / EXAMPLES_FILE,
+                                  examples_metadata(config, loaded.summary, loaded.dataset), force, hint)
 
 
 def stored_metadata(path: Path) -> dict[str, str] | None:
@@ -524,12 +564,12 @@ def load_test_set(loaded: ModelSource, config: AttackConfig, cache: dict) -> Ima
 
 def run_attacks(config: AttackConfig, checkpoints_root: str | Path = "checkpoints", out_root: str | Path = "attacks",
                 runs: list[str] | None = None, force: bool = False, progress: bool = True,
-                sources: list[ModelSource] | None = None) -> list[Path]:
+                sources: list[ModelSource] | None = None, hint: ConflictHint = OWN_COMMAND) -> list[Path]:
     """Attack every model in `checkpoints_root` (or the named `runs`, or the given `sources`);
     returns the result files of those models.
 
     Every checkpoint and test set is loaded and checked before the first attack, so a bad one
-    stops the run before anything is written.
+    stops the run before anything is written; `hint` names the options a refusal points to.
     """
     device = resolve_device(config.device)
     models = sources if sources is not None else [
@@ -541,10 +581,8 @@ def run_attacks(config: AttackConfig, checkpoints_root: str | Path = "checkpoint
     for loaded, data in zip(models, datasets):
         check_num_classes(loaded, data)
     contracts = check_contracts(models, datasets)
-    check_result_targets([(result_path(out_root, loaded.name, evaluation), loaded.summary,
-                           evaluation_settings(config, evaluation, data.name))
-                          for loaded, data in zip(models, datasets) for evaluation in result_evaluations(config)], force)
-    out_root = ensure_writable_dir(Path(out_root))
+    check_attack_targets(config, models, out_root, force, hint)
+    out_root = ensure_writable_dir(Path(out_root), hint.out_option)
     paths = []
     for loaded in models:
         paths.extend(contracts.write(loaded, out_root, force))

@@ -26,7 +26,11 @@ from .checkpoints import load_model, resolve_runs
 from .config import CalibrationConfig
 from .data import ImageSet, load_dataset, to_unit_float
 from .deformations import DEFORM_SETS, plan_warp, set_matrices, set_seed
-from .results import encode_mask, finished_result, model_summary, result_path, write_result
+from .model_sources import ModelSource, from_run
+from .results import (
+    OWN_COMMAND, ConflictHint, check_result_targets, encode_mask, finished_result, model_summary, result_path,
+    write_result,
+)
 from .runtime import resolve_device
 from .storage import ensure_writable_dir, folder_lock
 
@@ -140,13 +144,22 @@ def result_settings(config: CalibrationConfig, dataset: str) -> dict[str, Any]:
     return {**settings, "dataset": dataset}
 
 
+def check_calibration_targets(config: CalibrationConfig, models: list[ModelSource], out_root: str | Path,
+                              force: bool, hint: ConflictHint = OWN_COMMAND) -> None:
+    """Refuse, before anything is written, every result `calibrate` would lose or cannot write (see results.py)."""
+    check_result_targets([(result_path(out_root, loaded.name, EVALUATION), loaded.summary,
+                           result_settings(config, loaded.dataset)) for loaded in models], force, hint)
+
+
 def run_calibration(config: CalibrationConfig, checkpoints_root: str | Path = "checkpoints",
                     out_root: str | Path = "attacks", runs: list[str] | None = None, force: bool = False,
-                    progress: bool = True) -> list[Path]:
-    """Measure every model under `checkpoints_root` (or the named `runs`); one calibration.json per model."""
+                    progress: bool = True, hint: ConflictHint = OWN_COMMAND) -> list[Path]:
+    """Measure every model under `checkpoints_root` (or the named `runs`); one calibration.json per model.
+    `hint` names the options a refusal points to."""
     device = resolve_device(config.device)
     models = [load_model(run_dir, config.checkpoint, "cpu") for run_dir in resolve_runs(checkpoints_root, runs)]
-    out_root = ensure_writable_dir(Path(out_root))
+    check_calibration_targets(config, [from_run(loaded) for loaded in models], out_root, force, hint)
+    out_root = ensure_writable_dir(Path(out_root), hint.out_option)
     test_sets: dict[tuple[str, str], ImageSet] = {}
     paths = []
     for loaded in models:

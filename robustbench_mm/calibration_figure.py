@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from .reporting import Group
+from .plots import save_png
+from .report_data import Group
 
 
 @dataclass(frozen=True)
@@ -68,17 +68,15 @@ def reliability_figure(models: list[ModelCalibration], descriptions: dict[str, s
     return figure
 
 
-def unique_label(group: "Group", record) -> str:
+def unique_label(group: Group, record) -> str:
     """The model's label, with its run name when another run of the group has the same model (e.g. seeds)."""
     if [r.key for r in group.runs].count(record.key) > 1:
         return f"{record.label}\n{record.name}"
     return record.label
 
 
-def draw_reliability(group: "Group", colors: dict[str, str], path) -> str | None:
+def draw_reliability(group: Group, colors: dict[str, str], path) -> str | None:
     """Write the diagrams of every model with a calibration.json; return the caption, or None without data."""
-    from .plots import save_png
-
     models, descriptions, bins, examples = [], {}, set(), set()
     for record in group.runs:
         result = record.result("calibration")

@@ -32,7 +32,9 @@ from .deformations import DEFORM_SETS, Warp, evaluation_name, fill_values, plan_
 from .model_sources import ModelSource, check_contracts, from_run
 from .paper import paper_table7
 from .progress import progress_bar
-from .results import check_result_targets, encode_mask, finished_result, result_path, write_result
+from .results import (
+    OWN_COMMAND, ConflictHint, check_result_targets, encode_mask, finished_result, result_path, write_result,
+)
 from .runtime import resolve_device
 from .storage import ensure_writable_dir, folder_lock, read_json
 
@@ -248,11 +250,20 @@ class _TestDataCache:
         _log(f"sample grid -> {path}")
 
 
+def check_deform_targets(config: DeformConfig, models: list[ModelSource], out_root: str | Path, force: bool,
+                         hint: ConflictHint = OWN_COMMAND) -> None:
+    """Refuse, before anything is written, every result `deform` would lose or cannot write (see results.py)."""
+    evaluation = evaluation_name(config.convention, config.fill)
+    check_result_targets([(result_path(out_root, loaded.name, evaluation), loaded.summary, result_settings(config))
+                          for loaded in models], force, hint)
+
+
 def run_deform(config: DeformConfig, checkpoints_root: str | Path = "checkpoints", out_root: str | Path = "attacks",
                runs: list[str] | None = None, force: bool = False, progress: bool = True,
-               sources: list[ModelSource] | None = None) -> list[Path]:
+               sources: list[ModelSource] | None = None, hint: ConflictHint = OWN_COMMAND) -> list[Path]:
     """Evaluate every model under `checkpoints_root` (or those named in `runs`, or the given `sources`); one
-    result file per model, named by the convention and fill (`deformations.evaluation_name`)."""
+    result file per model, named by the convention and fill (`deformations.evaluation_name`). `hint` names
+    the options a refusal points to."""
     device = resolve_device(config.device)
     # Every checkpoint is read before any work starts, so a bad one stops the run before anything is written.
     models = sources if sources is not None else [
@@ -260,10 +271,9 @@ def run_deform(config: DeformConfig, checkpoints_root: str | Path = "checkpoints
     settings = result_settings(config)
     cache = _TestDataCache(config, device, Path(out_root))
     contracts = check_contracts(models, [cache.test_images(loaded) for loaded in models])
+    check_deform_targets(config, models, out_root, force, hint)
     evaluation = evaluation_name(config.convention, config.fill)
-    check_result_targets([(result_path(out_root, loaded.name, evaluation), loaded.summary, settings)
-                          for loaded in models], force)
-    out_root = ensure_writable_dir(Path(out_root))
+    out_root = ensure_writable_dir(Path(out_root), hint.out_option)
     paths = []
     for loaded in models:
         contracts.write(loaded, out_root, force)

@@ -8,16 +8,14 @@ in-training FGSM's cost is reported as a share of a training epoch.
 from __future__ import annotations
 
 import statistics
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .calibration_figure import unique_label
-from .plots import Series
-
-if TYPE_CHECKING:
-    from .reporting import Group
+from .plots import Series, save_png
+from .report_data import Group
 
 PROTOCOLS = ("standard", "paper")
 CSV_COLUMNS = (
@@ -31,7 +29,7 @@ def fgsm_history(meta: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [h for h in (meta or {}).get("history", []) if isinstance(h.get("fgsm"), dict)]
 
 
-def epoch_rows(group: "Group") -> list[dict[str, Any]]:
+def epoch_rows(group: Group) -> list[dict[str, Any]]:
     rows = []
     for record in group.runs:
         for h in fgsm_history(record.meta):
@@ -76,10 +74,8 @@ def epochs_figure(panels: dict[str, list[Series]], eps: float, title: str) -> Fi
     return figure
 
 
-def draw_epochs(group: "Group", colors: dict[str, str], path) -> str | None:
+def draw_epochs(group: Group, colors: dict[str, str], path) -> str | None:
     """Write the figure; return its caption (with the measured cost), or None when no model has the data."""
-    from .plots import save_png
-
     rows = epoch_rows(group)
     if not rows:
         return None

@@ -11,13 +11,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .attack_eval import run_attacks
-from .calibration import run_calibration
-from .checkpoints import META_FILE, read_meta
+from .attack_eval import check_attack_targets, run_attacks
+from .calibration import check_calibration_targets, run_calibration
+from .checkpoints import META_FILE, load_model, read_meta
 from .config import TABLE_MODELS, AttackConfig, CalibrationConfig, DeformConfig, TrainConfig, train_config_for_preset
-from .deform_eval import run_deform
+from .deform_eval import check_deform_targets, run_deform
 from .errors import check_choice
+from .model_sources import ModelSource, from_run
 from .reporting import write_report
+from .results import ConflictHint
 from .seeds import for_seeds
 from .train import RESUME_FREE, train
 
@@ -81,10 +83,36 @@ def plan_for_preset(preset: str, dataset: str | None = None, arch: str | None = 
                 CalibrationConfig(convention=DEFORM_CONVENTION[preset], checkpoint=weights, device=device))
 
 
+def reproduce_hint(command: str) -> ConflictHint:
+    """What reproduce, which has no --force, offers against a finished result made with other settings."""
+    return ConflictHint(out_option="--attacks",
+                        replace=f"reproduce never replaces one: run `mm-robust {command} --force ...` on that model "
+                                "with the new settings first")
+
+
+def check_evaluation_targets(plan: Plan, folders: Folders, trained: list[TrainConfig]) -> None:
+    """Refuse a finished result of an already trained model that a stage would have to replace, before any
+    training or evaluation spends time. Models still to train get new weights: their old results are stale."""
+    loaded: dict[tuple[str, str], ModelSource] = {}
+
+    def models(checkpoint: str) -> list[ModelSource]:
+        for config in trained:
+            if (config.run_name, checkpoint) not in loaded:
+                run_dir = Path(config.out) / config.run_name
+                loaded[config.run_name, checkpoint] = from_run(load_model(run_dir, checkpoint, "cpu"))
+        return [loaded[config.run_name, checkpoint] for config in trained]
+
+    check_attack_targets(plan.attack, models(plan.attack.checkpoint), folders.attacks, False, reproduce_hint("attack"))
+    check_deform_targets(plan.deform, models(plan.deform.checkpoint), folders.attacks, False, reproduce_hint("deform"))
+    check_calibration_targets(plan.calibration, models(plan.calibration.checkpoint), folders.attacks, False,
+                              reproduce_hint("calibrate"))
+
+
 def reproduce(plan: Plan, folders: Folders = Folders(), progress: bool = True) -> Path:
     """Run every stage of `plan`; return the path of the report's index.md."""
     runs = [config.run_name for config in plan.train]
     started = time.perf_counter()
+    check_evaluation_targets(plan, folders, [config for config in plan.train if finished_training(config)])
     for index, config in enumerate(plan.train, start=1):
         step = f"train {index}/{len(plan.train)}: {config.run_name} ({config.epochs} epochs)"
         if finished_training(config):
@@ -94,11 +122,14 @@ def reproduce(plan: Plan, folders: Folders = Folders(), progress: bool = True) -
         train(config, resume=True, progress=progress)  # continues a stopped run; refuses one with other settings
     _stage(progress, f"attack: FGSM and unbounded PGD (both protocols), PGD-{plan.attack.bounded_pgd_steps}, "
                      f"AutoAttack ({plan.attack.aa_budget} budget), gradient-masking checks on {len(runs)} models")
-    run_attacks(plan.attack, folders.checkpoints, folders.attacks, runs=runs, progress=progress)
+    run_attacks(plan.attack, folders.checkpoints, folders.attacks, runs=runs, progress=progress,
+                hint=reproduce_hint("attack"))
     _stage(progress, f"deform: the 17 deformation test sets on {len(runs)} models ({plan.deform.convention} warp)")
-    run_deform(plan.deform, folders.checkpoints, folders.attacks, runs=runs, progress=progress)
+    run_deform(plan.deform, folders.checkpoints, folders.attacks, runs=runs, progress=progress,
+               hint=reproduce_hint("deform"))
     _stage(progress, f"calibrate: ECE and reliability bins (clean, {plan.calibration.deform_set}, FGSM) on {len(runs)} models")
-    run_calibration(plan.calibration, folders.checkpoints, folders.attacks, runs=runs, progress=progress)
+    run_calibration(plan.calibration, folders.checkpoints, folders.attacks, runs=runs, progress=progress,
+                    hint=reproduce_hint("calibrate"))
     _stage(progress, "report: tables 1, 2, 3, 5, 7 and plots")
     index = write_report(folders.checkpoints, folders.attacks, folders.reports)
     _stage(progress, f"done in {time.perf_counter() - started:.0f} s")

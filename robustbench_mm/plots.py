@@ -9,20 +9,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .paper import PGD_UNBOUNDED, TABLE5, TABLE7, paper_table7
 from .orderings import compare_group
+from .paper import PGD_UNBOUNDED, TABLE5, TABLE7, paper_table7
+from .report_data import (
+    Group, ModelRuns, RunRecord, column_label, deform_cell, deform_evaluations, deform_look, deform_set_label,
+    table7_columns,
+)
+from .robustness_table import stage_series
 from .stats import HOLDS, NOT_DISTINGUISHABLE, REVERSED
-from .storage import atomic_write
+from .storage import atomic_write, copy_file
 from .uncertainty import SeedValue, estimate
-
-if TYPE_CHECKING:
-    from .reporting import Group, ModelRuns, RunRecord
 
 MASKING_FIGURE = "gradient-masking.png"  # drawn by `mm-robust attack` into attacks/<run>/
 KEY_COLORS = {"baseline": "#555555", "input-a1": "#1f77b4", "input-a2": "#17becf", "manifold-a2": "#d62728"}
@@ -231,15 +231,17 @@ def forest_figure(rows: list[ForestRow], title: str) -> Figure:
     for tick, line in zip(ax.get_yticklabels(), lines):
         if isinstance(line, str):
             tick.set_fontweight("bold")
-    ax.invert_yaxis()
+    ax.set_ylim(len(lines) - 0.5, -0.5)  # top to bottom, and every section heading inside the axes
     ax.axvline(0, color="black", linewidth=1)
     ax.set_xlabel("our accuracy difference, paper's better model − paper's worse model (points); "
                   "right of 0 = the paper's order")
     ax.grid(axis="x", alpha=0.3)
     handles = [ax.plot([], [], marker="o", color=color, linestyle="-", label=verdict)[0]
                for verdict, color in VERDICT_COLORS.items()]
-    ax.legend(handles=handles, fontsize=8, loc="lower right")
-    ax.set_title(title, fontsize=11)
+    # Above the rows, not over them: with many rows any corner of the axes hides some.
+    ax.legend(handles=handles, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(handles),
+              frameon=False)
+    ax.set_title(title, fontsize=11, pad=22)
     return figure
 
 
@@ -334,11 +336,11 @@ def examples_figure(models: list[ExampleRows], class_names: tuple[str, ...] | No
 # ---- from records to PNG files ----------------------------------------------------------------
 
 
-def _group_title(group: "Group", what: str) -> str:
+def _group_title(group: Group, what: str) -> str:
     return f"{what} — {group.heading}"
 
 
-def sweep_series(model: "ModelRuns", protocol: str, color: str) -> Series | None:
+def sweep_series(model: ModelRuns, protocol: str, color: str) -> Series | None:
     """A model's FGSM accuracy vs ε: the mean over seeds with std error bars and each seed's dots,
     or for one seed its value with the exact 95 % interval over test examples."""
     per_eps: dict[float, list[SeedValue]] = {}
@@ -372,7 +374,7 @@ def sweep_series(model: "ModelRuns", protocol: str, color: str) -> Series | None
                   points)
 
 
-def draw_fgsm(group: "Group", colors: dict[str, str], path: Path) -> bool:
+def draw_fgsm(group: Group, colors: dict[str, str], path: Path) -> bool:
     panels: dict[str, list[Series]] = {}
     for protocol in ("standard", "paper"):
         series = [sweep_series(model, protocol, colors[model.runs[0].name]) for model in group.models]
@@ -392,7 +394,7 @@ def draw_fgsm(group: "Group", colors: dict[str, str], path: Path) -> bool:
     return True
 
 
-def draw_pgd(group: "Group", colors: dict[str, str], path: Path) -> bool:
+def draw_pgd(group: Group, colors: dict[str, str], path: Path) -> bool:
     """Solid: the paper protocol (Appendix D's verdict); dashed: the standard protocol."""
     series, thresholds, paper_points, step_size = [], set(), {}, set()
     for protocol, style in (("paper", "-"), ("standard", "--")):
@@ -417,9 +419,7 @@ def draw_pgd(group: "Group", colors: dict[str, str], path: Path) -> bool:
     return True
 
 
-def draw_autoattack_stages(group: "Group", colors: dict[str, str], path: Path) -> bool:
-    from .robustness_table import stage_series
-
+def draw_autoattack_stages(group: Group, colors: dict[str, str], path: Path) -> bool:
     panels: dict[str, list[Series]] = {}
     for record in group.runs:
         for label, names, values in stage_series(record.results):
@@ -432,10 +432,8 @@ def draw_autoattack_stages(group: "Group", colors: dict[str, str], path: Path) -
     return True
 
 
-def draw_table7(group: "Group", path: Path) -> bool:
-    from .reporting import _table7_columns, column_label, deform_cell, deform_evaluations, deform_look, deform_set_label
-
-    columns = _table7_columns(group)
+def draw_table7(group: Group, path: Path) -> bool:
+    columns = table7_columns(group)
     evaluation = deform_evaluations(group)[0]  # the report's main Table 7
     if not any(m and any(r.result(evaluation) for r in m.runs) for _, m in columns):
         return False
@@ -466,30 +464,48 @@ def draw_table7(group: "Group", path: Path) -> bool:
     return True
 
 
-def draw_orderings(group: "Group", path: Path) -> bool:
-    from .reporting import deform_evaluations, deform_set_label
+def seeds_note(counts: list[int]) -> str:
+    """How many seeds of each model the comparisons drawn rest on, e.g. '1 seed of each model'."""
+    low, high = min(counts), max(counts)
+    if low == high:
+        return f"{low} seed{'s' if low != 1 else ''} of each model"
+    return f"{low} to {high} seeds of each model, by comparison: [n] on each row"
 
+
+def orderings_forest(group: Group) -> tuple[list[ForestRow], str] | None:
+    """The forest plot's rows and title, or None when no ordering could be compared.
+
+    The seeds counted are those whose results entered a comparison (its paired seeds), not the
+    run folders: a seed trained but not yet attacked adds nothing to the plot.
+    """
     sections = {"standard": "FGSM ε = 0.03, standard protocol", "paper": "FGSM ε = 0.03, paper protocol",
                 None: "Deformations (Tables 3 and 7)"}
+    shown = [c for c in compare_group(group.models, group.dataset, deform_evaluations(group)[0])
+             if c.difference is not None]
+    if not shown:
+        return None
+    counts = [len(c.differences) for c in shown]
     rows = []
-    for c in compare_group(group.models, group.dataset, deform_evaluations(group)[0]):
-        if c.difference is None:
-            continue
+    for c, seeds in zip(shown, counts):
         what = f"{c.better.key} > {c.worse.key}"
         if c.claim.evaluation == "deform":
             what = f"{deform_set_label(c.claim.label)}: {what}"
+        if len(set(counts)) > 1:
+            what += f" [{seeds}]"
         low, high = c.interval if c.interval else (None, None)
         rows.append(ForestRow(what, c.difference, low, high, c.verdict, sections[c.protocol]))
-    if not rows:
+    return rows, _group_title(group, f"Do the paper's orderings hold? (95 % intervals; {seeds_note(counts)})")
+
+
+def draw_orderings(group: Group, path: Path) -> bool:
+    forest = orderings_forest(group)
+    if forest is None:
         return False
-    seeds = sorted({len(c.runs) for c in group.models})
-    title = _group_title(group, f"Do the paper's orderings hold? (95 % intervals; {'/'.join(map(str, seeds))} "
-                                f"seed{'s' if seeds != [1] else ''} per model)")
-    save_png(forest_figure(rows, title), path)
+    save_png(forest_figure(*forest), path)
     return True
 
 
-def draw_training(group: "Group", colors: dict[str, str], path: Path) -> bool:
+def draw_training(group: Group, colors: dict[str, str], path: Path) -> bool:
     accuracy, nll, best = [], [], {}
     for record in group.runs:
         history = [h for h in (record.meta or {}).get("history", []) if "test_accuracy" in h]
@@ -507,7 +523,7 @@ def draw_training(group: "Group", colors: dict[str, str], path: Path) -> bool:
     return True
 
 
-def _load_examples(record: "RunRecord") -> ExampleRows | None:
+def _load_examples(record: RunRecord) -> ExampleRows | None:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -526,7 +542,7 @@ def _as_unit(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
 
 
-def _examples_caption(record: "RunRecord") -> str:
+def _examples_caption(record: RunRecord) -> str:
     from safetensors import safe_open
 
     with safe_open(str(record.examples_file), framework="numpy") as handle:
@@ -536,7 +552,7 @@ def _examples_caption(record: "RunRecord") -> str:
     return f"FGSM ε = {float(metadata['eps']):g}\n({metadata.get('protocol', '?')} protocol)"
 
 
-def draw_examples(group: "Group", path: Path) -> bool:
+def draw_examples(group: Group, path: Path) -> bool:
     records = [r for r in group.runs if r.examples_file]
     models = [m for m in (_load_examples(r) for r in records) if m is not None and m.labels]
     if not models:
@@ -549,10 +565,8 @@ def draw_examples(group: "Group", path: Path) -> bool:
     return True
 
 
-def draw_group(group: "Group", reports_root: Path, attacks_root: Path) -> dict[str, str]:
+def draw_group(group: Group, reports_root: Path, attacks_root: Path) -> dict[str, str]:
     """Write every figure this group has data for; return {file name: caption}, in reading order."""
-    from .reporting import copy_file
-
     colors = model_colors([r.key for r in group.runs])
     colors = {r.name: colors[r.key] for r in group.runs}
     drawers = [
@@ -573,8 +587,6 @@ def draw_group(group: "Group", reports_root: Path, attacks_root: Path) -> dict[s
         if draw(reports_root / name):
             written[name] = caption
     # Figures the evaluation stages drew themselves are copied, so reports/ stands on its own.
-    from .reporting import deform_evaluations, deform_look
-
     main = deform_evaluations(group)[0]  # the sample grid of the warp the main Table 7 used
     copies = [(attacks_root / f"deform-samples-{group.dataset}{main.removeprefix('deform')}.png",
                f"deform-samples-{group.slug}.png",

@@ -10,380 +10,45 @@ missing the cell says which file is missing, it never shows a number.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
 from . import robustness_table
-from .checkpoints import WEIGHT_FILES, file_sha256, find_runs, read_meta
-from .config import TABLE_MODELS
-from .deformations import DEFORM_EVALUATIONS, DEFORM_SETS, evaluation_name
+from .checkpoints import file_sha256
 from .errors import UsageError
 from .orderings import ORDERINGS_CSV_COLUMNS, Comparison, compare_group, csv_row, tally
-from .paper import PGD_UNBOUNDED, TABLE3_SETS, TABLE5, TABLE7, TABLE7_COLUMNS, model_key, paper_table7
-from .results import RESULT_FORMAT, result_path
-from .runtime import git_commit
-from .seeds import split_seed_suffix
-from .storage import (
-    TEMP_PREFIX, DiskFull, atomic_write, atomic_write_json, atomic_write_text, ensure_writable_dir, folder_lock, read_json,
+from .paper import PGD_UNBOUNDED, TABLE3_SETS, TABLE5, TABLE7, paper_table7
+from .report_data import (
+    DATASET_NAMES, PROTOCOLS, Group, ModelRuns, RunRecord, column_label, deform_cell, deform_evaluations, deform_look,
+    deform_set_label, group_records, load_records, table7_columns,
 )
-from .uncertainty import ESTIMATE_COLUMNS, Estimate, SeedValue, estimate, estimate_columns
+from .report_sections import (
+    CSV_COLUMNS, UNCERTAINTY_NOTE, Block, Section, distinct_text, header_facts, markdown_table, render_csv,
+    render_section, short_commit,
+)
+from .runtime import git_commit
+from .storage import (
+    TEMP_PREFIX, DiskFull, atomic_write_json, atomic_write_text, ensure_writable_dir, folder_lock, read_json,
+)
+from .uncertainty import Estimate, estimate_columns
 
 REPORT_FORMAT = "mm-robust-report/1"
 REPORT_MANIFEST = ".mm-robust-report-files.json"  # what the last report wrote, so only those are ever replaced
-EXAMPLES_FILE = "adversarial-examples.safetensors"
+MODEL_INFO_DIR = "model_info"  # RobustBench-style model_info/<run>.json: the one subfolder a report writes into
 TABLE5_EPS = 0.03
-PROTOCOLS = ("standard", "paper")
 # Appendix D's unbounded-PGD verdict comes from the authors' convention; the other protocol is shown beside it.
 PGD_PROTOCOLS = ("paper", "standard")
-# Keys each evaluation's payload must have for the report to use it.
-REQUIRED_KEYS = {
-    "fgsm-standard": ("n_examples", "clean", "eps", "accuracy"),
-    "fgsm-paper": ("n_examples", "clean", "eps", "accuracy"),
-    "pgd-unbounded-paper": ("n_examples", "steps", "accuracy_per_step", "final_accuracy"),
-    "pgd-unbounded-standard": ("n_examples", "steps", "accuracy_per_step", "final_accuracy"),
-    "pgd-bounded": ("n_examples", "eps", "steps", "accuracy", "clean"),
-    "gradient-masking": ("checks", "flagged"),
-    **{evaluation: ("n_examples", "clean", "sets") for evaluation in DEFORM_EVALUATIONS},
-    "calibration": ("n_examples", "bins", "conditions"),
-}
-EVALUATIONS = tuple(REQUIRED_KEYS)
-# Evaluations with one file per setting (autoattack-8_255.json, autoattack-0.03.json): loaded by prefix.
-FAMILY_REQUIRED_KEYS = {"autoattack-": ("n_examples", "eps", "clean", "stages", "robust_accuracy")}
-KEY_ORDER = tuple(model_key(method, alpha) for method, alpha in TABLE_MODELS)
-METHOD_LABELS = {"baseline": "No mixup (baseline)", "input": "Input mixup", "manifold": "Manifold mixup"}
 PAPER_TABLE5_ONLY = ("Thermometer (Buckman et al.)", "Adv. training (Madry et al.)")
 PAPER_SETUP = {  # what the paper trained for each table
     "table5": {"arch": "preactresnet18", "epochs": 1200, "width": 64},
     "table7": {"dataset": "cifar100", "arch": "preactresnet34", "epochs": 1200, "width": 64},
 }
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits (scikit-learn, offline)"}
-# `ours` is the cell's number: the mean over seeds (the only value with one seed).
-CSV_COLUMNS = (
-    "dataset", "arch", "preset", "model", "run", "evaluation", "setting", "ours", *ESTIMATE_COLUMNS, "paper", "delta",
-    "status",
-    "epochs_trained", "checkpoint", "checkpoint_epoch", "n_examples", "train_seed", "eval_seed", "eval_commit",
-    "paper_reference",
-)
-
-
-# ---- records --------------------------------------------------------------------------------
-
-
-@dataclass
-class RunRecord:
-    """One trained model and whatever evaluations of it exist."""
-
-    name: str
-    model: dict[str, Any]  # identity: key, dataset, arch, preset, width, method, alpha
-    meta: dict[str, Any] | None  # checkpoints/<run>/meta.json, None when only results exist
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
-    missing: dict[str, str] = field(default_factory=dict)  # evaluation -> why there is no usable result
-    examples_file: Path | None = None
-
-    @property
-    def key(self) -> str:
-        return self.model["key"]
-
-    @property
-    def external(self) -> bool:
-        """Trained elsewhere and evaluated through --model or robustbench_mm.evaluate (no run folder of ours)."""
-        return bool(self.model.get("external"))
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} (external)" if self.external else model_label(self.model["method"], self.model.get("alpha"))
-
-    def result(self, evaluation: str) -> dict[str, Any] | None:
-        return self.results.get(evaluation)
-
-    def why_missing(self, evaluation: str) -> str:
-        return self.missing.get(evaluation, f"no {evaluation}.json for {self.name}")
-
-    @property
-    def seed(self) -> int | None:
-        """The training seed: from meta.json, else from a result file's model summary, else the folder name."""
-        if self.meta:
-            return self.meta["config"].get("seed")
-        first = next(iter(self.results.values()), None)
-        return first["model"].get("train_seed") if first else split_seed_suffix(self.name)[1]
-
-
-@dataclass
-class ModelRuns:
-    """One model identity (its key and its run name without the ``-s<seed>`` suffix): one run per seed."""
-
-    name: str
-    runs: list[RunRecord]
-
-    @property
-    def key(self) -> str:
-        return self.runs[0].key
-
-    @property
-    def label(self) -> str:
-        return self.runs[0].label
-
-    @property
-    def folders(self) -> str:
-        """How the table names the runs: the one folder, or the base name with the seeds in braces."""
-        suffixes = [split_seed_suffix(r.name)[1] for r in self.runs]
-        if len(self.runs) == 1 or None in suffixes:
-            return ", ".join(r.name for r in self.runs)
-        return f"{self.name}-s{{{','.join(map(str, suffixes))}}}"
-
-    def cell(self, evaluation: str, value_of, absent: str) -> tuple[Estimate | None, str]:
-        """The estimate over seeds of `value_of(result)`, and why a seed has no value (or '').
-
-        `absent` says why when the result file exists but `value_of` finds no number in it.
-        """
-        values, missing, why = [], [], ""
-        for record in self.runs:
-            result = record.result(evaluation)
-            value = value_of(result) if result else None
-            if value is None:
-                missing.append(record.name)
-                why = why or (record.why_missing(evaluation) if result is None else absent)
-            else:
-                values.append(SeedValue(record.name, record.seed, float(value), result.get("n_examples")))
-        return estimate(values, missing), why
-
-
-def model_runs(records: Iterable[RunRecord]) -> list[ModelRuns]:
-    """Runs grouped by model identity: the same key and the same run name up to its seed suffix."""
-    by_identity: dict[tuple[str, str], list[RunRecord]] = {}
-    for record in records:
-        by_identity.setdefault((record.key, split_seed_suffix(record.name)[0]), []).append(record)
-    return [ModelRuns(base, sorted(runs, key=lambda r: (r.seed is None, r.seed or 0, r.name)))
-            for (_, base), runs in by_identity.items()]
-
-
-def model_label(method: str, alpha: float | None) -> str:
-    label = METHOD_LABELS.get(method, method)
-    return label if method == "baseline" else f"{label} (α = {alpha:g})"
-
-
-def _identity_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    config = meta["config"]
-    alpha = config["alpha"] if config["method"] != "baseline" else None
-    return {"key": model_key(config["method"], alpha), "dataset": config["dataset"], "arch": config["arch"],
-            "preset": config["preset"], "width": config["width"], "method": config["method"], "alpha": alpha}
-
-
-def read_result(path: Path, evaluation: str) -> tuple[dict[str, Any] | None, str | None]:
-    """(result, None) for a usable file, else (None, why not) in words fit for a table cell."""
-    if not path.exists():
-        return None, f"no {path.name}"
-    try:
-        result = read_json(path)
-    except UsageError:
-        return None, f"{path.name} is not valid JSON" if path.is_file() else f"{path.name} is not a file"
-    if not isinstance(result, dict) or result.get("format") != RESULT_FORMAT:
-        return None, f"{path.name} is not an mm-robust result"
-    required = REQUIRED_KEYS.get(evaluation) or next(
-        keys for prefix, keys in FAMILY_REQUIRED_KEYS.items() if evaluation.startswith(prefix))
-    absent = [k for k in (*required, "model", "settings") if k not in result]
-    if absent:
-        return None, f"{path.name} lacks {', '.join(absent)}"
-    wrong = malformed_fields(result, evaluation)
-    if wrong:
-        return None, f"{path.name} has malformed {', '.join(wrong)}"
-    return result, None
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _numbers(value: Any) -> bool:
-    return isinstance(value, list) and all(map(_number, value))
-
-
-def _accuracy_dict(value: Any) -> bool:
-    return isinstance(value, dict) and _number(value.get("accuracy"))
-
-
-def _fgsm_ok(result: dict[str, Any]) -> dict[str, bool]:
-    sweep = result.get("sweep", {"eps": [], "accuracy": []})
-    return {"clean": _accuracy_dict(result["clean"]),
-            "eps": _numbers(result["eps"]) and _numbers(result["accuracy"]) and
-            len(result["eps"]) == len(result["accuracy"]),
-            "sweep": isinstance(sweep, dict) and _numbers(sweep.get("eps")) and _numbers(sweep.get("accuracy"))}
-
-
-# What the report reads from each evaluation, checked for type before a table uses it.
-FIELD_CHECKS = {
-    "fgsm-standard": _fgsm_ok,
-    "fgsm-paper": _fgsm_ok,
-    **{f"pgd-unbounded-{protocol}": lambda r: {
-        "steps": isinstance(r["steps"], int), "accuracy_per_step": _numbers(r["accuracy_per_step"]),
-        "final_accuracy": _number(r["final_accuracy"])} for protocol in PROTOCOLS},
-    "gradient-masking": lambda r: {"checks": isinstance(r["checks"], list) and all(
-        isinstance(c, dict) and isinstance(c.get("name"), str) for c in r["checks"]),
-        "flagged": isinstance(r["flagged"], bool)},
-    **{evaluation: lambda r: {"clean": _accuracy_dict(r["clean"]), "sets": isinstance(r["sets"], dict) and all(
-        _accuracy_dict(entry) for entry in r["sets"].values())} for evaluation in DEFORM_EVALUATIONS},
-}
-MODEL_FIELDS = ("run", "key", "dataset", "arch", "preset", "method")
-
-
-def malformed_fields(result: dict[str, Any], evaluation: str) -> list[str]:
-    """Names of the fields of a result that have the wrong type (nulls included)."""
-    wrong = [] if isinstance(result["settings"], dict) else ["settings"]
-    model = result["model"]
-    if not isinstance(model, dict) or not all(isinstance(model.get(k), str) for k in MODEL_FIELDS):
-        wrong.append("model")
-    if "n_examples" in result and (not isinstance(result["n_examples"], int) or isinstance(result["n_examples"], bool)):
-        wrong.append("n_examples")
-    checks = FIELD_CHECKS.get(evaluation)
-    return wrong + ([name for name, ok in checks(result).items() if not ok] if checks else [])
-
-
-def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tuple[list[RunRecord], list[str]]:
-    """Every run found in either folder, with its results; plus problems worth telling the reader."""
-    checkpoints_root, attacks_root = Path(checkpoints_root), Path(attacks_root)
-    problems: list[str] = []
-    metas: dict[str, dict[str, Any]] = {}
-    for run_dir in find_runs(checkpoints_root):
-        try:
-            metas[run_dir.name] = read_meta(run_dir)
-        except UsageError as exc:
-            problems.append(f"skipped checkpoint {run_dir.name}: {exc}")
-    result_runs = sorted(p.name for p in attacks_root.iterdir() if p.is_dir()) if attacks_root.is_dir() else []
-    records = []
-    for name in sorted(set(metas) | set(result_runs)):
-        results, missing = {}, {}
-        if (attacks_root / name).exists() and not (attacks_root / name).is_dir():
-            problems.append(f"{str(attacks_root / name)!r} is a file where the results folder of {name} should be")
-        for evaluation in EVALUATIONS:
-            path = result_path(attacks_root, name, evaluation)
-            result, why = read_result(path, evaluation)
-            if result is None:
-                missing[evaluation] = f"{why} for {name}"
-                if path.exists():  # a file that is there but unusable is worth a line under Problems
-                    problems.append(f"unreadable result {str(path)!r}: {why}")
-            else:
-                results[evaluation] = result
-        for prefix in FAMILY_REQUIRED_KEYS:
-            for path in sorted((attacks_root / name).glob(f"{prefix}*.json")):
-                if path.name.endswith(".partial.json"):
-                    continue  # a run still going (or killed): not a result yet
-                result, why = read_result(path, path.stem)
-                if result is None:
-                    missing[path.stem] = f"{why} for {name}"
-                else:
-                    results[path.stem] = result
-        meta = metas.get(name)
-        if meta is not None:
-            _drop_stale_results(checkpoints_root / name, results, missing, problems)
-            identity = _identity_from_meta(meta)
-        elif results:
-            summary = next(iter(results.values()))["model"]
-            identity = {k: summary.get(k) for k in ("key", "dataset", "arch", "preset", "width", "method", "alpha",
-                                                    "external")}
-            if not identity["external"]:
-                problems.append(f"{name}: results exist but checkpoints/{name} does not; training curves are missing")
-        else:
-            continue
-        for evaluation, result in results.items():
-            trained = result["model"].get("epochs_trained")
-            if meta is not None and trained != meta["epoch"]:
-                problems.append(f"{name}: {evaluation}.json measured the model after {trained} epochs, but it has "
-                                f"trained {meta['epoch']} since; rerun the evaluation to refresh it")
-        examples = attacks_root / name / EXAMPLES_FILE
-        records.append(RunRecord(name, identity, meta, results, missing, examples if examples.is_file() else None))
-    return records, problems
-
-
-def _drop_stale_results(run_dir: Path, results: dict[str, dict[str, Any]], missing: dict[str, str],
-                        problems: list[str]) -> None:
-    """Move every result not made from the weights now in `run_dir` from `results` to `missing`.
-
-    A run retrained with --force, another seed or method under the same name, or a copied weights
-    file keeps its folder name; only the weights digest tells its old results from its own.
-    """
-    digests: dict[str, str | None] = {}  # each weights file is hashed once
-    for evaluation, result in list(results.items()):
-        why = _stale_reason(run_dir, result["model"], "deform" if evaluation in DEFORM_EVALUATIONS else "attack",
-                            digests)
-        if why is not None:
-            del results[evaluation]
-            missing[evaluation] = why
-            problems.append(f"{run_dir.name}: {evaluation}.json not used: {why}")
-
-
-def _stale_reason(run_dir: Path, model: dict[str, Any], stage: str, digests: dict[str, str | None]) -> str | None:
-    """Why a result's model summary does not match the weights in `run_dir`, or None when it does."""
-    kind = model.get("checkpoint")
-    if kind not in WEIGHT_FILES:
-        return f"it names no known checkpoint ({kind!r}), rerun {stage}"
-    if kind not in digests:
-        try:
-            digests[kind] = file_sha256(run_dir / WEIGHT_FILES[kind])
-        except OSError:
-            digests[kind] = None
-    stored = model.get("weights_sha256")
-    if digests[kind] is None:
-        return f"no readable {WEIGHT_FILES[kind]} in checkpoints/{run_dir.name} to check it against, rerun {stage}"
-    if stored is None:
-        return f"results predate weight digests, so they cannot be tied to these weights, rerun {stage}"
-    if stored != digests[kind]:
-        return f"results are for other weights, rerun {stage}"
-    return None
-
-
-# ---- groups: one section of every table per (dataset, architecture, preset) ----------------
-
-
-@dataclass
-class Group:
-    dataset: str
-    arch: str
-    preset: str
-    runs: list[RunRecord]
-    slug: str = ""
-
-    @property
-    def models(self) -> list[ModelRuns]:
-        """The group's model identities, in the paper's column order; seeds of one identity together."""
-        return model_runs(self.runs)
-
-    @property
-    def heading(self) -> str:
-        return f"{DATASET_NAMES.get(self.dataset, self.dataset)} · {self.arch} · {self.preset} preset"
-
-
-def _key_rank(record: RunRecord) -> tuple[int, str]:
-    key = record.key
-    return (KEY_ORDER.index(key) if key in KEY_ORDER else len(KEY_ORDER), record.name)
-
-
-def group_records(records: Iterable[RunRecord]) -> list[Group]:
-    """Models that belong in one table, table models first in the paper's column order."""
-    by_id: dict[tuple[str, str, str], list[RunRecord]] = {}
-    for record in records:
-        if not record.external:
-            by_id.setdefault((record.model["dataset"], record.model["arch"], record.model["preset"]), []).append(record)
-    # A model trained elsewhere joins every table of its dataset, beside ours; its own group if there is none.
-    ours = list(by_id)
-    for record in records:
-        if record.external:
-            for ident in [i for i in ours if i[0] == record.model["dataset"]] or \
-                    [(record.model["dataset"], "external", "external")]:
-                by_id.setdefault(ident, []).append(record)
-    groups = [Group(*ident, sorted(runs, key=_key_rank)) for ident, runs in sorted(by_id.items())]
-    datasets = [g.dataset for g in groups]
-    for group in groups:
-        # Plot files are named by dataset; architecture and preset join the name only when needed.
-        group.slug = group.dataset if datasets.count(group.dataset) == 1 else f"{group.dataset}-{group.arch}-{group.preset}"
-    return groups
 
 
 # ---- cells ----------------------------------------------------------------------------------
@@ -414,11 +79,6 @@ def estimate_cell(cell: Estimate | None, missing: str) -> str:
     return cell.text() if cell is not None else f"missing ({missing})"
 
 
-def _distinct(values: Iterable[Any]) -> str:
-    """The distinct values in first-seen order, joined by ', '."""
-    return ", ".join(dict.fromkeys(str(v) for v in values))
-
-
 def accuracy_at(result: dict[str, Any], eps: float) -> float | None:
     """The accuracy a FGSM result file reports at `eps`, from its eps list or its sweep."""
     for eps_list, acc_list in ((result["eps"], result["accuracy"]),
@@ -427,23 +87,6 @@ def accuracy_at(result: dict[str, Any], eps: float) -> float | None:
             if math.isclose(e, eps, rel_tol=0, abs_tol=1e-9):
                 return float(a)
     return None
-
-
-def short_commit(commit: str | None) -> str:
-    if not commit:
-        return "unknown"
-    base, dirty, _ = commit.partition("+")
-    return base[:10] + ("+dirty" if dirty else "")
-
-
-def _collapse(values: dict[str, str]) -> str:
-    """One value when every model agrees, else 'model: value' for each."""
-    distinct = set(values.values())
-    if not values:
-        return "no results yet"
-    if len(distinct) == 1:
-        return distinct.pop()
-    return "; ".join(f"{label}: {value}" for label, value in values.items())
 
 
 # ---- facts stated in every table header -------------------------------------------------------
@@ -472,79 +115,7 @@ def _comparison_note(group: Group, table: str) -> tuple[str, str]:
     return reference, ""
 
 
-def header_facts(group: Group, evaluations: tuple[str, ...], protocol: str) -> list[tuple[str, str]]:
-    """Dataset, preset, epochs, checkpoint, protocol, examples, seeds and commits, per model when they differ."""
-    epochs, checkpoint, examples, seeds, train_commits, eval_commits = {}, {}, {}, {}, {}, {}
-    models = group.models
-    for model in models:
-        label = model.key if [m.key for m in models].count(model.key) == 1 else model.name
-        if any(r.meta for r in model.runs):
-            epochs[label] = _distinct(f"{r.meta['epoch']} of {r.meta['epochs']} "
-                                      f"({'complete' if r.meta['complete'] else 'incomplete'})"
-                                      for r in model.runs if r.meta)
-        per_run = [(r, [r.results[e] for e in evaluations if e in r.results]) for r in model.runs]
-        per_run = [(r, results) for r, results in per_run if results]
-        if not per_run:
-            continue
-        summaries = [results[0]["model"] for _, results in per_run]
-        if label not in epochs:
-            epochs[label] = "trained elsewhere" if all(r.external for r in model.runs) else \
-                _distinct(s.get("epochs_trained") for s in summaries)
-        checkpoint[label] = _distinct(f"{s.get('checkpoint')} (epoch {s.get('checkpoint_epoch')})" for s in summaries)
-        examples[label] = _distinct(sorted({str(r["n_examples"]) for _, results in per_run for r in results}))
-        # The training seed comes from the checkpoint the numbers were measured on (digests matched).
-        train_seeds = (r.meta["config"]["seed"] if r.meta else results[0]["model"].get("train_seed")
-                       for r, results in per_run)
-        seeds[label] = (f"training {_distinct(train_seeds)}, evaluation "
-                        f"{_distinct(results[0]['settings'].get('seed') for _, results in per_run)}")
-        train_commits[label] = _distinct(short_commit(s.get("train_git_commit")) for s in summaries)
-        eval_commits[label] = _distinct(sorted({short_commit(r.get("git_commit")) for _, results in per_run
-                                                for r in results}))
-    n_test = {"cifar10": 10000, "cifar100": 10000, "digits": 357}.get(group.dataset)
-    example_text = _collapse(examples)
-    if n_test and examples:
-        example_text += f" (of the {n_test} test images; the first N in the fixed test order)"
-    presets = {r.meta["config"]["preset"] for r in group.runs if r.meta} or {group.preset}
-    return [
-        ("dataset", DATASET_NAMES.get(group.dataset, group.dataset)),
-        ("architecture", f"{group.arch}, width {_collapse({r.key: str(r.model.get('width')) for r in group.runs})}"),
-        ("preset", ", ".join(sorted(presets))),
-        ("epochs trained", _collapse(epochs)),
-        ("checkpoint evaluated", _collapse(checkpoint)),
-        ("protocol", protocol),
-        ("test examples", example_text),
-        ("seed", _collapse(seeds)),
-        ("uncertainty", UNCERTAINTY_NOTE),
-        ("commit (training)", _collapse(train_commits)),
-        ("commit (evaluation)", _collapse(eval_commits)),
-    ]
-
-
-UNCERTAINTY_NOTE = ("several seeds: mean ± standard deviation over seeds (n seeds); one seed: value [exact binomial "
-                    "(Clopper-Pearson) 95 % interval over the test examples]")
-
-
 # ---- sections -------------------------------------------------------------------------------
-
-
-@dataclass
-class Block:
-    """One markdown table: a caption, column names and rows of cell text."""
-
-    caption: str
-    columns: list[str]
-    rows: list[list[str]]
-
-
-@dataclass
-class Section:
-    """One group's part of a table: the header facts, notes, markdown blocks and tidy CSV rows."""
-
-    heading: str
-    facts: list[tuple[str, str]]
-    notes: list[str]
-    blocks: list[Block]
-    rows: list[dict[str, Any]]  # one per cell, for CSV and summary.json
 
 
 def _csv_row(group: Group, model: ModelRuns | None, key: str, evaluation: str, setting: str,
@@ -631,7 +202,7 @@ def table5_section(group: Group) -> Section:
         pgd_rows.append(pgd_cells)
         for protocol in PGD_PROTOCOLS:
             evaluation = f"pgd-unbounded-{protocol}"
-            steps = _distinct(r.result(evaluation)["steps"] for r in model.runs if r.result(evaluation))
+            steps = distinct_text(r.result(evaluation)["steps"] for r in model.runs if r.result(evaluation))
             final, why = model.cell(evaluation, lambda r: r["final_accuracy"], "")
             rows.append(_csv_row(group, model, model.key, evaluation, f"steps={steps}" if final else "",
                                  final, PGD_UNBOUNDED.get(model.key), _status(final, why), reference))
@@ -700,60 +271,12 @@ def _pgd_cells(model: ModelRuns) -> tuple[list[str], Estimate | None, str]:
     return cells, final, why
 
 
-def deform_set_label(name: str) -> str:
-    """How the paper's Table 7 names the row, e.g. 'Rotation U(-20°, 20°)'."""
-    return DEFORM_SETS[name].label if name in DEFORM_SETS else name
-
-
-def _table7_columns(group: Group) -> list[tuple[str, ModelRuns | None]]:
-    """The paper's four models (a placeholder where one is not trained), then any other models."""
-    models = group.models
-    columns: list[tuple[str, ModelRuns | None]] = []
-    for key in TABLE7_COLUMNS:
-        matches = [m for m in models if m.key == key]
-        columns += [(key, m) for m in matches] or [(key, None)]
-    columns += [(m.key, m) for m in models if m.key not in TABLE7_COLUMNS]
-    return columns
-
-
-# Which deform result a table shows first: the authors' warp for the paper preset (what `reproduce --preset
-# paper` runs, to compare with the paper like for like), ours otherwise; every other variant present follows.
-MAIN_DEFORM = {"paper": evaluation_name("authors", "black")}
-WARP_TEXT = {"ours": "our warp (exact centre, pixels out to their edges)",
-             "authors": "the authors' warp (their scipy code's centre, border and rotation sign)"}
-FILL_TEXT = {"black": "black fill", "mean": "mean-pixel fill"}
-
-
-def deform_evaluations(group: Group) -> list[str]:
-    """The deform results shown for `group`, the main one first."""
-    main = MAIN_DEFORM.get(group.preset, evaluation_name())
-    present = [e for e in DEFORM_EVALUATIONS if any(e in r.results for r in group.runs)]
-    return [main] + [e for e in present if e != main]
-
-
-def deform_look(evaluation: str, command: bool = True) -> str:
-    """'the authors' warp (...), black fill' for a deform result name, with the command that makes it."""
-    convention = "authors" if "-authors" in evaluation else "ours"
-    fill = "mean" if evaluation.endswith("-mean") else "black"
-    text = f"{WARP_TEXT[convention]}, {FILL_TEXT[fill]}"
-    return text + f" (`mm-robust deform --convention {convention} --fill {fill}`)" if command else text
-
-
-def deform_cell(model: ModelRuns | None, key: str, set_name: str,
-                evaluation: str = "deform") -> tuple[Estimate | None, str]:
-    """One Table 7 cell over seeds, and why it (or some seed of it) is missing."""
-    if model is None:
-        return None, f"no trained {key} model"
-    return model.cell(evaluation, lambda r: (r["sets"].get(set_name) or {}).get("accuracy"),
-                      f"{evaluation}.json has no {set_name}")
-
-
 def deform_section(group: Group, sets: tuple[str, ...]) -> Section:
     reference, warning = _comparison_note(group, "table7")
     notes = [warning] if warning else []
     notes.append(f"Paper: {reference} (Table 7), the authors' own warp. Each cell: ours / paper (our mean − paper), "
                  f"test accuracy in %. Uncertainty: {UNCERTAINTY_NOTE}.")
-    columns = _table7_columns(group)
+    columns = table7_columns(group)
     evaluations = deform_evaluations(group)
     clean = []
     for key, model in columns:
@@ -787,20 +310,6 @@ def deform_section(group: Group, sets: tuple[str, ...]) -> Section:
     looks = [deform_look(e) + (" — main table" if i == 0 else "") for i, e in enumerate(evaluations)]
     facts.insert(facts.index(("protocol", protocol)) + 1, ("warp convention and fill", "; ".join(looks)))
     return Section(group.heading, facts, notes, blocks, rows)
-
-
-def column_label(key: str, model: ModelRuns | None) -> str:
-    """A Table 7 column's name: the method and its α, or the name of a model trained elsewhere."""
-    if model is not None and model.runs[0].external:
-        return model.label
-    return model_label(*_method_alpha(key))
-
-
-def _method_alpha(key: str) -> tuple[str, float | None]:
-    if key == "baseline":
-        return "baseline", None
-    method, _, alpha = key.partition("-a")
-    return method, float(alpha)
 
 
 # ---- do the paper's orderings hold? ---------------------------------------------------------------
@@ -901,29 +410,6 @@ TABLE_TITLES = {
 CSV_COLUMNS_OF = {"orderings": ORDERINGS_CSV_COLUMNS}
 
 
-def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(block: Block) -> str:
-    lines = ["| " + " | ".join(map(_md_escape, block.columns)) + " |",
-             "|" + "|".join("---" for _ in block.columns) + "|"]
-    lines += ["| " + " | ".join(map(_md_escape, row)) + " |" for row in block.rows]
-    return "\n".join(lines)
-
-
-def render_section(section: Section, level: int = 2) -> str:
-    parts = [f"{'#' * level} {section.heading}", ""]
-    if section.facts:
-        parts += ["| setting | value |", "|---|---|"]
-        parts += [f"| {name} | {_md_escape(value)} |" for name, value in section.facts]
-        parts.append("")
-    parts += [f"> {note}\n" for note in section.notes]
-    for block in section.blocks:
-        parts += [f"**{block.caption}**", "", markdown_table(block), ""]
-    return "\n".join(parts)
-
-
 def render_markdown(table: str, sections: list[Section], problems: list[str]) -> str:
     parts = [f"# {TABLE_TITLES[table]}", "",
              "Regenerated by `mm-robust report` from the result files; every number of ours is copied from "
@@ -935,16 +421,6 @@ def render_markdown(table: str, sections: list[Section], problems: list[str]) ->
     if problems:
         parts += ["## Problems found while reading", ""] + [f"- {p}" for p in problems] + [""]
     return "\n".join(parts)
-
-
-def render_csv(sections: list[Section], columns: tuple[str, ...] = CSV_COLUMNS) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for section in sections:
-        for row in section.rows:
-            writer.writerow({k: "" if row[k] is None else row[k] for k in columns})
-    return buffer.getvalue()
 
 
 # ---- the whole report -----------------------------------------------------------------------
@@ -1065,7 +541,8 @@ def write_report(checkpoints_root: str | Path = "checkpoints", attacks_root: str
         staging = Path(tempfile.mkdtemp(dir=reports_root, prefix=TEMP_PREFIX + "report-", suffix=".tmp"))
         try:
             drawn = {group.slug: plots.draw_group(group, staging, Path(attacks_root)) for group in report.groups}
-            paper_eval = paper_eval_report.write_parts(report, staging)  # Tables 1, 2, 5 (right), calibration
+            # Tables 1, 2, 5 (right) and calibration
+            paper_eval = paper_eval_report.write_parts(report.groups, report.problems, staging)
             for slug, figures in paper_eval["figures"].items():
                 drawn[slug].update(figures)
             for table, sections in report.tables.items():
@@ -1073,13 +550,13 @@ def write_report(checkpoints_root: str | Path = "checkpoints", attacks_root: str
                 atomic_write_text(staging / f"{table}.csv", render_csv(sections, CSV_COLUMNS_OF.get(table, CSV_COLUMNS)))
             atomic_write_json(staging / "summary.json", {**summary(report, drawn, sources), **paper_eval["summary"]})
             atomic_write_text(staging / "index.md", render_index(report, drawn, sources))
-            _publish(staging, reports_root)
             for record in records:  # RobustBench-style model_info, where AutoAttack ran
                 info = robustness_table.model_info(record.name, record.model | next(
                     (r["model"] for r in record.results.values()), {}), record.results)
                 if info is not None:
-                    (reports_root / "model_info").mkdir(exist_ok=True)
-                    atomic_write_json(reports_root / "model_info" / f"{record.name}.json", info)
+                    (staging / MODEL_INFO_DIR).mkdir(exist_ok=True)
+                    atomic_write_json(staging / MODEL_INFO_DIR / f"{record.name}.json", info)
+            _publish(staging, reports_root)
         except DiskFull:
             raise DiskFull(reports_root) from None  # name the folder the user chose, not our staging folder
         finally:
@@ -1088,22 +565,50 @@ def write_report(checkpoints_root: str | Path = "checkpoints", attacks_root: str
 
 
 def _publish(staging: Path, reports_root: Path) -> None:
-    """Move the staged report into `reports_root`, touching only files a report wrote there before."""
-    new = sorted(p.name for p in staging.iterdir())
+    """Move the staged report into `reports_root`, touching only files a report wrote there before.
+
+    Files are named by their path relative to `reports_root` (``index.md``, ``model_info/<run>.json``).
+    A file already there may be replaced only if the manifest lists it with its current digest, or if
+    it already holds exactly the new bytes (nothing is lost; e.g. a model_info written before the
+    manifest listed them).
+    """
+    new = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     ours = _files_written_before(reports_root)
-    foreign = [name for name in new if (reports_root / name).exists()
-               and (name not in ours or _digest(reports_root / name) != ours[name])]
+    folders = sorted({name.partition("/")[0] for name in new if "/" in name})
+    foreign = [folder for folder in folders if _occupied(reports_root / folder)
+               and ((reports_root / folder).is_symlink() or not (reports_root / folder).is_dir())]
+    foreign += [name for name in new if _clashes(reports_root / name, ours.get(name), _digest(staging / name))]
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise UsageError(f"{str(reports_root)!r} holds files mm-robust report did not write ({shown}); "
                          "move them away or choose another --reports")
     written = {name: _digest(staging / name) for name in new}
+    for folder in folders:
+        (reports_root / folder).mkdir(exist_ok=True)
     for name in new:
         os.replace(staging / name, reports_root / name)
     for name in sorted(set(ours) - set(new)):  # an earlier report's file this one no longer has would mislead
+        if "/" in name and (reports_root / name).parent.is_symlink():
+            continue  # a folder now linked elsewhere: what it holds is not the file the manifest names
         if _digest(reports_root / name) == ours[name]:
             (reports_root / name).unlink()
+    for folder in sorted({name.partition("/")[0] for name in ours if "/" in name} - set(folders)):
+        path = reports_root / folder
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            path.rmdir()  # emptied of the files an earlier report put there
     atomic_write_json(reports_root / REPORT_MANIFEST, {"format": REPORT_FORMAT, "files": written})
+
+
+def _occupied(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _clashes(target: Path, written_before: str | None, new: str | None) -> bool:
+    """Something is at `target` that is neither the file an earlier report wrote nor these very bytes."""
+    if not _occupied(target):
+        return False
+    digest = _digest(target)
+    return digest is None or digest not in (written_before, new)
 
 
 def _digest(path: Path) -> str | None:
@@ -1114,9 +619,14 @@ def _digest(path: Path) -> str | None:
 
 
 def _files_written_before(reports_root: Path) -> dict[str, str]:
-    """{file name: SHA-256 when written} of the last report in `reports_root`."""
+    """{relative path: SHA-256 when written} of the last report in `reports_root`.
+
+    Only a file name, or one inside a report subfolder (``model_info/<run>.json``), is taken from
+    the manifest: never an absolute path, ``..`` or a deeper path, so a damaged or hostile
+    manifest cannot point the clean-up outside `reports_root`.
+    """
     def plain(names):
-        return {n for n in names if isinstance(n, str) and n and "/" not in n and "\\" not in n and n not in (".", "..")}
+        return {n for n in names if _safe_report_path(n)}
 
     try:
         manifest = read_json(reports_root / REPORT_MANIFEST)
@@ -1136,5 +646,11 @@ def _files_written_before(reports_root: Path) -> dict[str, str]:
     return {name: digest for name in plain(names) if (digest := _digest(reports_root / name))}
 
 
-def copy_file(source: Path, target: Path) -> None:
-    atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+def _safe_report_path(name: Any) -> bool:
+    """'index.md' or 'model_info/<run>.json': a plain name, at most one report subfolder deep."""
+    if not isinstance(name, str) or "\\" in name or "\0" in name:
+        return False
+    parts = name.split("/")
+    if len(parts) > 2 or (len(parts) == 2 and parts[0] != MODEL_INFO_DIR):
+        return False
+    return all(part and part not in (".", "..") for part in parts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -104,7 +105,23 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def check_result_targets(planned: Iterable[tuple[Path, dict[str, Any], dict[str, Any]]], force: bool) -> None:
+@dataclass(frozen=True)
+class ConflictHint:
+    """How the command that refuses a result target lets its user out, in options it really has."""
+
+    out_option: str = "--out"  # the command's option for the results folder
+    replace: str = "pass --force to replace it"
+
+    @property
+    def elsewhere(self) -> str:
+        return f"choose another {self.out_option}"
+
+
+OWN_COMMAND = ConflictHint()  # attack, deform, calibrate: they have --force and --out
+
+
+def check_result_targets(planned: Iterable[tuple[Path, dict[str, Any], dict[str, Any]]], force: bool,
+                         hint: ConflictHint = OWN_COMMAND) -> None:
     """Refuse, before any evaluation starts, to write where a result would be lost or cannot go.
 
     `planned` holds (path, model summary, settings) for every result file a command may write.
@@ -114,22 +131,33 @@ def check_result_targets(planned: Iterable[tuple[Path, dict[str, Any], dict[str,
     folder should be, is refused as well.
     """
     for path, model, settings in planned:
-        path = Path(path)
-        if path.parent.exists() and not path.parent.is_dir():
-            raise UsageError(f"{str(path.parent)!r} is a file where a run's results folder should be; move it away "
-                             "or choose another --out")
-        if path.exists() and not path.is_file():
-            raise UsageError(f"{str(path)!r} is a folder where a result file should be; move it away "
-                             "or choose another --out")
+        check_target_path(path, hint)
         if force:
             continue
         stored = _stored_result(path)
-        if stored is None or stored["model"].get("weights_sha256") != model["weights_sha256"]:
-            continue
-        differing = differing_settings(stored["settings"], settings)
-        if differing:
-            raise UsageError(f"{str(path)!r} holds a finished result for these weights made with other settings "
-                             f"({'; '.join(differing)}); pass --force to replace it, or choose another --out")
+        if stored is not None:
+            check_same_settings(path, stored["model"], stored["settings"], model, settings, hint)
+
+
+def check_target_path(path: Path, hint: ConflictHint = OWN_COMMAND) -> None:
+    """A result file can go to `path`: no folder stands there, and no file where its run folder goes."""
+    path = Path(path)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UsageError(f"{str(path.parent)!r} is a file where a run's results folder should be; move it away "
+                         f"or {hint.elsewhere}")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{str(path)!r} is a folder where a result file should be; move it away or {hint.elsewhere}")
+
+
+def check_same_settings(path: Path, stored_model: dict[str, Any], stored_settings: dict[str, Any],
+                        model: dict[str, Any], settings: dict[str, Any], hint: ConflictHint = OWN_COMMAND) -> None:
+    """Refuse to replace what `path` holds for these same weights when it was made with other settings."""
+    if stored_model.get("weights_sha256") != model["weights_sha256"]:
+        return  # other weights: stale, replaced
+    differing = differing_settings(stored_settings, settings)
+    if differing:
+        raise UsageError(f"{str(path)!r} holds a finished result for these weights made with other settings "
+                         f"({'; '.join(differing)}); {hint.replace}, or {hint.elsewhere}")
 
 
 # ---- per-example outcomes -------------------------------------------------------------------------

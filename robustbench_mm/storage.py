@@ -97,6 +97,10 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
+def copy_file(source: Path, target: Path) -> None:
+    atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+
+
 def read_json(path: Path) -> Any:
     path = Path(path)
     try:

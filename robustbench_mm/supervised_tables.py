@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from .paper import SUPERVISED, SupervisedRow
-from .reporting import DATASET_NAMES, Block, Group, ModelRuns, RunRecord, Section, header_facts
+from .report_data import DATASET_NAMES, Group, ModelRuns, RunRecord
+from .report_sections import Block, Section, header_facts
 from .stats import mean_std
 from .uncertainty import Estimate, SeedValue, estimate, estimate_columns
 

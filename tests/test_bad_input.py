@@ -169,6 +169,8 @@ CASES = [
     (ATTACK_SMALL + ["--eps", "0.05"], "with other settings (eps [0.03] -> [0.05]"),
     (DEFORM_SMALL + ["--interpolation", "bilinear"],
      "with other settings (interpolation \"nearest\" -> \"bilinear\"); pass --force"),
+    (ATTACK_SMALL + ["--save-examples", "4"], f"'attacks/{RUN}/adversarial-examples.safetensors' holds a finished "
+     "result for these weights made with other settings (count 2 -> 4); pass --force"),
     # models trained elsewhere: --model and import
     (EXTERNAL + ["--weights", "evil.pt", "--dataset", "digits", "--model", "no_such_module:f"],
      "cannot import 'no_such_module'"),

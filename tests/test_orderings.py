@@ -11,7 +11,9 @@ import pytest
 
 from robustbench_mm.orderings import UNTESTED, compare_group
 from robustbench_mm.paper import TABLE7, ordering_claims
-from robustbench_mm.reporting import group_records, load_records, write_report
+from robustbench_mm.plots import orderings_forest
+from robustbench_mm.report_data import group_records, load_records
+from robustbench_mm.reporting import write_report
 from robustbench_mm.results import encode_mask, result_path, write_result
 from robustbench_mm.seeds import seeded_run_name
 from test_reporting import assert_real_png, model_dict, parse_markdown_tables, write_model
@@ -169,3 +171,30 @@ def test_deformation_orderings_read_the_deform_result_they_are_given(one_seed):
     authors = [c for c in compare_group(group.models, "digits", "deform-authors") if c.protocol is None]
     assert all(c.paired and c.evaluation == "deform" for c in ours)
     assert all(c.verdict == UNTESTED and c.evaluation == "deform-authors" for c in authors)  # no such files here
+
+
+def test_forest_title_counts_the_seeds_with_results_not_the_run_folders(tmp_path):
+    """Five seeds trained, one attacked: the plot rests on one seed and its title must say so (issue 13)."""
+    checkpoints, attacks = tmp_path / "c", tmp_path / "a"
+    for method, alpha, mask in (("baseline", 0.0, BASELINE), ("manifold", 2.0, MANIFOLD)):
+        key = "baseline" if method == "baseline" else "manifold-a2"
+        for seed in range(5):
+            run, config = write_model(checkpoints, method, alpha, seed=seed,
+                                      run_name=seeded_run_name(f"digits-preactresnet18-{key}", seed))
+            if seed == 0:
+                write_fgsm(attacks, run, config, "standard", mask)
+            if seed < 3:
+                write_deform_masks(attacks, run, config, mask)
+    (group,) = group_records(load_records(checkpoints, attacks)[0])
+    rows, title = orderings_forest(group)
+    assert "5 seeds" not in title
+    assert "1 to 3 seeds of each model, by comparison" in title  # FGSM rests on seed 0, deformations on seeds 0-2
+    fgsm = [r for r in rows if r.section.startswith("FGSM")]
+    assert [r.label for r in fgsm] == ["manifold-a2 > baseline [1]"]
+    assert all(r.label.endswith(" [3]") for r in rows if not r.section.startswith("FGSM"))
+    # Only the FGSM results: every comparison rests on the one attacked seed.
+    for path in attacks.glob("*/deform.json"):
+        path.unlink()
+    (group,) = group_records(load_records(checkpoints, attacks)[0])
+    rows, title = orderings_forest(group)
+    assert "(95 % intervals; 1 seed of each model)" in title and [r.label for r in rows] == ["manifold-a2 > baseline"]

@@ -15,7 +15,7 @@ from robustbench_mm.cli import main
 from robustbench_mm.deformations import evaluation_name
 from robustbench_mm.paper import TABLE7
 from robustbench_mm.pipeline import Folders, plan_for_preset, reproduce
-from robustbench_mm.reporting import MAIN_DEFORM
+from robustbench_mm.report_data import MAIN_DEFORM
 from robustbench_mm.results import result_path
 from test_reporting import assert_real_png, leading_number, table_by_header
 

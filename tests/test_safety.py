@@ -4,10 +4,13 @@ disk, out of memory, broken files) that end in one line without losing earlier w
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,10 +21,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import tiny_config
 from robustbench_mm import models as models_module
+from robustbench_mm.attack_eval import EXAMPLES_FILE, stored_metadata
 from robustbench_mm.checkpoints import read_meta
-from robustbench_mm.cli import main
-from robustbench_mm.reporting import REPORT_MANIFEST, load_records
+from robustbench_mm.cli import build_parser, main
+from robustbench_mm.pipeline import finished_training, plan_for_preset
+from robustbench_mm.report_data import load_records
+from robustbench_mm.reporting import REPORT_MANIFEST
 from robustbench_mm.storage import TEMP_PREFIX, folder_lock
 
 HERE = Path(__file__).parent
@@ -101,6 +108,99 @@ def test_results_without_a_digest_are_stale_with_a_reason(project):
     record = next(r for r in load_records(project / "checkpoints", project / "attacks")[0] if r.name == RUN)
     assert "fgsm-standard" not in record.results and "fgsm-paper" in record.results
     assert "predate weight digests" in record.missing["fgsm-standard"]
+
+
+# ---- 11.2 results never silently replaced, and refusals name options the command has -----------
+
+CALIBRATE = ["calibrate", "--checkpoint", RUN, "--quiet", "--n-examples", "8", "--batch-size", "8", "--device", "cpu"]
+DEFORM = ["deform", "--checkpoint", RUN, "--quiet", "--sets", "rotate-20", "--n-examples", "8", "--device", "cpu"]
+
+
+def with_option(argv: list[str], flag: str, value: str) -> list[str]:
+    """`argv` with `flag` set to `value` (replaced where it is already given)."""
+    if flag not in argv:
+        return argv + [flag, value]
+    at = argv.index(flag)
+    return argv[:at + 1] + [value] + argv[at + 2:]
+
+
+def command_options(command: str) -> set[str]:
+    """Every option string `mm-robust <command>` accepts, read from its argparse parser."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices[command]._option_string_actions)
+
+
+def assert_names_only_real_options(err: str, command: str) -> None:
+    """Options inside a quoted `mm-robust <other> ...` belong to <other>; every other option to `command`."""
+    for other, rest in re.findall(r"`mm-robust (\w+)([^`]*)`", err):
+        assert set(re.findall(r"--[a-z][a-z-]*", rest)) <= command_options(other), err
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", re.sub(r"`[^`]*`", "", err)))
+    assert named and named <= command_options(command), (named - command_options(command), err)
+
+
+def test_examples_are_refused_for_the_same_weights_and_replaced_for_other_weights(project, capsys):
+    path = project / "attacks" / RUN / EXAMPLES_FILE
+    assert main(with_option(ATTACK, "--save-examples", "2")) == 0
+    capsys.readouterr()
+    before = tree(project)
+    code, err = call(with_option(ATTACK, "--save-examples", "4"), capsys)  # no JSON result differs, only this file
+    assert code == 2 and one_line(err), err
+    assert f"{EXAMPLES_FILE}' holds a finished result for these weights" in err and "(count 2 -> 4)" in err
+    assert_names_only_real_options(err, "attack")
+    assert tree(project) == before
+    assert main(with_option(ATTACK, "--save-examples", "4") + ["--force"]) == 0
+    assert load_file(str(path))["labels"].shape == (4,)
+
+    perturb_weights(project / "checkpoints" / RUN)  # other weights: the file is stale and replaced
+    assert main(with_option(ATTACK, "--save-examples", "3")) == 0
+    assert load_file(str(path))["labels"].shape == (3,)
+    weights = project / "checkpoints" / RUN / "last.safetensors"
+    assert json.loads(stored_metadata(path)["model"])["weights_sha256"] == sha256(weights)
+
+
+@pytest.mark.parametrize("first, second", [
+    (ATTACK, with_option(ATTACK, "--pgd-steps", "3")),
+    (DEFORM, with_option(DEFORM, "--seed", "1")),
+    (CALIBRATE, with_option(CALIBRATE, "--bins", "5")),  # calibrate once replaced such a result silently
+], ids=["attack", "deform", "calibrate"])
+def test_a_result_with_other_settings_is_refused_naming_options_the_command_has(project, capsys, first, second):
+    assert main(first) == 0
+    capsys.readouterr()
+    before = tree(project)
+    code, err = call(second, capsys)
+    assert code == 2 and one_line(err) and "made with other settings" in err and "--force" in err, err
+    assert_names_only_real_options(err, second[0])
+    assert tree(project) == before
+
+
+def one_model_plan():
+    """reproduce's plan for the project's trained baseline run, with a small evaluation."""
+    plan = plan_for_preset("smoke", device="cpu")
+    return dataclasses.replace(
+        plan, train=(tiny_config("checkpoints", method="baseline"),),
+        attack=dataclasses.replace(plan.attack, n_examples=8, batch_size=8, sweep=(0.0,), pgd_steps=2,
+                                   bounded_pgd_steps=2, save_examples=0, autoattack=False),
+        deform=dataclasses.replace(plan.deform, sets=("rotate-20",), n_examples=8),
+        calibration=dataclasses.replace(plan.calibration, n_examples=8, batch_size=8))
+
+
+@pytest.mark.parametrize("stage, made_before", [
+    ("attack", with_option(ATTACK, "--pgd-steps", "3")),
+    ("calibrate", with_option(CALIBRATE, "--bins", "5")),  # the last stage: refused before the attack and deform stages write anything
+])
+def test_reproduce_refuses_a_result_with_other_settings_up_front_naming_its_own_options(
+        project, monkeypatch, capsys, stage, made_before):
+    plan = one_model_plan()
+    assert finished_training(plan.train[0])  # trained: its results are checked before any stage runs
+    monkeypatch.setattr("robustbench_mm.cli.reproduce.plan_for_preset", lambda *args, **kwargs: plan)
+    assert main(made_before) == 0
+    capsys.readouterr()
+    before = tree(project)
+    code, err = call(["reproduce", "--quiet"], capsys)
+    assert code == 2 and one_line(err) and "made with other settings" in err, err
+    assert f"`mm-robust {stage} --force" in err and "--attacks" in err, err
+    assert_names_only_real_options(err, "reproduce")
+    assert tree(project) == before
 
 
 # ---- 11.2 a report writes only its own files --------------------------------------------------

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from robustbench_mm.paper import TABLE7
-from robustbench_mm.reporting import deform_set_label, write_report
+from robustbench_mm.report_data import deform_set_label
+from robustbench_mm.reporting import write_report
 from robustbench_mm.results import result_path
 from robustbench_mm.seeds import seeded_run_name
 from test_reporting import table_by_header, write_attacks, write_deform, write_model

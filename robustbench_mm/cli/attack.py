@@ -9,7 +9,8 @@ from ..config import DATASETS, AttackConfig
 from ..config import AA_BUDGETS
 from ..external.sources import protocols_for
 from .common import (
-    add_device, add_external_model, add_model_inputs, add_quiet, external_source_from_args, float_list, fraction,
+    add_device, add_external_model, add_model_inputs, add_quiet, add_test_subset, external_source_from_args, float_list,
+    fraction,
 )
 
 DEFAULTS = AttackConfig()
@@ -62,11 +63,12 @@ def add_parser(sub) -> None:
     p.add_argument("--max-black-box-share", type=float, default=DEFAULTS.max_black_box_share,
                    help="%% of examples Square may fool that every white-box AutoAttack stage missed "
                         "(default %(default)s, AutoAttack's own threshold)")
-    p.add_argument("--n-examples", type=int, help="attack the first N test images only (default: the whole test set)")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="images per attack batch (default 500)")
+    add_test_subset(p, DEFAULTS.batch_size)
     p.add_argument("--dataset", help=f"refuse models not trained on this dataset: {', '.join(DATASETS)}; "
                                      "with --model: the test set to evaluate on")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                   help="seeds AutoAttack's stages (APGD, FAB, Square draw random numbers); FGSM and PGD here draw "
+                        f"none (default: {DEFAULTS.seed})")
     p.add_argument("--save-examples", type=int, default=DEFAULTS.save_examples,
                    help="adversarial examples saved per model at the first --eps (default 16; 0 = none)")
     add_model_inputs(p, DEFAULTS.checkpoint, "redo evaluations that are already finished")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..calibration import run_calibration
 from ..config import CalibrationConfig
 from ..deformations import DEFORM_SETS
-from .common import add_device, add_model_inputs, add_quiet
+from .common import add_deformation_set, add_device, add_model_inputs, add_quiet, add_test_subset
 
 DEFAULTS = CalibrationConfig()
 
@@ -19,16 +19,10 @@ def add_parser(sub) -> None:
     p.add_argument("--bins", type=int, default=DEFAULTS.bins, help=f"confidence bins (default {DEFAULTS.bins})")
     p.add_argument("--deform-set", default=DEFAULTS.deform_set,
                    help=f"the deformation test set: one of {', '.join(DEFORM_SETS)} (default {DEFAULTS.deform_set})")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed,
-                   help="base seed of the deformation set, as in mm-robust deform (default 0)")
-    p.add_argument("--interpolation", default=DEFAULTS.interpolation, help="nearest (default) or bilinear")
-    p.add_argument("--convention", default=DEFAULTS.convention,
-                   help="warp convention of the deformation set, as in mm-robust deform: ours (default) or authors")
+    add_deformation_set(p, DEFAULTS)  # the same options as mm-robust deform: the same seeded images
     p.add_argument("--eps", type=float, default=DEFAULTS.eps, help=f"FGSM eps (default {DEFAULTS.eps})")
     p.add_argument("--protocol", default=DEFAULTS.protocol, help="FGSM protocol: standard (default) or paper")
-    p.add_argument("--n-examples", type=int, help="the first N test images only (default: all)")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
-                   help=f"images per batch (default {DEFAULTS.batch_size})")
+    add_test_subset(p, DEFAULTS.batch_size)
     add_model_inputs(p, DEFAULTS.checkpoint, "redo models already measured with the same settings")
     add_device(p)
     add_quiet(p)

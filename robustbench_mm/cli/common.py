@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import CHECKPOINT_KINDS
+from ..deformations import CONVENTIONS, INTERPOLATIONS
 from ..errors import UsageError
 
 
@@ -38,15 +39,48 @@ def add_device(parser: argparse.ArgumentParser) -> None:
                         help="where to run (default: cuda when available)")
 
 
+def add_checkpoints_root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoints", default="checkpoints",
+                        help="root folder of the run folders (trained models) (default: checkpoints)")
+
+
+def add_normalization(parser: argparse.ArgumentParser, what: str, default: str) -> None:
+    """--normalization MEAN,STD: how the weights expect [0, 1] pixels to be normalized (external models, import)."""
+    parser.add_argument("--normalization", metavar="MEAN,STD",
+                        help=f"{what}: (x - mean) / std of [0, 1] pixels; 6 numbers (3 means, 3 stds), 2 (one of "
+                             f"each), or a dataset name for the authors' constants (default: {default})")
+
+
+def add_test_subset(parser: argparse.ArgumentParser, batch_default: int) -> None:
+    """Which test images an evaluation stage measures, and how many per batch: shared by attack, deform, calibrate."""
+    parser.add_argument("--n-examples", type=int, help="evaluate the first N test images only (default: all)")
+    parser.add_argument("--batch-size", type=int, default=batch_default,
+                        help=f"images per batch (default: {batch_default})")
+
+
+def add_deformation_set(parser: argparse.ArgumentParser, defaults) -> None:
+    """How a deformation test set is drawn: shared by deform and calibrate, so both measure the same images."""
+    parser.add_argument("--interpolation", default=defaults.interpolation,
+                        help=f"one of {', '.join(INTERPOLATIONS)}; the authors used nearest "
+                             f"(default: {defaults.interpolation})")
+    parser.add_argument("--convention", default=defaults.convention,
+                        help=f"one of {', '.join(CONVENTIONS)}: ours warps about the exact image centre out to the "
+                             "pixel edges; authors reproduces the authors' scipy warp (centre one pixel off, a "
+                             f"half-pixel rim blanked, rotation sign flipped) (default: {defaults.convention})")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="base seed; each set's own seed derives from it and the set's name "
+                             f"(default: {defaults.seed})")
+
+
 def add_model_inputs(parser: argparse.ArgumentParser, weights_default: str, force_help: str) -> None:
-    """Which trained models an evaluation stage reads, and where its results go: shared by attack and deform."""
+    """Which trained models an evaluation stage reads, and where its results go: shared by attack, deform and
+    calibrate."""
     parser.add_argument("--checkpoint", action="append", metavar="RUN",
                         help="a run folder or a run name under --checkpoints; repeatable (default: every run)")
     parser.add_argument("--weights",
                         help=f"which weights of each run: {' or '.join(CHECKPOINT_KINDS)} (default: {weights_default}); "
                              "with --model: the weights file (.safetensors, or .pt/.pth read with weights_only=True)")
-    parser.add_argument("--checkpoints", default="checkpoints",
-                        help="root folder of trained models (default: checkpoints)")
+    add_checkpoints_root(parser)
     parser.add_argument("--data-dir", help="where the test set lives (default: the data dir each model was trained with)")
     parser.add_argument("--out", default="attacks", help="root folder of results (default: attacks)")
     parser.add_argument("--force", action="store_true", help=force_help)
@@ -66,9 +100,7 @@ def add_external_model(parser: argparse.ArgumentParser, with_dataset: bool) -> N
     parser.add_argument("--model", metavar="PACKAGE.MODULE:FACTORY",
                         help="evaluate a model trained elsewhere: a callable returning an nn.Module (imported from the "
                              "current folder or the Python path), loaded with --weights FILE; needs --dataset")
-    parser.add_argument("--normalization", metavar="MEAN,STD",
-                        help="with --model: the model expects (x - mean) / std of [0, 1] pixels; 6 numbers (3 means, "
-                             "3 stds), 2 (one of each), or a dataset name for the authors' constants")
+    add_normalization(parser, "with --model: what the model expects", "none, the model takes [0, 1] pixels")
     parser.add_argument("--name", help="with --model: its folder under --out (default: the factory's name)")
     if with_dataset:
         parser.add_argument("--dataset", help="with --model: the test set to evaluate on (cifar10, cifar100, digits)")

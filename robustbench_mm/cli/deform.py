@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from ..config import DeformConfig
 from ..deform_eval import format_summary, load_results, run_deform
-from ..deformations import CONVENTIONS, DEFORM_SETS, FILLS, INTERPOLATIONS
-from .common import add_device, add_external_model, add_model_inputs, add_quiet, external_source_from_args
+from ..deformations import DEFORM_SETS, FILLS
+from .common import (
+    add_deformation_set, add_device, add_external_model, add_model_inputs, add_quiet, add_test_subset,
+    external_source_from_args,
+)
 
 DEFAULTS = DeformConfig()
 
@@ -21,20 +24,11 @@ def add_parser(sub) -> None:
     p.add_argument("--sets", action="append",
                    help=f"'all' (default), 'table3', or set names, comma-separated or repeated: "
                         f"{', '.join(DEFORM_SETS)}")
-    p.add_argument("--interpolation", default=DEFAULTS.interpolation,
-                   help=f"one of {', '.join(INTERPOLATIONS)} (default: nearest, the authors' choice)")
-    p.add_argument("--convention", default=DEFAULTS.convention,
-                   help=f"one of {', '.join(CONVENTIONS)}: ours warps about the exact image centre out to the pixel "
-                        "edges; authors reproduces the authors' scipy warp (centre one pixel off, a half-pixel rim "
-                        "blanked, rotation sign flipped) (default: ours)")
     p.add_argument("--fill", default=DEFAULTS.fill,
                    help=f"one of {', '.join(FILLS)}: what fills the space the warp leaves empty; mean is the "
                         "dataset's mean pixel, zero after normalization (default: black)")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed,
-                   help="base seed; each set's own seed derives from it and the set's name (default: 0)")
-    p.add_argument("--n-examples", type=int, help="evaluate the first N test images only (default: all)")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
-                   help=f"images per forward pass (default: {DEFAULTS.batch_size})")
+    add_deformation_set(p, DEFAULTS)
+    add_test_subset(p, DEFAULTS.batch_size)
     add_model_inputs(p, DEFAULTS.checkpoint, "redo sets already stored with the same settings")
     add_external_model(p, with_dataset=True)
     add_device(p)

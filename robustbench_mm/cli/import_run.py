@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..config import DATASETS, METHODS, PRESETS
 from ..external.authors import import_authors_run
+from .common import add_checkpoints_root, add_normalization
 
 LAYOUTS = ("authors",)
 
@@ -20,12 +21,10 @@ def add_parser(sub) -> None:
     p.add_argument("--name", required=True, help="the run folder's name under --checkpoints")
     p.add_argument("--method", required=True, help=f"how they were trained: {', '.join(METHODS)}")
     p.add_argument("--alpha", type=float, help="mixup alpha they were trained with (default: input 1, manifold 2)")
-    p.add_argument("--normalization", metavar="MEAN,STD",
-                   help="the normalization their data loader applied: 6 numbers (3 means, 3 stds), 2, or a dataset "
-                        "name (default: the authors' constants for --dataset)")
+    add_normalization(p, "what their data loader applied", "the authors' constants for --dataset")
     p.add_argument("--preset", default="paper", help=f"the schedule they followed: {', '.join(PRESETS)} (default: paper)")
     p.add_argument("--epochs", type=int, help="epochs they trained (default: the preset's)")
-    p.add_argument("--checkpoints", default="checkpoints", help="root folder of run folders (default: checkpoints)")
+    add_checkpoints_root(p)
     p.add_argument("--force", action="store_true", help="replace an existing run of the same name")
     p.set_defaults(run=run)
 

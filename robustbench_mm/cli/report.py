@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..reporting import write_report
-from .common import add_quiet
+from .common import add_checkpoints_root, add_quiet
 
 
 def add_parser(sub) -> None:
@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
                        description="Read trained models (checkpoints/) and evaluation results (attacks/) and write "
                                    "table3/table5/table7 (.md and .csv), summary.json, PNG plots and index.md. "
                                    "Every number is copied from a result file; missing evaluations are marked.")
-    p.add_argument("--checkpoints", default="checkpoints", help="trained models (default: checkpoints)")
+    add_checkpoints_root(p)
     p.add_argument("--attacks", default="attacks", help="evaluation results (default: attacks)")
     p.add_argument("--reports", default="reports", help="where to write the report (default: reports)")
     add_quiet(p)  # the report draws no progress bars; accepted so every command takes the same flags

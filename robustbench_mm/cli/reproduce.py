@@ -8,7 +8,7 @@ from ..config import ARCHS, DATASETS, PRESETS
 from ..errors import UsageError
 from ..pipeline import Folders, plan_for_preset, reproduce
 from ..scheduling.options import ClusterOptions
-from .common import add_device, add_quiet, int_list
+from .common import add_checkpoints_root, add_device, add_quiet, int_list
 
 
 def add_parser(sub) -> None:
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
                    help="train and evaluate each model once per seed, e.g. 0,1,2,3,4, in folders <run name>-s<seed>; "
                         "the report shows mean ± std over seeds (default: one run with seed 0, no suffix)")
     p.add_argument("--data-dir", help="where CIFAR lives or is downloaded to (default: data)")
-    p.add_argument("--checkpoints", default="checkpoints", help="trained models (default: checkpoints)")
+    add_checkpoints_root(p)
     p.add_argument("--attacks", default="attacks", help="evaluation results (default: attacks)")
     p.add_argument("--reports", default="reports", help="the report (default: reports)")
     add_device(p)

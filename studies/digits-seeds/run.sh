@@ -7,9 +7,9 @@
 #   mm-robust train --preset smoke --method all --seeds 0,1,2,3,4 --out "$CHECKPOINTS"
 # (the study's checkpoints were trained one model at a time with --seed N --run-name <name>-sN, the same folders).
 #
-# Settings (environment):
-#   CHECKPOINTS   trained models (default /work/study/checkpoints; only read)
-#   RESULTS       attack/deform results and the report (default /work/study/results)
+# Settings (environment; relative paths are taken from the repository root):
+#   CHECKPOINTS   trained models (default checkpoints-study; only read)
+#   RESULTS       attack/deform results and the report (default results-study)
 #   N_ATTACK      test images attacked per model (default 100, the smoke preset's; deform uses all 357)
 #   PGD_STEPS     unbounded-PGD iterations (default 200, the paper's Appendix D)
 #   PYTHON        the interpreter with mm-robust's dependencies (default: python)
@@ -20,9 +20,9 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$HERE/../.."
 export PYTHONPATH=$PWD
-CHECKPOINTS=${CHECKPOINTS:-/work/study/checkpoints}
+CHECKPOINTS=${CHECKPOINTS:-checkpoints-study}
 CHECKPOINTS_GIVEN=$CHECKPOINTS
-RESULTS=${RESULTS:-/work/study/results}
+RESULTS=${RESULTS:-results-study}
 N_ATTACK=${N_ATTACK:-100}
 PGD_STEPS=${PGD_STEPS:-200}
 PYTHON=${PYTHON:-python}
