@@ -184,19 +184,22 @@ def one_model_plan():
         calibration=dataclasses.replace(plan.calibration, n_examples=8, batch_size=8))
 
 
-@pytest.mark.parametrize("stage, made_before", [
-    ("attack", with_option(ATTACK, "--pgd-steps", "3")),
-    ("calibrate", with_option(CALIBRATE, "--bins", "5")),  # the last stage: refused before the attack and deform stages write anything
-])
+@pytest.mark.parametrize("stage, made_before, cluster", [
+    ("attack", with_option(ATTACK, "--pgd-steps", "3"), []),
+    ("calibrate", with_option(CALIBRATE, "--bins", "5"), []),  # the last stage: refused before the attack and deform stages write anything
+    ("attack", with_option(ATTACK, "--pgd-steps", "3"), ["--cluster", "ray"]),  # refused before a Ray cluster starts
+], ids=["attack", "calibrate", "attack-on-ray"])
 def test_reproduce_refuses_a_result_with_other_settings_up_front_naming_its_own_options(
-        project, monkeypatch, capsys, stage, made_before):
+        project, monkeypatch, capsys, stage, made_before, cluster):
+    if cluster:
+        pytest.importorskip("ray")
     plan = one_model_plan()
     assert finished_training(plan.train[0])  # trained: its results are checked before any stage runs
     monkeypatch.setattr("robustbench_mm.cli.reproduce.plan_for_preset", lambda *args, **kwargs: plan)
     assert main(made_before) == 0
     capsys.readouterr()
     before = tree(project)
-    code, err = call(["reproduce", "--quiet"], capsys)
+    code, err = call(["reproduce", "--quiet", *cluster], capsys)
     assert code == 2 and one_line(err) and "made with other settings" in err, err
     assert f"`mm-robust {stage} --force" in err and "--attacks" in err, err
     assert_names_only_real_options(err, "reproduce")

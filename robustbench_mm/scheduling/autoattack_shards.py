@@ -25,6 +25,7 @@ from ..checkpoints import load_model
 from ..config import AttackConfig
 from ..errors import MMRobustError
 from ..model_sources import from_run
+from ..pipeline import reproduce_hint
 from ..results import check_result_targets, result_path, write_result
 from ..runtime import resolve_device, seed_everything
 from ..storage import folder_lock, read_json
@@ -70,7 +71,7 @@ def autoattack_shard(config: AttackConfig, checkpoints_root: str | Path, out_roo
     evaluations = {autoattack_evaluation(eps): eps for eps in autoattack_eps(config)}
     # A finished result made with other settings is refused now, not after the attack (as `attack` does).
     check_result_targets([(result_path(out_root, run, e), attacks.summary, attacks.settings(e)) for e in evaluations],
-                         force=False)
+                         force=False, hint=reproduce_hint("attack"))
     paths = []
     for evaluation, eps in evaluations.items():
         if attacks.stored(evaluation) is not None:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..data import load_dataset
 from ..errors import MMRobustError, UsageError
-from ..pipeline import Folders, Plan
+from ..pipeline import Folders, Plan, check_evaluation_targets, finished_training
 from .options import ClusterOptions
 from .graph import ACCELERATED, Task, shard_ranges, task_graph
 from .progress import TaskRecord, state_line, summary, where
@@ -100,6 +100,8 @@ def run_on_ray(plan: Plan, folders: Folders = Folders(), options: ClusterOptions
     it to kill a worker mid-task).
     """
     ray = import_ray()
+    # As in one process: a finished result the plan would replace is refused before a cluster starts.
+    check_evaluation_targets(plan, folders, [config for config in plan.train if finished_training(config)])
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=options.address, num_cpus=options.num_cpus, include_dashboard=False,

@@ -18,7 +18,7 @@ from ..attack_eval import run_attacks
 from ..calibration import run_calibration
 from ..deform_eval import run_deform
 from ..errors import MMRobustError
-from ..pipeline import Folders, Plan, finished_training
+from ..pipeline import Folders, Plan, finished_training, reproduce_hint
 from ..reporting import write_report
 from ..storage import atomic_write_text
 from ..train import train
@@ -96,19 +96,22 @@ def execute(task: Task, context: TaskContext) -> None:
         if not finished_training(config):
             train(config, resume=True, progress=False)  # continues from the last saved epoch after a retry
     elif task.kind == ATTACK:
-        run_attacks(plan.attack, folders.checkpoints, folders.attacks, runs=[task.run], progress=False)
+        run_attacks(plan.attack, folders.checkpoints, folders.attacks, runs=[task.run], progress=False,
+                    hint=reproduce_hint("attack"))
     elif task.kind == AUTOATTACK_SHARD:
         autoattack_shard(plan.attack, folders.checkpoints, folders.attacks, task.run, task.example_range)
     elif task.kind == AUTOATTACK_MERGE:
         autoattack_merge(plan.attack, folders.checkpoints, folders.attacks, task.run, list(context.autoattack_ranges))
     elif task.kind == DEFORM:
-        run_deform(plan.deform, folders.checkpoints, folders.attacks, runs=[task.run], progress=False)
+        run_deform(plan.deform, folders.checkpoints, folders.attacks, runs=[task.run], progress=False,
+                   hint=reproduce_hint("deform"))
     elif task.kind == DEFORM_SHARD:
         deform_shard(plan.deform, folders.checkpoints, folders.attacks, task.run, task.example_range)
     elif task.kind == DEFORM_MERGE:
         deform_merge(plan.deform, folders.checkpoints, folders.attacks, task.run, list(context.deform_ranges))
     elif task.kind == CALIBRATE:
-        run_calibration(plan.calibration, folders.checkpoints, folders.attacks, runs=[task.run], progress=False)
+        run_calibration(plan.calibration, folders.checkpoints, folders.attacks, runs=[task.run], progress=False,
+                        hint=reproduce_hint("calibrate"))
     elif task.kind == REPORT:
         write_report(folders.checkpoints, folders.attacks, folders.reports)
     else:
