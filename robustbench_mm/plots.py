@@ -52,6 +52,18 @@ def model_colors(keys: list[str]) -> dict[str, str]:
     return colors
 
 
+def legend_entries(labels: list[str]) -> list[int]:
+    """Indices of the first line of each label: the seeds of one model share a label and one legend entry."""
+    seen: set[str] = set()
+    return [i for i, label in enumerate(labels) if not (label in seen or seen.add(label))]
+
+
+def one_legend_entry_per_label(ax, **kwargs) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    kept = legend_entries(labels)
+    ax.legend([handles[i] for i in kept], [labels[i] for i in kept], **kwargs)
+
+
 def save_png(figure: Figure, path: Path) -> None:
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight"))
 
@@ -105,8 +117,7 @@ def pgd_figure(series: list[Series], threshold: float | None, paper_points: dict
     ax = figure.subplots()
     last = max((s.x[-1] for s in series), default=1)
     for s in series:
-        ax.plot(s.x, s.y, color=s.color, linestyle=s.linestyle, label=f"{s.label}: {s.y[-1]:.1f} % at the end",
-                linewidth=1.8)
+        ax.plot(s.x, s.y, color=s.color, linestyle=s.linestyle, label=s.label, linewidth=1.8)
     for label, (color, value) in paper_points.items():
         ax.plot([last], [value], marker="*", markersize=14, color=color, markeredgecolor="black", linestyle="none",
                 label=f"paper (Appendix D): {label} {value:g} %")
@@ -129,7 +140,7 @@ def pgd_figure(series: list[Series], threshold: float | None, paper_points: dict
     ax.set_ylim(-2, 102)
     ax.set_xlim(0, last)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    one_legend_entry_per_label(ax, fontsize=8, loc="upper right")
     ax.set_title(title, fontsize=11)
     return figure
 
@@ -270,7 +281,7 @@ def training_figure(accuracy: list[Series], nll: list[Series], best: dict[str, t
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend(fontsize=8)
+            one_legend_entry_per_label(ax, fontsize=8)
     ax_acc.set_title("test accuracy (★ = best epoch)", fontsize=10)
     ax_nll.set_title("test negative log-likelihood", fontsize=10)
     figure.suptitle(title, fontsize=12)
@@ -394,22 +405,32 @@ def draw_fgsm(group: Group, colors: dict[str, str], path: Path) -> bool:
     return True
 
 
+def pgd_legend_label(model_label: str, protocol: str, final_accuracies: list[float]) -> str:
+    """One legend entry per model and protocol; with several seeds, their count and mean final accuracy."""
+    if len(final_accuracies) == 1:
+        return f"{model_label}, {protocol}: {final_accuracies[0]:.1f} % at the end"
+    mean = sum(final_accuracies) / len(final_accuracies)
+    return f"{model_label}, {protocol} ({len(final_accuracies)} seeds): mean {mean:.1f} % at the end"
+
+
 def draw_pgd(group: Group, colors: dict[str, str], path: Path) -> bool:
     """Solid: the paper protocol (Appendix D's verdict); dashed: the standard protocol."""
     series, thresholds, paper_points, step_size = [], set(), {}, set()
     for protocol, style in (("paper", "-"), ("standard", "--")):
-        for record in group.runs:
-            result = record.result(f"pgd-unbounded-{protocol}")
-            if not result:
+        for model in group.models:
+            measured = [(record, result) for record in model.runs
+                        if (result := record.result(f"pgd-unbounded-{protocol}"))]
+            if not measured:
                 continue
-            curve = result["accuracy_per_step"]
-            series.append(Series(f"{record.label}, {protocol}", colors[record.name], list(range(len(curve))), curve,
-                                 linestyle=style))
-            step_size.add(result.get("step_size"))
-            if result.get("threshold") is not None:
-                thresholds.add(result["threshold"])
-            if record.key in PGD_UNBOUNDED and group.dataset == "cifar10":
-                paper_points[record.label] = (colors[record.name], PGD_UNBOUNDED[record.key])
+            label = pgd_legend_label(model.label, protocol, [r["accuracy_per_step"][-1] for _, r in measured])
+            for record, result in measured:
+                curve = result["accuracy_per_step"]
+                series.append(Series(label, colors[record.name], list(range(len(curve))), curve, linestyle=style))
+                step_size.add(result.get("step_size"))
+                if result.get("threshold") is not None:
+                    thresholds.add(result["threshold"])
+                if record.key in PGD_UNBOUNDED and group.dataset == "cifar10":
+                    paper_points[record.label] = (colors[record.name], PGD_UNBOUNDED[record.key])
     if not series:
         return False
     threshold = thresholds.pop() if len(thresholds) == 1 else None
@@ -507,16 +528,18 @@ def draw_orderings(group: Group, path: Path) -> bool:
 
 def draw_training(group: Group, colors: dict[str, str], path: Path) -> bool:
     accuracy, nll, best = [], [], {}
-    for record in group.runs:
-        history = [h for h in (record.meta or {}).get("history", []) if "test_accuracy" in h]
-        if not history:
-            continue
-        epochs = [h["epoch"] for h in history]
-        accuracy.append(Series(record.label, colors[record.name], epochs, [h["test_accuracy"] for h in history]))
-        nll.append(Series(record.label, colors[record.name], epochs, [h["test_nll"] for h in history]))
-        chosen = record.meta["checkpoints"].get("best")
-        if chosen and chosen.get("test_accuracy") is not None:
-            best[record.label] = (colors[record.name], chosen["epoch"], chosen["test_accuracy"])
+    for model in group.models:
+        label = model.label if len(model.runs) == 1 else f"{model.label} ({len(model.runs)} seeds)"
+        for record in model.runs:
+            history = [h for h in (record.meta or {}).get("history", []) if "test_accuracy" in h]
+            if not history:
+                continue
+            epochs = [h["epoch"] for h in history]
+            accuracy.append(Series(label, colors[record.name], epochs, [h["test_accuracy"] for h in history]))
+            nll.append(Series(label, colors[record.name], epochs, [h["test_nll"] for h in history]))
+            chosen = record.meta["checkpoints"].get("best")
+            if chosen and chosen.get("test_accuracy") is not None:
+                best[record.name] = (colors[record.name], chosen["epoch"], chosen["test_accuracy"])
     if not accuracy:
         return False
     save_png(training_figure(accuracy, nll, best, _group_title(group, "Training curves")), path)

@@ -86,3 +86,18 @@ def test_csv_carries_per_seed_values_std_and_interval(seeded):
         assert row["train_seed"] == "0;1;2"
     manifold = [r for r in rows if r["model"] == "manifold-a2"]
     assert all(r["n_seeds"] == "2" and r["status"].startswith("measured (1 of 3 seeds missing: no deform.json") for r in manifold)
+
+
+def test_seeds_of_one_model_share_one_legend_entry():
+    """With five seeds per model the PGD and training figures once had 40 legend entries and no room to plot."""
+    from robustbench_mm.plots import Series, legend_entries, pgd_figure, pgd_legend_label
+
+    assert legend_entries(["a", "b", "a", "c", "b"]) == [0, 1, 3]
+    assert pgd_legend_label("No mixup", "standard", [0.5]) == "No mixup, standard: 0.5 % at the end"
+    label = pgd_legend_label("Manifold mixup (α = 2)", "paper", [0.0, 1.0, 2.0])
+    assert label == "Manifold mixup (α = 2), paper (3 seeds): mean 1.0 % at the end"
+    series = [Series(label, "red", [0, 1], [90.0, final]) for final in (0.0, 1.0, 2.0)]
+    figure = pgd_figure(series, 1.0, {}, "title")
+    texts = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert texts == [label, "gradient-masking threshold (1 %)"]
+    assert len(figure.axes[0].lines) == 4  # every seed is still drawn

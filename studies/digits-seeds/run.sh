@@ -10,7 +10,7 @@
 # Settings (environment; relative paths are taken from the repository root):
 #   CHECKPOINTS   trained models (default checkpoints-study; only read)
 #   RESULTS       attack/deform results and the report (default results-study)
-#   N_ATTACK      test images attacked per model (default 100, the smoke preset's; deform uses all 357)
+#   N_ATTACK      test images attacked per model (default 357: all of them, as deform)
 #   PGD_STEPS     unbounded-PGD iterations (default 200, the paper's Appendix D)
 #   PYTHON        the interpreter with mm-robust's dependencies (default: python)
 #   COPY_TO       where the small tables go (default: this folder)
@@ -23,7 +23,7 @@ export PYTHONPATH=$PWD
 CHECKPOINTS=${CHECKPOINTS:-checkpoints-study}
 CHECKPOINTS_GIVEN=$CHECKPOINTS
 RESULTS=${RESULTS:-results-study}
-N_ATTACK=${N_ATTACK:-100}
+N_ATTACK=${N_ATTACK:-357}
 PGD_STEPS=${PGD_STEPS:-200}
 PYTHON=${PYTHON:-python}
 COPY_TO=${COPY_TO:-$HERE}
