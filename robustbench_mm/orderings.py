@@ -1,7 +1,7 @@
 """Do the paper's orderings hold on our runs? Paired evidence on the same test examples, and over seeds.
 
 For each `paper.Claim` ("model A ahead of model B on measurement M") and each FGSM protocol, the two
-models' seeds are paired (in seed order) and each pair's per-example correctness masks are read from
+models' seeds are paired (by seed number where they share seeds) and each pair's per-example masks are read from
 the result files (``per_example``, the shared format of results.py), over the test examples both
 masks cover. The evidence is then
 
@@ -105,9 +105,9 @@ def _aligned(masks: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, int] | No
 
 def compare(claim: Claim, protocol: str | None, better: Any, worse: Any,
             deform_evaluation: str = "deform") -> Comparison:
-    """Test `claim` on two models' runs (seeds paired in seed order); deformation claims read `deform_evaluation`."""
+    """Test `claim` on two models' runs (seeds paired by `paired_seeds`); deformation claims read `deform_evaluation`."""
     evaluation = f"fgsm-{protocol}" if protocol else deform_evaluation
-    pairs = list(zip(_with_result(better, evaluation, claim), _with_result(worse, evaluation, claim)))
+    pairs = paired_seeds(_with_result(better, evaluation, claim), _with_result(worse, evaluation, claim))
     if not pairs:
         return Comparison(claim, protocol, evaluation, better, worse, None, None, (), None, None, False, None,
                           UNTESTED, f"no {evaluation} result with this measurement for one of the two models")
@@ -156,10 +156,20 @@ def _p_text(p: float) -> str:
     return f"= {p:.2g}" if p >= 0.001 else "< 0.001"
 
 
-def _with_result(model: Any, evaluation: str, claim: Claim) -> list[dict[str, Any]]:
-    """The model's result files (in seed order) that hold the claim's measurement."""
-    results = [r.result(evaluation) for r in model.runs]
-    return [r for r in results if r is not None and stored_accuracy(r, claim) is not None]
+def paired_seeds(better: list[tuple[int | None, Any]], worse: list[tuple[int | None, Any]]) -> list[tuple[Any, Any]]:
+    """Pair two models' (seed, result) lists: by seed number where they share seeds (the same seed gives the same
+    initial weights and data order), else in seed order, so two single runs of different seeds still pair."""
+    by_seed_better, by_seed_worse = dict(better), dict(worse)
+    common = sorted(set(by_seed_better) & set(by_seed_worse) - {None})
+    if common:
+        return [(by_seed_better[seed], by_seed_worse[seed]) for seed in common]
+    return [(b, w) for (_, b), (_, w) in zip(better, worse)]
+
+
+def _with_result(model: Any, evaluation: str, claim: Claim) -> list[tuple[int | None, dict[str, Any]]]:
+    """(seed, result file) of the model's runs, in seed order, that hold the claim's measurement."""
+    results = [(run.seed, run.result(evaluation)) for run in model.runs]
+    return [(seed, r) for seed, r in results if r is not None and stored_accuracy(r, claim) is not None]
 
 
 def compare_group(models: Sequence[Any], dataset: str, deform_evaluation: str = "deform") -> list[Comparison]:

@@ -40,7 +40,7 @@ AUTOATTACK = {
 }
 
 # The paper preset deforms with the authors' warp, so Tables 3 and 7 compare like with like (the
-# report shows it as the main table, `reporting.MAIN_DEFORM`); the others keep ours.
+# report shows it as the main table, `report_data.MAIN_DEFORM`); the others keep ours.
 DEFORM_CONVENTION = {"smoke": "ours", "fast": "ours", "paper": "authors"}
 
 

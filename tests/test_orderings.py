@@ -198,3 +198,15 @@ def test_forest_title_counts_the_seeds_with_results_not_the_run_folders(tmp_path
     (group,) = group_records(load_records(checkpoints, attacks)[0])
     rows, title = orderings_forest(group)
     assert "(95 % intervals; 1 seed of each model)" in title and [r.label for r in rows] == ["manifold-a2 > baseline"]
+
+
+def test_seeds_pair_by_seed_number_not_by_position():
+    """A model missing seed 0's result once had its seed 1 paired with the other model's seed 0."""
+    from robustbench_mm.orderings import paired_seeds
+
+    better = [(1, "b1"), (2, "b2")]
+    worse = [(0, "w0"), (1, "w1"), (2, "w2")]
+    assert paired_seeds(better, worse) == [("b1", "w1"), ("b2", "w2")]
+    # Two single runs trained with different seeds share no seed number: they still pair.
+    assert paired_seeds([(3, "b3")], [(0, "w0")]) == [("b3", "w0")]
+    assert paired_seeds([(None, "b")], [(None, "w")]) == [("b", "w")]
