@@ -1,7 +1,8 @@
 """Attacks: how close FGSM and 200-step unbounded PGD come to the cost of the gradients they need
 (forward + backward to the input, times the steps), and the active-set runner against its bound
 (1.25 x the forward+backward passes of the examples still standing, summed over steps) and against
-a plain torchattacks PGD loop over the same images.
+a plain torchattacks PGD loop over the same images; AutoAttack's APGD-CE (100 steps at 8/255), ours
+with the active set against torchattacks' APGD, which attacks every image for every step.
 
 The active set only pays off on a model that classifies correctly to begin with (an untrained one
 is fooled at step 0), so the stand-in model is first trained briefly on the benchmark's training
@@ -17,7 +18,8 @@ import torchattacks
 
 from bench_data import benchmark_dataset, benchmark_model
 from report import figure, ratio_figure, section
-from robustbench_mm.attacks import PROTOCOLS, fgsm, pgd, pgd_worst_case
+from robustbench_mm.attacks import PROTOCOLS, REFERENCE, fgsm, pgd, pgd_worst_case
+from robustbench_mm.attacks.apgd import ApgdSettings, apgd
 from robustbench_mm.data import ImageSet, to_unit_float
 from timing import interleaved, median, ratio, repeated
 
@@ -29,6 +31,7 @@ RUNNER_BATCHES = 2  # the runner and the torchattacks loop go over this many bat
 REPEATS = 10  # single-step variants are timed as this many calls in a row
 TRAIN_STEPS = 150  # untimed: enough for the stand-in to classify most digits, so the attack has work to do
 ACTIVE_SET_BOUND = 1.25  # runner time <= this x (example-steps x one example's forward+backward)
+APGD_EPS = 8 / 255
 
 
 def input_gradient_pass(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -65,6 +68,21 @@ def torchattacks_loop(attack, data: ImageSet, batch: int) -> None:
         attack(to_unit_float(data.images[start:start + batch]), data.labels[start:start + batch])
 
 
+def our_apgd_loop(model: torch.nn.Module, data: ImageSet, batch: int, settings: ApgdSettings,
+                  out: dict[str, object]) -> None:
+    """AutoAttack's APGD-CE stage as `mm-robust attack` runs it: one chunk of `batch` images at a time."""
+    outcomes = [apgd(model, to_unit_float(data.images[start:start + batch]), data.labels[start:start + batch],
+                     settings) for start in range(0, len(data), batch)]
+    out["fooled"] = torch.cat([o.fooled for o in outcomes]).cpu()
+    out["example_steps"] = sum(o.example_steps for o in outcomes)
+
+
+def torchattacks_apgd_loop(attack, data: ImageSet, batch: int, out: dict[str, object]) -> None:
+    robust = [attack.perturb(to_unit_float(data.images[start:start + batch]), data.labels[start:start + batch],
+                             cheap=True)[0] for start in range(0, len(data), batch)]
+    out["fooled"] = ~torch.cat(robust).cpu()
+
+
 def attack_costs(profile, device: torch.device, data_dir: str) -> dict:
     batch, steps = profile.attack_batch, profile.pgd_steps
     data = benchmark_dataset(device, data_dir, train=False, n=RUNNER_BATCHES * batch).to(device)
@@ -95,6 +113,18 @@ def attack_costs(profile, device: torch.device, data_dir: str) -> dict:
         "runner": partial(active_set_runner, trained, data, steps, batch, memory_format, spent),
         "torchattacks-loop": partial(torchattacks_loop, torchattacks_pgd, data, batch),
     }, device, profile.attack_rounds, warmup=0)
+    apgd_steps = min(REFERENCE.apgd_ce_steps, steps)
+    apgd_settings = ApgdSettings(loss="ce", eps=APGD_EPS, steps=apgd_steps, restarts=REFERENCE.apgd_ce_restarts,
+                                 rho=REFERENCE.apgd_rho, seed=0)
+    reference_apgd = torchattacks.APGD(trained, norm="Linf", eps=APGD_EPS, steps=apgd_steps,
+                                       n_restarts=REFERENCE.apgd_ce_restarts, seed=0, loss="ce", rho=REFERENCE.apgd_rho)
+    ours_out: dict[str, object] = {}
+    theirs_out: dict[str, object] = {}
+    apgd_rounds = interleaved({
+        "ours": partial(our_apgd_loop, trained, data, batch, apgd_settings, ours_out),
+        "torchattacks": partial(torchattacks_apgd_loop, reference_apgd, data, batch, theirs_out),
+    }, device, profile.attack_rounds, warmup=0)
+    apgd_disagree = int((ours_out["fooled"] != theirs_out["fooled"]).sum())
     example_steps = spent[0]  # the same in every round: the attack is deterministic
     per_example = [t / (REPEATS * batch) for t in iterative["trained-gradient"]]
     bound = [ACTIVE_SET_BOUND * example_steps * t for t in per_example]
@@ -114,6 +144,16 @@ def attack_costs(profile, device: torch.device, data_dir: str) -> dict:
         ratio_figure("attacks.torchattacks_loop_over_runner",
                      f"torchattacks PGD-{steps} loop time / active-set runner time ({len(data)} images, same model)",
                      ratio(iterative["torchattacks-loop"], iterative["runner"]), (">=", 10.0)),
+        ratio_figure("attacks.torchattacks_apgd_over_ours",
+                     f"torchattacks APGD-CE-{apgd_steps} time / our active-set APGD-CE ({len(data)} images, eps 8/255, "
+                     "same model)", ratio(apgd_rounds["torchattacks"], apgd_rounds["ours"])),
+        figure("attacks.apgd_flags_differ", "examples whose APGD-CE outcome differs between ours and torchattacks'",
+               apgd_disagree, "examples", ("<=", 0)),
+        figure("attacks.apgd_example_steps_share",
+               f"our APGD-CE's example-steps / {apgd_steps + 1} x images (torchattacks spends all of them)",
+               100.0 * ours_out["example_steps"] / ((apgd_steps + 1) * len(data)), "%"),
+        figure("attacks.apgd_robust_accuracy", f"APGD-CE-{apgd_steps} robust accuracy at 8/255",
+               100.0 * (1 - ours_out["fooled"].double().mean().item()), "%"),
         figure("attacks.example_steps_share", f"example-steps spent / {steps + 1} x images (what the active set saves)",
                100.0 * example_steps / ((steps + 1) * len(data)), "%"),
         figure("attacks.trained_clean_accuracy", "stand-in's clean accuracy on the attacked images", clean_accuracy,
@@ -133,4 +173,5 @@ def attack_costs(profile, device: torch.device, data_dir: str) -> dict:
              "which the torchattacks loop does not.",
              f"torchattacks PGD runs with eps={UNBOUNDED_EPS:g} (never binds on [0, 1] images), no random start."]
     return section(TITLE, settings, figures, notes, {**{f"single.{k}": v for k, v in single.items()},
-                                                     **{f"iterative.{k}": v for k, v in iterative.items()}})
+                                                     **{f"iterative.{k}": v for k, v in iterative.items()},
+                                                     **{f"apgd.{k}": v for k, v in apgd_rounds.items()}})

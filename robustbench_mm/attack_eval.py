@@ -299,7 +299,8 @@ class ModelAttacks:
             masks = {k: torch.from_numpy(decode_mask(v)) for k, v in saved["flags"].items()}
             start, stop = saved["example_range"]
             return AutoAttackFlags(start, stop, masks["clean"], {s: masks[s] for s in STAGES}, masks["done"],
-                                   {s: float(saved["seconds"].get(s, 0.0)) for s in STAGES})
+                                   {s: float(saved["seconds"].get(s, 0.0)) for s in STAGES},
+                                   {s: int(n) for s, n in saved.get("example_steps", {}).items()})
         except (UsageError, KeyError, TypeError, ValueError):
             return None
 
@@ -310,7 +311,8 @@ class ModelAttacks:
         atomic_write_json(path, {
             "model": self.summary, "settings": self.settings(evaluation), "example_range": [flags.start, flags.stop],
             "device": str(self.device),  # the merge of shards records it as a single run would
-            "seconds": flags.seconds, "flags": {k: encode_mask(v) for k, v in masks.items()}})
+            "seconds": flags.seconds, "example_steps": flags.example_steps,
+            "flags": {k: encode_mask(v) for k, v in masks.items()}})
 
     def autoattack(self, eps: float) -> dict[str, Any]:
         """{"flags": AutoAttackFlags, "seconds": per stage}, from the stored result when it is there."""
@@ -321,7 +323,9 @@ class ModelAttacks:
                 masks = {k: torch.from_numpy(decode_mask(v)) for k, v in stored["per_example"]["correct"].items()}
                 flags = AutoAttackFlags(0, len(self.data), masks["clean"], {s: masks[s] for s in STAGES},
                                         torch.ones(len(self.data), dtype=torch.bool),
-                                        {st["stage"]: st["seconds"] for st in stored["stages"]})
+                                        {st["stage"]: st["seconds"] for st in stored["stages"]},
+                                        {st["stage"]: st["example_steps"] for st in stored["stages"]
+                                         if "example_steps" in st})
             else:
                 resumed = self.resumed_flags(evaluation)
                 done_before = int(resumed.done.sum()) if resumed is not None else 0
@@ -429,11 +433,14 @@ class ModelAttacks:
         flags = self.autoattack(eps)["flags"]
         budget = self.config.aa_budget
         stages = [{"stage": s, "label": STAGE_LABELS[s], "robust_accuracy": percent(flags.after[s]),
-                   "seconds": round(flags.seconds.get(s, 0.0), 3)} for s in STAGES]
+                   "seconds": round(flags.seconds.get(s, 0.0), 3),
+                   **({"example_steps": flags.example_steps[s]} if s in flags.example_steps else {})} for s in STAGES]
         return {
             "eps": eps, "eps_text": eps_text(eps), "norm": "Linf", "threat_model": "Linf", "version": "standard",
             "budget": budget, "components": BUDGETS[budget].to_dict(),
-            "implementation": "torchattacks 3.5.1 APGD, APGDT, FAB (multi-targeted), Square, configured one by one",
+            "implementation": "APGD-CE and APGD-T: mm-robust's active-set APGD (the reference arithmetic; fooled "
+                              "examples leave the batch); FAB-T (multi-targeted) and Square: torchattacks 3.5.1; "
+                              "configured one by one",
             "robust_accuracy_definition": "an example is robust if it is classified correctly and no stage found "
                                           "a misclassified image inside the eps-ball and [0, 1]; each stage runs "
                                           "only on the examples every earlier stage failed to fool",

@@ -8,7 +8,9 @@ import torch
 from test_attacks import RoundsInput, small  # noqa: F401  (the fixture: a small trained MLP and 60 test images)
 
 from robustbench_mm.attacks import PROTOCOLS, bounded_pgd_step_size, pgd_worst_case
+from robustbench_mm.attacks import apgd
 from robustbench_mm.attacks import autoattack as aa
+from robustbench_mm.attacks.apgd import ApgdSettings
 from robustbench_mm.attacks.checks import check_black_box_not_stronger
 
 torchattacks = pytest.importorskip("torchattacks")
@@ -36,19 +38,96 @@ def test_every_reference_setting_is_pinned(small):
         stages = aa.build_stages(model, 8 / 255, num_classes, seed=0)
         assert list(stages) == list(aa.STAGES)
         apgd_ce, apgd_t, fab_t, square = stages.values()
-        assert isinstance(apgd_ce, torchattacks.APGD) and not isinstance(apgd_ce, torchattacks.APGDT)
-        assert (apgd_ce.norm, apgd_ce.eps, apgd_ce.steps, apgd_ce.n_restarts, apgd_ce.loss, apgd_ce.thr_decr,
-                apgd_ce.seed, apgd_ce.eot_iter) == ("Linf", 8 / 255, 100, 1, "ce", 0.75, 0, 1)
-        assert isinstance(apgd_t, torchattacks.APGDT)  # APGD-T always optimises the targeted DLR loss
-        assert (apgd_t.norm, apgd_t.eps, apgd_t.steps, apgd_t.n_restarts, apgd_t.n_target_classes, apgd_t.thr_decr,
-                apgd_t.seed) == ("Linf", 8 / 255, 100, 1, 9, 0.75, 0)
+        assert apgd_ce == ApgdSettings(loss="ce", eps=8 / 255, steps=100, restarts=1, rho=0.75, seed=0, targets=0)
+        assert apgd_t == ApgdSettings(loss="dlr-targeted", eps=8 / 255, steps=100, restarts=1, rho=0.75, seed=0,
+                                      targets=9)
         assert isinstance(fab_t, torchattacks.FAB) and fab_t.multi_targeted
         assert (fab_t.norm, fab_t.eps, fab_t.steps, fab_t.n_restarts, fab_t.n_target_classes, fab_t.seed) == \
             ("Linf", 8 / 255, 100, 1, 9, 0)
         assert isinstance(square, torchattacks.Square)
         assert (square.norm, square.eps, square.n_queries, square.p_init, square.n_restarts, square.loss,
                 square.seed) == ("Linf", 8 / 255, 5000, 0.8, 1, "margin", 0)
-    assert aa.build_stages(model, 0.03, 3, seed=0)["apgd-t"].n_target_classes == 2  # never more than there are
+    assert aa.build_stages(model, 0.03, 3, seed=0)["apgd-t"].targets == 2  # never more than there are
+    assert aa.build_stages(model, 0.03, 3, seed=0)["fab-t"].n_target_classes == 2
+    assert (apgd.MOMENTUM, apgd.INITIAL_STEP_FACTOR) == (0.75, 2.0)
+
+
+def test_apgd_checkpoints_are_the_reference_schedule():
+    """Croce & Hein: checkpoints at 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99 of the iterations."""
+    assert apgd.checkpoint_windows(100) == [(21, 22), (40, 19), (56, 16), (69, 13), (79, 10), (86, 7), (92, 6),
+                                            (98, 6)]
+    assert apgd.checkpoint_windows(10) == [(1, 2), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 1), (8, 1), (9, 1)]
+
+
+def test_oscillation_counts_rises_over_the_window():
+    losses = torch.tensor([[1.0, 1.0], [2.0, 0.5], [3.0, 0.4], [2.5, 0.3]])  # rows: steps; columns: examples
+    # window 3 ending at step 3: example 0 rose twice (1->2->3), example 1 never
+    assert apgd.oscillating(losses, 3, 3, 0.75).tolist() == [True, True]  # 2 <= 2.25, 0 <= 2.25
+    assert apgd.oscillating(losses, 3, 3, 0.5).tolist() == [False, True]  # 2 > 1.5
+    # at the first checkpoint the window reaches back to the last row, still zero in a real run
+    assert apgd.oscillating(torch.tensor([[1.0], [2.0], [0.0]]), 1, 2, 0.5).tolist() == [False]
+
+
+def test_targeted_dlr_by_hand():
+    logits = torch.tensor([[4.0, 1.0, 3.0, 0.0, 2.0]])  # sorted: 0, 1, 2, 3, 4
+    # label 0 (logit 4), target 2 (logit 3): -(4 - 3) / (4 - (2 + 1) / 2) = -1 / 2.5
+    assert apgd.targeted_dlr(logits, torch.tensor([0]), torch.tensor([2])).item() == pytest.approx(-0.4)
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr-targeted"])
+def test_apgd_run_reaches_torchattacks_losses(small, loss):
+    """One run from the same seeded start: every example still standing ends at the best loss torchattacks'
+    run reaches, to the bit, so the step rule, momentum, checkpoints and restarts from the best point agree."""
+    model, x, labels = small
+    eps, steps, rank = 0.03, 40, 2
+    if loss == "ce":
+        reference = torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, seed=0, loss="ce", rho=0.75)
+        target, loss_of = labels, apgd.cross_entropy_per_example
+    else:
+        reference = torchattacks.APGDT(model, norm="Linf", eps=eps, steps=steps, seed=0, rho=0.75, n_classes=10)
+        reference.target_class = rank
+        with torch.no_grad():
+            target = model(x).sort(dim=1)[1][:, -rank]
+        loss_of = apgd.targeted_dlr
+    torch.manual_seed(0)
+    _, reference_robust, reference_loss, _ = reference.attack_single_run(x, labels)
+    for active_set in (True, False):
+        torch.manual_seed(0)
+        ours = apgd.single_run(model, x, labels, target, eps, steps, 0.75, loss_of, active_set)
+        assert torch.equal(ours.fooled, ~reference_robust)
+        standing = ~ours.best_loss.isnan()
+        assert int(standing.sum()) >= (10 if active_set else len(labels))
+        assert torch.equal(ours.best_loss[standing], reference_loss[standing])
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr-targeted"])
+def test_active_set_apgd_gives_torchattacks_flags_for_fewer_passes(small, loss):
+    """Per example, our APGD fools exactly the examples torchattacks' APGD/APGDT fools (same seed), with or
+    without the active set, and the active set spends fewer forward+backward passes."""
+    model, x, labels = small
+    steps, targets = 30, 3
+    for eps in (0.02, 0.05):
+        settings = ApgdSettings(loss=loss, eps=eps, steps=steps, restarts=1, rho=0.75, seed=1, targets=targets)
+        if loss == "ce":
+            reference = torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=1, loss="ce",
+                                          rho=0.75)
+        else:
+            reference = torchattacks.APGDT(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=1, rho=0.75,
+                                           n_classes=10)
+            reference.n_target_classes = targets
+        reference_robust, _ = reference.perturb(x, labels, cheap=True)
+        active = apgd.apgd(model, x, labels, settings)
+        full = apgd.apgd(model, x, labels, settings, active_set=False)
+        assert torch.equal(active.fooled, ~reference_robust), f"eps {eps}: not torchattacks' flags"
+        assert torch.equal(active.fooled, full.fooled)
+        assert 0 < int(active.fooled.sum()) < len(labels), "the test needs some fooled and some robust examples"
+        with torch.no_grad():  # each fooled example's image really fools the model, inside the ball and [0, 1]
+            assert torch.equal(model(active.adversarial).argmax(1) != labels, active.fooled)
+        assert (active.adversarial - x).abs().max() <= eps + 1e-6
+        assert 0 <= active.adversarial.min() and active.adversarial.max() <= 1
+        runs = 1 if loss == "ce" else targets
+        assert full.example_steps <= runs * (steps + 1) * len(labels)
+        assert active.example_steps < full.example_steps
 
 
 def test_eps_names():
@@ -71,6 +150,8 @@ def test_autoattack_is_at_most_pgd20_per_example(small):
     assert flags.complete()
     assert not (flags.final & ~pgd20.final).any(), "AutoAttack left an example robust that PGD-20 fooled"
     assert not (flags.final & ~flags.clean).any()  # clean errors are never robust
+    assert set(flags.example_steps) == {"apgd-ce", "apgd-t"}  # our APGD counts its passes, on the active set:
+    assert 0 < flags.example_steps["apgd-ce"] < (QUICK.apgd_ce_steps + 1) * int(flags.clean.sum())
     previous = flags.clean
     for stage in aa.STAGES:  # each stage only removes examples
         assert not (flags.after[stage] & ~previous).any()
@@ -85,6 +166,7 @@ def test_shards_and_a_resumed_run_give_the_flags_of_one_run(small):
     second = aa.run_autoattack(model, images, labels[:40], eps, 10, 16, 40, chunk, seed=3, settings=QUICK)
     for stage in aa.STAGES:
         assert torch.equal(torch.cat([first.after[stage], second.after[stage]]), whole.after[stage])
+    assert {s: first.example_steps[s] + second.example_steps[s] for s in whole.example_steps} == whole.example_steps
 
     class Killed(Exception):
         pass
@@ -94,7 +176,8 @@ def test_shards_and_a_resumed_run_give_the_flags_of_one_run(small):
     def kill_after_two_chunks(flags):
         if int(flags.done.sum()) >= 2 * chunk:
             saved["flags"] = aa.AutoAttackFlags(flags.start, flags.stop, flags.clean.clone(),
-                                                {k: v.clone() for k, v in flags.after.items()}, flags.done.clone())
+                                                {k: v.clone() for k, v in flags.after.items()}, flags.done.clone(),
+                                                dict(flags.seconds), dict(flags.example_steps))
             raise Killed
 
     with pytest.raises(Killed):
@@ -105,6 +188,7 @@ def test_shards_and_a_resumed_run_give_the_flags_of_one_run(small):
                                 flags=saved["flags"])
     for stage in aa.STAGES:
         assert torch.equal(resumed.after[stage], whole.after[stage])
+    assert resumed.example_steps == whole.example_steps
     assert 0 < int(whole.final.sum()) < int(whole.clean.sum()), "the test needs some fooled and some robust examples"
 
 

@@ -3,7 +3,8 @@
 - `core`: the two protocols (standard / paper), one input gradient, one signed step.
 - `fgsm`: FGSM at one eps or over a sweep from one gradient.
 - `pgd`: bounded and unbounded PGD, worst case over iterates, the active set.
-- `autoattack`: AutoAttack "standard" L-inf from torchattacks' components at the reference settings.
+- `apgd`: APGD-CE and APGD-T at the reference arithmetic, with the active set.
+- `autoattack`: AutoAttack "standard" L-inf at the reference settings (our APGD, torchattacks' FAB-T and Square).
 - `checks`: the gradient-masking checks.
 
 The attacks work on the model's device and never wait for it except where the active set must

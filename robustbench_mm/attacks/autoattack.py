@@ -1,11 +1,14 @@
-"""AutoAttack, "standard" L-inf (Croce & Hein, 2020), from torchattacks' components at the reference settings.
+"""AutoAttack, "standard" L-inf (Croce & Hein, 2020), at the reference settings.
 
 torchattacks 3.5.1's own ``AutoAttack`` class differs from the reference (APGD, APGD-T and FAB
 at 10 steps instead of 100, n_classes - 1 targets instead of 9, a seed from the clock), so the
 four components are configured here one by one (`REFERENCE`, pinned by a test) and run in the
-reference order, each only on the examples every earlier stage failed to fool. A clean error
-counts as not robust. Every stage's output is checked the same way before an example counts as
-fooled: misclassified, inside the eps-ball (up to float rounding) and inside [0, 1].
+reference order, each only on the examples every earlier stage failed to fool. APGD-CE and
+APGD-T are our own (`apgd`): the reference arithmetic with the active set inside the stage, the
+same flags as torchattacks' APGD/APGDT (tested) for a fraction of the passes; FAB-T and Square
+are torchattacks'. A clean error counts as not robust. Every stage's output is checked the same
+way before an example counts as fooled: misclassified, inside the eps-ball (up to float
+rounding) and inside [0, 1].
 
 The runner works on an explicit half-open range of test indices [start, stop), split into
 chunks aligned to absolute multiples of `chunk_size`; every stage reseeds torch from `seed` at
@@ -23,6 +26,7 @@ from typing import Callable
 
 import torch
 
+from .apgd import ApgdSettings, apgd
 from .pgd import unit_images
 
 STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -76,30 +80,37 @@ def eps_text(eps: float) -> str:
 
 def build_stages(model: torch.nn.Module, eps: float, num_classes: int, seed: int,
                  settings: AutoAttackSettings = REFERENCE) -> dict[str, object]:
-    """The four torchattacks components, configured; targets are capped at the classes there are."""
+    """The four components, configured; targets are capped at the classes there are.
+
+    APGD-CE and APGD-T are `ApgdSettings` for our active-set `apgd`; FAB-T and Square are
+    torchattacks objects.
+    """
     import torchattacks
 
     s = settings
     targets = {"apgd-t": min(s.apgd_t_targets, num_classes - 1), "fab-t": min(s.fab_t_targets, num_classes - 1)}
-    apgd_ce = torchattacks.APGD(model, norm=s.norm, eps=eps, steps=s.apgd_ce_steps, n_restarts=s.apgd_ce_restarts,
-                                seed=seed, loss="ce", rho=s.apgd_rho)
-    apgd_t = torchattacks.APGDT(model, norm=s.norm, eps=eps, steps=s.apgd_t_steps, n_restarts=s.apgd_t_restarts,
-                                seed=seed, rho=s.apgd_rho, n_classes=num_classes)
-    apgd_t.n_target_classes = targets["apgd-t"]  # the constructor would set n_classes - 1
+    apgd_ce = ApgdSettings(loss="ce", eps=eps, steps=s.apgd_ce_steps, restarts=s.apgd_ce_restarts, rho=s.apgd_rho,
+                           seed=seed)
+    apgd_t = ApgdSettings(loss="dlr-targeted", eps=eps, steps=s.apgd_t_steps, restarts=s.apgd_t_restarts,
+                          rho=s.apgd_rho, seed=seed, targets=targets["apgd-t"])
     fab_t = torchattacks.FAB(model, norm=s.norm, eps=eps, steps=s.fab_t_steps, n_restarts=s.fab_t_restarts,
                              seed=seed, multi_targeted=True, n_classes=num_classes)
-    fab_t.n_target_classes = targets["fab-t"]
+    fab_t.n_target_classes = targets["fab-t"]  # the constructor would set n_classes - 1
     square = torchattacks.Square(model, norm=s.norm, eps=eps, n_queries=s.square_queries,
                                  n_restarts=s.square_restarts, p_init=s.square_p_init, loss="margin", seed=seed)
     return {"apgd-ce": apgd_ce, "apgd-t": apgd_t, "fab-t": fab_t, "square": square}
 
 
-def stage_adversarials(name: str, attack, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """What one component returns for (x, labels): adversarial images where it found one, else x-like."""
-    if name in ("apgd-ce", "apgd-t"):
-        _, adversarial = attack.perturb(x, labels, cheap=True)
-        return adversarial
-    return attack.perturb(x, labels)
+def stage_adversarials(model: torch.nn.Module, attack, x: torch.Tensor,
+                       labels: torch.Tensor) -> tuple[torch.Tensor, int | None]:
+    """(what one component returns for (x, labels), its forward+backward passes where it counts them).
+
+    The images are adversarial where the component found one, else x-like.
+    """
+    if isinstance(attack, ApgdSettings):
+        outcome = apgd(model, x, labels, attack)
+        return outcome.adversarial, outcome.example_steps
+    return attack.perturb(x, labels), None
 
 
 def still_robust(model: torch.nn.Module, x: torch.Tensor, adversarial: torch.Tensor, labels: torch.Tensor,
@@ -129,6 +140,7 @@ class AutoAttackFlags:
     after: dict[str, torch.Tensor]  # stage -> bool (n,)
     done: torch.Tensor  # bool (n,): the example's chunk has finished every stage
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, summed over the chunks this run did
+    example_steps: dict[str, int] = field(default_factory=dict)  # per APGD stage, likewise
 
     @classmethod
     def empty(cls, start: int, stop: int) -> "AutoAttackFlags":
@@ -168,8 +180,10 @@ def run_autoattack(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
             began = time.perf_counter()
             index = robust.nonzero().flatten()
             if len(index):
-                adversarial = stage_adversarials(name, attack, x[index], y[index])
+                adversarial, passes = stage_adversarials(model, attack, x[index], y[index])
                 robust[index] = still_robust(model, x[index], adversarial, y[index], eps)
+                if passes is not None:
+                    flags.example_steps[name] = flags.example_steps.get(name, 0) + passes
             flags.after[name][local] = robust.cpu()
             flags.seconds[name] = flags.seconds.get(name, 0.0) + time.perf_counter() - began
         flags.done[local] = True

@@ -88,11 +88,13 @@ def autoattack_shard(config: AttackConfig, checkpoints_root: str | Path, out_roo
 
 
 def concatenate_flags(parts: list[AutoAttackFlags]) -> AutoAttackFlags:
-    """Shards in index order -> the flags of one run over all their examples (wall times summed)."""
+    """Shards in index order -> the flags of one run over all their examples (wall times and passes summed)."""
+    counted = [s for s in STAGES if any(s in p.example_steps for p in parts)]
     return AutoAttackFlags(parts[0].start, parts[-1].stop, torch.cat([p.clean for p in parts]),
                            {s: torch.cat([p.after[s] for p in parts]) for s in STAGES},
                            torch.cat([p.done for p in parts]),
-                           {s: sum(p.seconds.get(s, 0.0) for p in parts) for s in STAGES})
+                           {s: sum(p.seconds.get(s, 0.0) for p in parts) for s in STAGES},
+                           {s: sum(p.example_steps.get(s, 0) for p in parts) for s in counted})
 
 
 def _shard_device(paths: list[Path]) -> torch.device:
