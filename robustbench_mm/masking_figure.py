@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from .attacks.autoattack import eps_text
 from .storage import atomic_write
 
 PASS_COLOR, FAIL_COLOR = "#2ca02c", "#d62728"
@@ -45,7 +46,7 @@ def _sweep(ax, data: dict) -> None:
     for protocol, series in data["sweeps"].items():
         ax.plot(series["eps"], series["accuracy"], marker="o", markersize=3,
                 color=PROTOCOL_COLORS.get(protocol), label=protocol)
-    ax.set_xlabel("eps (standard: pixel scale; paper: normalized input)")
+    ax.set_xlabel("eps (standard: pixels; paper: normalized)")
     ax.set_ylabel("FGSM accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.legend(fontsize=7)
@@ -83,7 +84,7 @@ def _black_box(ax, data: dict) -> None:
     ax.bar(labels, values, color=["#1f77b4", "#9467bd", "#d62728"])
     for i, value in enumerate(values):
         ax.text(i, value, f"{value:.2f}", ha="center", va="bottom", fontsize=7)
-    ax.set_ylabel(f"% of {data['n_examples']} examples, eps {data['eps']:.4g}")
+    ax.set_ylabel(f"% of {data['n_examples']} examples, eps {eps_text(data['eps'])}")
     ax.tick_params(axis="x", labelsize=7)
 
 

@@ -101,10 +101,15 @@ def fgsm_sweep_figure(panels: dict[str, list[Series]], paper_points: dict[str, t
         ax.set_xlabel(scales.get(protocol, "ε"))
         ax.set_ylim(0, 105)
         ax.grid(alpha=0.3)
-        if series:
-            ax.legend(fontsize=8, loc="best")
-        else:
+        if not series:
             ax.text(0.5, 0.5, "no result file", transform=ax.transAxes, ha="center", color="gray")
+    # One legend under both panels: inside a panel it covered curves or the ε marker.
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        figure.legend(list(entries.values()), list(entries), loc="outside lower center", ncol=2, fontsize=8)
     axes[0].set_ylabel("test accuracy under FGSM (%)")
     figure.suptitle(title, fontsize=12)
     return figure

@@ -101,3 +101,16 @@ def test_seeds_of_one_model_share_one_legend_entry():
     texts = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
     assert texts == [label, "gradient-masking threshold (1 %)"]
     assert len(figure.axes[0].lines) == 4  # every seed is still drawn
+
+
+def test_fgsm_sweep_has_one_legend_below_both_panels():
+    """Inside a panel the legend covered curves and the ε marker; below the panels it covers nothing."""
+    from robustbench_mm.plots import Series, fgsm_sweep_figure
+
+    panels = {protocol: [Series(name, color, [0.0, 0.03, 0.1], [98.0, 40.0, 1.0])
+                         for name, color in (("No mixup", "gray"), ("Manifold mixup", "red"))]
+              for protocol in ("standard", "paper")}
+    figure = fgsm_sweep_figure(panels, {"Manifold mixup": ("red", 77.5)}, 0.03, "title")
+    assert all(ax.get_legend() is None for ax in figure.axes)
+    (legend,) = figure.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["No mixup", "Manifold mixup", "paper: Manifold mixup"]
