@@ -104,6 +104,14 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
             raise UsageError(f"invalid {str(path)!r}: {key!r} must be {kind.__name__}, got {type(meta[key]).__name__}")
     if meta["format"] != META_FORMAT:
         raise UsageError(f"invalid {str(path)!r}: format {meta['format']!r}, expected {META_FORMAT!r}")
+    for kind, entry in meta["checkpoints"].items():
+        if not isinstance(entry, dict) or not _is_int(entry.get("epoch")):
+            raise UsageError(f"invalid {str(path)!r}: checkpoints.{kind} must be an object with an integer 'epoch'")
+        _check_metrics(path, f"checkpoints.{kind}", entry)
+    for index, entry in enumerate(meta["history"]):
+        if not isinstance(entry, dict) or not _is_int(entry.get("epoch")):
+            raise UsageError(f"invalid {str(path)!r}: history[{index}] must be an object with an integer 'epoch'")
+        _check_metrics(path, f"history[{index}]", entry)
     try:
         meta["config"] = TrainConfig.from_dict(meta["config"]).to_dict()
     except UsageError as exc:
@@ -111,6 +119,24 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
     except TypeError as exc:
         raise UsageError(f"invalid {str(path)!r}: bad config ({exc})") from None
     return meta
+
+
+METRIC_KEYS = ("test_accuracy", "test_nll", "train_loss", "train_accuracy", "lr", "seconds", "images_per_second")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_metrics(path: Path, where: str, entry: dict[str, Any]) -> None:
+    """The numbers the report and the tables read from an entry are numbers (JSON has no NaN)."""
+    for key in METRIC_KEYS:
+        value = entry.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UsageError(f"invalid {str(path)!r}: {where}.{key} must be a number, got {value!r}")
+    fgsm = entry.get("fgsm")
+    if fgsm is not None and not (isinstance(fgsm, dict) and isinstance(fgsm.get("accuracy"), dict)):
+        raise UsageError(f"invalid {str(path)!r}: {where}.fgsm must be an object with an 'accuracy' object")
 
 
 def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:

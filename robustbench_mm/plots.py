@@ -619,8 +619,10 @@ def draw_group(group: Group, reports_root: Path, attacks_root: Path) -> dict[str
     copies = [(attacks_root / f"deform-samples-{group.dataset}{main.removeprefix('deform')}.png",
                f"deform-samples-{group.slug}.png",
                f"The deformation test sets on the first test images ({deform_look(main, command=False)})")]
+    # A model's masking figure only with its gradient-masking result: one dropped as stale (other weights)
+    # leaves a figure of the old weights behind.
     copies += [(attacks_root / r.name / MASKING_FIGURE, f"gradient-masking-{r.name}.png",
-                f"Gradient-masking checks: {r.label}") for r in group.runs]
+                f"Gradient-masking checks: {r.label}") for r in group.runs if "gradient-masking" in r.results]
     for source, name, caption in copies:
         if source.is_file():
             copy_file(source, reports_root / name)

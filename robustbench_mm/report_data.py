@@ -10,6 +10,7 @@ on this module and nothing here imports them.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,13 +206,26 @@ FIELD_CHECKS = {
 
 
 MODEL_FIELDS = ("run", "key", "dataset", "arch", "preset", "method")
+# Fields of a result's model summary that may be absent or null (external models lack some), else of this type.
+OPTIONAL_MODEL_FIELDS = {"checkpoint": str, "weights_sha256": str, "train_git_commit": str, "width": int,
+                         "epochs_trained": int, "checkpoint_epoch": int, "train_seed": int, "alpha": (int, float),
+                         "external": bool}
+
+
+def _model_ok(model: Any) -> bool:
+    if not isinstance(model, dict) or not all(isinstance(model.get(k), str) for k in MODEL_FIELDS):
+        return False
+    for key, kind in OPTIONAL_MODEL_FIELDS.items():
+        value = model.get(key)
+        if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+            return False
+    return True
 
 
 def malformed_fields(result: dict[str, Any], evaluation: str) -> list[str]:
     """Names of the fields of a result that have the wrong type (nulls included)."""
     wrong = [] if isinstance(result["settings"], dict) else ["settings"]
-    model = result["model"]
-    if not isinstance(model, dict) or not all(isinstance(model.get(k), str) for k in MODEL_FIELDS):
+    if not _model_ok(result["model"]):
         wrong.append("model")
     if "n_examples" in result and (not isinstance(result["n_examples"], int) or isinstance(result["n_examples"], bool)):
         wrong.append("n_examples")
@@ -224,11 +238,13 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
     checkpoints_root, attacks_root = Path(checkpoints_root), Path(attacks_root)
     problems: list[str] = []
     metas: dict[str, dict[str, Any]] = {}
+    unreadable: set[str] = set()  # run folders whose meta.json is broken: their weights can still be checked
     for run_dir in find_runs(checkpoints_root):
         try:
             metas[run_dir.name] = read_meta(run_dir)
         except UsageError as exc:
             problems.append(f"skipped checkpoint {run_dir.name}: {exc}")
+            unreadable.add(run_dir.name)
     result_runs = sorted(p.name for p in attacks_root.iterdir() if p.is_dir()) if attacks_root.is_dir() else []
     records = []
     for name in sorted(set(metas) | set(result_runs)):
@@ -254,15 +270,18 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
                 else:
                     results[path.stem] = result
         meta = metas.get(name)
+        digests: dict[str, str | None] = {}  # each weights file is hashed once
+        if meta is not None or name in unreadable:
+            _drop_stale_results(checkpoints_root / name, results, missing, problems, digests)
         if meta is not None:
-            _drop_stale_results(checkpoints_root / name, results, missing, problems)
             identity = _identity_from_meta(meta)
         elif results:
             summary = next(iter(results.values()))["model"]
             identity = {k: summary.get(k) for k in ("key", "dataset", "arch", "preset", "width", "method", "alpha",
                                                     "external")}
-            if not identity["external"]:
-                problems.append(f"{name}: results exist but checkpoints/{name} does not; training curves are missing")
+            if not identity["external"] and name not in unreadable:
+                problems.append(f"{name}: results exist but {str(checkpoints_root / name)!r} does not; their weights "
+                                "cannot be checked and the training curves are missing")
         else:
             continue
         for evaluation, result in results.items():
@@ -271,21 +290,40 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
                 problems.append(f"{name}: {evaluation}.json measured the model after {trained} epochs, but it has "
                                 f"trained {meta['epoch']} since; rerun the evaluation to refresh it")
         examples = attacks_root / name / EXAMPLES_FILE
-        records.append(RunRecord(name, identity, meta, results, missing, examples if examples.is_file() else None))
+        if examples.is_file() and (meta is not None or name in unreadable):
+            why = _stale_reason(checkpoints_root / name, _examples_model(examples), "attack", digests)
+            if why is not None:
+                problems.append(f"{name}: {EXAMPLES_FILE} not used: {why}")
+                examples = None
+        records.append(RunRecord(name, identity, meta, results, missing,
+                                 examples if examples is not None and examples.is_file() else None))
     return records, problems
 
 
+def _examples_model(path: Path) -> dict[str, Any]:
+    """The model summary the adversarial-examples file was written for ({} when it has none)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            model = json.loads((handle.metadata() or {})["model"])
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError):
+        return {}
+    return model if isinstance(model, dict) else {}
+
+
 def _drop_stale_results(run_dir: Path, results: dict[str, dict[str, Any]], missing: dict[str, str],
-                        problems: list[str]) -> None:
+                        problems: list[str], digests: dict[str, str | None]) -> None:
     """Move every result not made from the weights now in `run_dir` from `results` to `missing`.
 
     A run retrained with --force, another seed or method under the same name, or a copied weights
     file keeps its folder name; only the weights digest tells its old results from its own.
+    `digests` caches each weights file's hash.
     """
-    digests: dict[str, str | None] = {}  # each weights file is hashed once
     for evaluation, result in list(results.items()):
-        why = _stale_reason(run_dir, result["model"], "deform" if evaluation in DEFORM_EVALUATIONS else "attack",
-                            digests)
+        stage = "deform" if evaluation in DEFORM_EVALUATIONS else "calibrate" if evaluation == "calibration" else \
+            "attack"
+        why = _stale_reason(run_dir, result["model"], stage, digests)
         if why is not None:
             del results[evaluation]
             missing[evaluation] = why

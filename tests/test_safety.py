@@ -110,6 +110,72 @@ def test_results_without_a_digest_are_stale_with_a_reason(project):
     assert "predate weight digests" in record.missing["fgsm-standard"]
 
 
+def test_report_draws_no_figure_of_other_weights(project, capsys):
+    """The masking figure and the adversarial examples were drawn from the old weights: with the tables'
+    numbers, they leave the report once the weights change (retrained, copied over)."""
+    assert main(with_option(ATTACK, "--save-examples", "2")) == 0
+    assert main(["report", "--quiet"]) == 0
+    reports = project / "reports"
+    assert (reports / f"gradient-masking-{RUN}.png").is_file() and (reports / "adversarial-examples-digits.png").is_file()
+    perturb_weights(project / "checkpoints" / RUN)
+    assert main(["report", "--quiet"]) == 0
+    assert not (reports / f"gradient-masking-{RUN}.png").exists()
+    assert not (reports / "adversarial-examples-digits.png").exists()
+    index = (reports / "index.md").read_text()
+    assert "adversarial-examples.safetensors not used: results are for other weights" in index
+    assert f"gradient-masking-{RUN}.png" not in index
+
+
+def test_results_are_checked_against_the_weights_even_when_meta_json_is_broken(project):
+    assert main(ATTACK) == 0
+    run_dir = project / "checkpoints" / RUN
+    meta = json.loads((run_dir / "meta.json").read_text())
+    del meta["checkpoints"]
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    records, problems = load_records(project / "checkpoints", project / "attacks")
+    assert next(r for r in records if r.name == RUN).results  # same weights: still shown
+    perturb_weights(run_dir)
+    records, problems = load_records(project / "checkpoints", project / "attacks")
+    assert all(r.name != RUN or not r.results for r in records)
+    assert any("missing key 'checkpoints'" in p for p in problems)
+    assert any("results are for other weights" in p for p in problems)
+
+
+@pytest.mark.parametrize("field, value", [("checkpoint", ["last"]), ("epochs_trained", {"a": 1}), ("alpha", "x"),
+                                          ("weights_sha256", 7)])
+def test_a_result_with_a_malformed_model_summary_is_a_problem_not_a_traceback(project, capsys, field, value):
+    assert main(ATTACK) == 0
+    path = project / "attacks" / RUN / "fgsm-standard.json"
+    result = json.loads(path.read_text())
+    result["model"][field] = value
+    path.write_text(json.dumps(result))
+    code, err = call(["report"], capsys)
+    assert code == 0, err
+    index = (project / "reports" / "index.md").read_text()
+    assert "unreadable result" in index and "fgsm-standard.json has malformed model" in index
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["checkpoints"].update(last=None), "checkpoints.last must be an object with an integer 'epoch'"),
+    (lambda m: m["checkpoints"]["last"].update(test_accuracy="high"), "checkpoints.last.test_accuracy must be a number"),
+    (lambda m: m.update(history=[1, "x", None]), "history[0] must be an object with an integer 'epoch'"),
+    (lambda m: m["history"][0].update(test_nll=[1]), "history[0].test_nll must be a number"),
+])
+def test_meta_json_with_malformed_entries_is_one_line_everywhere(project, capsys, edit, message):
+    assert main(ATTACK) == 0
+    run_dir = project / "checkpoints" / RUN
+    meta = json.loads((run_dir / "meta.json").read_text())
+    edit(meta)
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    before = tree(run_dir)
+    code, err = call(ATTACK, capsys)
+    assert code == 2 and one_line(err) and message in err, err
+    code, err = call(["report"], capsys)
+    assert code == 0, err
+    assert message in (project / "reports" / "index.md").read_text()
+    assert tree(run_dir) == before
+
+
 # ---- 11.2 results never silently replaced, and refusals name options the command has -----------
 
 CALIBRATE = ["calibrate", "--checkpoint", RUN, "--quiet", "--n-examples", "8", "--batch-size", "8", "--device", "cpu"]

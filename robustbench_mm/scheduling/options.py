@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..errors import UsageError
@@ -21,10 +22,10 @@ class ClusterOptions:
             raise UsageError("--num-cpus sizes a local Ray cluster; a running cluster (--address) has its own CPUs")
         if self.num_cpus is not None and self.num_cpus < 1:
             raise UsageError(f"--num-cpus must be >= 1, got {self.num_cpus}")
-        if not self.cpus_per_task > 0:
-            raise UsageError(f"--cpus-per-task must be > 0, got {self.cpus_per_task}")
-        if self.gpus_per_task is not None and self.gpus_per_task < 0:
-            raise UsageError(f"--gpus-per-task must be >= 0, got {self.gpus_per_task}")
+        if not 0 < self.cpus_per_task < math.inf:
+            raise UsageError(f"--cpus-per-task must be a finite number > 0, got {self.cpus_per_task}")
+        if self.gpus_per_task is not None and not 0 <= self.gpus_per_task < math.inf:  # NaN fails both
+            raise UsageError(f"--gpus-per-task must be a finite number >= 0, got {self.gpus_per_task}")
         if self.max_retries < 0:
             raise UsageError(f"--max-retries must be >= 0, got {self.max_retries}")
         if self.shards < 1:
