@@ -272,6 +272,9 @@ class DeformConfig:
         return asdict(self)
 
 
+MAX_CALIBRATION_BINS = 1000  # beyond this a bin holds almost no test images, and memory grows with the count
+
+
 @dataclass(frozen=True)
 class CalibrationConfig:
     """`mm-robust calibrate`: ECE and reliability diagrams on clean, deformed and FGSM test images."""
@@ -291,6 +294,9 @@ class CalibrationConfig:
 
     def __post_init__(self) -> None:
         check_positive("--bins", self.bins)
+        if self.bins > MAX_CALIBRATION_BINS:
+            raise UsageError(f"--bins must be at most {MAX_CALIBRATION_BINS} (ECE is usually taken over 10 to 20 "
+                             f"bins), got {self.bins}")
         check_choice("deformation set", self.deform_set, tuple(DEFORM_SETS))
         check_seed("--seed", self.seed)
         check_choice("interpolation", self.interpolation, INTERPOLATIONS)

@@ -101,6 +101,9 @@ def resolve_set_names(requested) -> tuple[str, ...]:
     """
     tokens = [requested] if isinstance(requested, str) else list(requested)
     names = [part.strip() for token in tokens for part in str(token).split(",") if part.strip()]
+    if tokens and not names:
+        raise UsageError(f"--sets {', '.join(map(repr, tokens))} names no set; give set names, 'all' or 'table3' "
+                         "(or leave --sets out for all 17)")
     chosen: set[str] = set()
     for name in names or ["all"]:
         if name in SET_GROUPS:

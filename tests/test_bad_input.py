@@ -206,6 +206,7 @@ CASES = [
     # deform
     (DEFORM + ["--sets", "rotate-30"], "unknown deformation set 'rotate-30'; valid: all, table3, rotate-20"),
     (DEFORM + ["--seed", "-1"], "--seed must be >= 0, got -1"),
+    (DEFORM + ["--sets", ""], "--sets '' names no set"),
     (DEFORM + ["--interpolation", "cubic"], "unknown interpolation 'cubic'; valid: nearest, bilinear"),
     (DEFORM + ["--batch-size", "0"], "--batch-size must be > 0, got 0"),
     (["deform", "--checkpoint", "gone", "--quiet"], "checkpoint 'gone' not found"),
@@ -214,6 +215,7 @@ CASES = [
     (["report", "--reports", "blocker/sub", "--quiet"], "choose another with --reports"),
     (["report", "--quiet"], "holds files mm-robust report did not write (index.md)", file_at("reports/index.md")),
     (["reproduce", "--preset", "huge", "--quiet"], "unknown preset 'huge'; valid:"),
+    (["calibrate", "--checkpoint", RUN, "--quiet", "--bins", "100000000000"], "--bins must be at most 1000"),
     (["reproduce", "--cluster", "ray", "--gpus-per-task", "nan", "--quiet"],
      "--gpus-per-task must be a finite number >= 0, got nan"),
     (["reproduce", "--cluster", "ray", "--cpus-per-task", "inf", "--quiet"],
