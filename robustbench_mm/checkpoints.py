@@ -217,6 +217,8 @@ def resolve_runs(root: str | Path, names: list[str] | None) -> list[Path]:
         if not (candidate / META_FILE).is_file():
             valid = ", ".join(p.name for p in find_runs(root)) or "none"
             raise UsageError(f"checkpoint {name!r} not found (no meta.json); runs in {str(root)!r}: {valid}")
+        if any(candidate.resolve() == run.resolve() for run in runs):
+            raise UsageError(f"--checkpoint {name!r} names a run already given; each run is evaluated once")
         runs.append(candidate)
     return runs
 

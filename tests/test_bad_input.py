@@ -214,6 +214,8 @@ CASES = [
     (["report", "--reports", "blocker/sub"], "is not writable"),
     (["report", "--reports", "blocker/sub", "--quiet"], "choose another with --reports"),
     (["report", "--quiet"], "holds files mm-robust report did not write (index.md)", file_at("reports/index.md")),
+    (["report", "--quiet", "--attacks", "blocker"], "--attacks 'blocker' is a file"),
+    (ATTACK + ["--checkpoint", RUN], f"--checkpoint '{RUN}' names a run already given"),
     (["reproduce", "--preset", "huge", "--quiet"], "unknown preset 'huge'; valid:"),
     (["calibrate", "--checkpoint", RUN, "--quiet", "--bins", "100000000000"], "--bins must be at most 1000"),
     (["reproduce", "--cluster", "ray", "--gpus-per-task", "nan", "--quiet"],
