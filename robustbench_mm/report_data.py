@@ -291,7 +291,9 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
                                 f"trained {meta['epoch']} since; rerun the evaluation to refresh it")
         examples = attacks_root / name / EXAMPLES_FILE
         if examples.is_file() and (meta is not None or name in unreadable):
-            why = _stale_reason(checkpoints_root / name, _examples_model(examples), "attack", digests)
+            model = _examples_model(examples)
+            why = _stale_reason(checkpoints_root / name, model, "attack", digests) if model else \
+                "it records no model, so it cannot be tied to these weights, rerun attack"
             if why is not None:
                 problems.append(f"{name}: {EXAMPLES_FILE} not used: {why}")
                 examples = None

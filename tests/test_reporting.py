@@ -111,7 +111,8 @@ def write_attacks(attacks, run, config, n=50):
     clean = rng.random((10, 3, 32, 32), dtype=np.float32)
     save_file({"clean": clean, "adversarial": np.clip(clean + 0.03, 0, 1), "labels": np.arange(10),
                "clean_pred": np.arange(10), "adversarial_pred": (np.arange(10) + 1) % 10},
-              str(attacks / run / "adversarial-examples.safetensors"), metadata={"attack": "FGSM ε=0.03"})
+              str(attacks / run / "adversarial-examples.safetensors"),
+              metadata={"attack": "FGSM ε=0.03", "model": json.dumps(model, sort_keys=True)})
 
 
 def write_deform(attacks, run, config, n=40, evaluation="deform"):
