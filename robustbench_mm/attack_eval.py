@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
 from .attacks import (
@@ -38,7 +37,7 @@ from .attacks.autoattack import (
     BUDGETS, STAGE_LABELS, STAGES, AutoAttackFlags, eps_name, eps_text, run_autoattack,
 )
 from .attacks.checks import check_black_box_not_stronger
-from .checkpoints import load_model, resolve_runs, save_tensors
+from .checkpoints import load_model, resolve_runs, save_tensors, stored_metadata
 from .config import AttackConfig
 from .data import ImageSet, load_dataset, to_unit_float
 from .errors import UsageError
@@ -544,17 +543,6 @@ def check_attack_targets(config: AttackConfig, models: list[ModelSource], out_ro
         for loaded in models:
             check_examples_target(Path(out_root) / loaded.name / EXAMPLES_FILE,
                                   examples_metadata(config, loaded.summary, loaded.dataset), force, hint)
-
-
-def stored_metadata(path: Path) -> dict[str, str] | None:
-    """The metadata of a safetensors file, or None when it is absent or unreadable (then it is redone)."""
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError):
-        return None
 
 
 def load_test_set(loaded: ModelSource, config: AttackConfig, cache: dict) -> ImageSet:

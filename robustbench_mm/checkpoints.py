@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
 
@@ -137,6 +137,17 @@ def _check_metrics(path: Path, where: str, entry: dict[str, Any]) -> None:
     fgsm = entry.get("fgsm")
     if fgsm is not None and not (isinstance(fgsm, dict) and isinstance(fgsm.get("accuracy"), dict)):
         raise UsageError(f"invalid {str(path)!r}: {where}.fgsm must be an object with an 'accuracy' object")
+
+
+def stored_metadata(path: Path) -> dict[str, str] | None:
+    """The metadata of a safetensors file, or None when it is absent or unreadable (then it is redone)."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return None
 
 
 def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .checkpoints import WEIGHT_FILES, file_sha256, find_runs, read_meta
+from .checkpoints import WEIGHT_FILES, file_sha256, find_runs, read_meta, stored_metadata
 from .config import TABLE_MODELS
 from .deformations import DEFORM_EVALUATIONS, DEFORM_SETS, evaluation_name
 from .errors import UsageError
@@ -238,13 +238,13 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
     checkpoints_root, attacks_root = Path(checkpoints_root), Path(attacks_root)
     problems: list[str] = []
     metas: dict[str, dict[str, Any]] = {}
-    unreadable: set[str] = set()  # run folders whose meta.json is broken: their weights can still be checked
-    for run_dir in find_runs(checkpoints_root):
+    run_folders = find_runs(checkpoints_root)  # a broken meta.json still leaves the weights to check against
+    for run_dir in run_folders:
         try:
             metas[run_dir.name] = read_meta(run_dir)
         except UsageError as exc:
             problems.append(f"skipped checkpoint {run_dir.name}: {exc}")
-            unreadable.add(run_dir.name)
+    has_folder = {run_dir.name for run_dir in run_folders}
     result_runs = sorted(p.name for p in attacks_root.iterdir() if p.is_dir()) if attacks_root.is_dir() else []
     records = []
     for name in sorted(set(metas) | set(result_runs)):
@@ -271,7 +271,7 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
                     results[path.stem] = result
         meta = metas.get(name)
         digests: dict[str, str | None] = {}  # each weights file is hashed once
-        if meta is not None or name in unreadable:
+        if name in has_folder:
             _drop_stale_results(checkpoints_root / name, results, missing, problems, digests)
         if meta is not None:
             identity = _identity_from_meta(meta)
@@ -279,7 +279,7 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
             summary = next(iter(results.values()))["model"]
             identity = {k: summary.get(k) for k in ("key", "dataset", "arch", "preset", "width", "method", "alpha",
                                                     "external")}
-            if not identity["external"] and name not in unreadable:
+            if not identity["external"] and name not in has_folder:
                 problems.append(f"{name}: results exist but {str(checkpoints_root / name)!r} does not; their weights "
                                 "cannot be checked and the training curves are missing")
         else:
@@ -290,26 +290,23 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
                 problems.append(f"{name}: {evaluation}.json measured the model after {trained} epochs, but it has "
                                 f"trained {meta['epoch']} since; rerun the evaluation to refresh it")
         examples = attacks_root / name / EXAMPLES_FILE
-        if examples.is_file() and (meta is not None or name in unreadable):
+        examples = examples if examples.is_file() else None
+        if examples is not None and name in has_folder:
             model = _examples_model(examples)
             why = _stale_reason(checkpoints_root / name, model, "attack", digests) if model else \
                 "it records no model, so it cannot be tied to these weights, rerun attack"
             if why is not None:
                 problems.append(f"{name}: {EXAMPLES_FILE} not used: {why}")
                 examples = None
-        records.append(RunRecord(name, identity, meta, results, missing,
-                                 examples if examples is not None and examples.is_file() else None))
+        records.append(RunRecord(name, identity, meta, results, missing, examples))
     return records, problems
 
 
 def _examples_model(path: Path) -> dict[str, Any]:
     """The model summary the adversarial-examples file was written for ({} when it has none)."""
-    from safetensors import SafetensorError, safe_open
-
     try:
-        with safe_open(str(path), framework="numpy") as handle:
-            model = json.loads((handle.metadata() or {})["model"])
-    except (SafetensorError, OSError, KeyError, TypeError, ValueError):
+        model = json.loads((stored_metadata(path) or {})["model"])
+    except (KeyError, TypeError, ValueError):
         return {}
     return model if isinstance(model, dict) else {}
 

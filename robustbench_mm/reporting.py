@@ -530,10 +530,9 @@ def write_report(checkpoints_root: str | Path = "checkpoints", attacks_root: str
     """
     from . import paper_eval_report, plots  # matplotlib is only imported when a report is actually drawn
 
-    for flag, folder in (("--checkpoints", checkpoints_root), ("--attacks", attacks_root)):
+    for flag, folder, writer in (("--checkpoints", checkpoints_root, "train"), ("--attacks", attacks_root, "attack")):
         if Path(folder).exists() and not Path(folder).is_dir():
-            raise UsageError(f"{flag} {str(folder)!r} is a file; give the folder that `mm-robust "
-                             f"{'train' if flag == '--checkpoints' else 'attack'}` wrote")
+            raise UsageError(f"{flag} {str(folder)!r} is a file; give the folder that `mm-robust {writer}` wrote")
     records, problems = load_records(checkpoints_root, attacks_root)
     if not records:
         raise UsageError(f"nothing to report: no trained models in {str(checkpoints_root)!r} and no results in "

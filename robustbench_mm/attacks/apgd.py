@@ -69,9 +69,9 @@ def oscillating(loss_steps: torch.Tensor, i: int, k: int, rho: float) -> torch.T
     As in the reference, row i - k (read as Python indexes: the last row, still zero, at the
     first checkpoint) is the first step's predecessor.
     """
-    rises = torch.zeros(loss_steps.shape[1], dtype=torch.float64, device=loss_steps.device)
-    for back in range(k):
-        rises += loss_steps[i - back] > loss_steps[i - back - 1]
+    now = torch.arange(i - k + 1, i + 1, device=loss_steps.device)  # i >= k - 1 at every checkpoint
+    before = (now - 1) % len(loss_steps)
+    rises = (loss_steps[now] > loss_steps[before]).sum(0)
     return rises <= k * rho
 
 
@@ -123,22 +123,27 @@ def single_run(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, ta
         "loss_steps": torch.zeros([steps, n], device=device),
     }
 
-    def record(wrong: torch.Tensor) -> None:
-        """The examples this iterate fooled for the first time: the iterate is their adversarial image."""
+    def record(wrong: torch.Tensor) -> bool:
+        """The examples this iterate fooled for the first time: the iterate is their adversarial image.
+
+        Returns whether any example is fooled, the one thing the host learns per step.
+        """
+        if not bool(wrong.any()):
+            return False
         new = wrong & ~fooled[index]
         found[index[new]] = state["x_adv"][new]
         fooled[index[new]] = True
+        return True
 
     def leave(wrong: torch.Tensor) -> None:
         nonlocal index, state
-        if active_set and bool(wrong.any()):
-            keep = ~wrong
-            index = index[keep]
-            state = {name: value[:, keep] if name == "loss_steps" else value[keep] for name, value in state.items()}
+        keep = ~wrong
+        index = index[keep]
+        state = {name: value[:, keep] if name == "loss_steps" else value[keep] for name, value in state.items()}
 
     wrong = logits.argmax(1) != labels
-    record(wrong)
-    leave(wrong)
+    if record(wrong) and active_set:
+        leave(wrong)
     for i in range(steps):
         if len(index) == 0:
             break
@@ -157,7 +162,7 @@ def single_run(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, ta
         spent += len(index)
         s["grad"] = grad
         wrong = logits.argmax(1) != s["labels"]
-        record(wrong)  # before a checkpoint may move the iterate back to the best point
+        any_wrong = record(wrong)  # before a checkpoint may move the iterate back to the best point
         with torch.no_grad():
             s["loss_steps"][i] = loss
             better = loss > s["loss_best"]
@@ -173,7 +178,8 @@ def single_run(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, ta
                 s["step_size"] = torch.where(column, s["step_size"] / 2.0, s["step_size"])
                 s["x_adv"] = torch.where(column, s["x_best"], s["x_adv"])
                 s["grad"] = torch.where(column, s["grad_best"], s["grad"])
-        leave(wrong)
+        if any_wrong and active_set:
+            leave(wrong)
     best_loss = torch.full((n,), float("nan"), device=device)
     best_loss[index] = state["loss_best"]
     return ApgdOutcome(fooled, found, spent, best_loss)
