@@ -64,6 +64,8 @@ def test_oscillation_counts_rises_over_the_window():
     # window 3 ending at step 3: example 0 rose twice (1->2->3), example 1 never
     assert apgd.oscillating(losses, 3, 3, 0.75).tolist() == [True, True]  # 2 <= 2.25, 0 <= 2.25
     assert apgd.oscillating(losses, 3, 3, 0.5).tolist() == [False, True]  # 2 > 1.5
+    # an unchanged loss is no rise: a plateau counts as oscillating (the step size is halved)
+    assert apgd.oscillating(torch.ones(4, 1), 3, 3, 0.5).tolist() == [True]
     # at the first checkpoint the window reaches back to the last row, still zero in a real run
     assert apgd.oscillating(torch.tensor([[1.0], [2.0], [0.0]]), 1, 2, 0.5).tolist() == [False]
 
