@@ -1,0 +1,53 @@
+"""Files written by release 0.1.0 still load and render the same report.
+
+`tests/fixtures/release-0.1.0/` holds two tiny digits runs (width 4, 2 epochs) with every result
+file that release wrote (attacks on 32 images with AutoAttack at the smoke budget, deformations,
+calibration) and the text of the report it rendered from them. `state.safetensors` (only needed
+to resume training) and the folder locks were left out to keep the fixture small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from robustbench_mm.reporting import write_report
+
+FIXTURE = Path(__file__).parent / "fixtures" / "release-0.1.0"
+RENDERED = sorted(p.relative_to(FIXTURE / "reports") for p in (FIXTURE / "reports").rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def rerendered(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("release")
+    for folder in ("checkpoints", "attacks"):
+        shutil.copytree(FIXTURE / folder, work / folder)
+    cwd = Path.cwd()
+    try:  # the release wrote its report from the folder holding checkpoints/ and attacks/
+        os.chdir(work)
+        write_report("checkpoints", "attacks", "reports")
+    finally:
+        os.chdir(cwd)
+    return work / "reports"
+
+
+def test_the_fixture_holds_every_table_of_the_release():
+    assert {"index.md", "table5.md", "table7.md", "table3.md", "table1.md", "robustness.md", "orderings.md",
+            "summary.json"} <= {p.name for p in RENDERED}
+    assert len([p for p in RENDERED if p.parent.name == "model_info"]) == 2
+
+
+@pytest.mark.parametrize("name", [p for p in RENDERED if p.name != "summary.json"], ids=str)
+def test_each_table_renders_byte_for_byte_as_the_release_did(rerendered, name):
+    assert (rerendered / name).read_text() == (FIXTURE / "reports" / name).read_text()
+
+
+def test_summary_json_equals_the_release_but_for_when_and_by_which_commit_it_was_written(rerendered):
+    ours, theirs = (json.loads((root / "summary.json").read_text()) for root in (rerendered, FIXTURE / "reports"))
+    for summary in (ours, theirs):
+        del summary["generated"], summary["git_commit"]
+    assert ours == theirs
