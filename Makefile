@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(BIN)/mm-robust reproduce --preset smoke
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests
 
 bench: $(STAMP)

@@ -20,7 +20,7 @@ from bench_data import benchmark_dataset, benchmark_model
 from report import figure, ratio_figure, section
 from robustbench_mm.attacks import PROTOCOLS, REFERENCE, fgsm, pgd, pgd_worst_case
 from robustbench_mm.attacks.apgd import ApgdSettings, apgd
-from robustbench_mm.data import ImageSet, to_unit_float
+from robustbench_mm.data.images import ImageSet, to_unit_float
 from timing import interleaved, median, ratio, repeated
 
 TITLE = "Attacks"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from robustbench_mm.data import ImageSet, load_dataset
-from robustbench_mm.models import PreActResNet, build_model
+from robustbench_mm.data.images import ImageSet, load_dataset
+from robustbench_mm.models.preact import PreActResNet, build_model
 
 CIFAR_TRAIN_SIZE = 50_000
 

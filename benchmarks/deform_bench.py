@@ -16,9 +16,9 @@ from torchvision.transforms import InterpolationMode
 from bench_data import benchmark_dataset, benchmark_model
 from report import figure, ratio_figure, section
 from robustbench_mm.config import DeformConfig
-from robustbench_mm.data import to_unit_float
-from robustbench_mm.deform_eval import evaluate_on
-from robustbench_mm.deformations import plan_warp, set_matrices
+from robustbench_mm.data.deformations import plan_warp, set_matrices
+from robustbench_mm.data.images import to_unit_float
+from robustbench_mm.evaluation.deform import evaluate_on
 from timing import interleaved, median, ratio
 
 TITLE = "Deformations"

@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench_data import benchmark_dataset
 from report import figure, section, skipped
-from robustbench_mm.data import ImageSet
+from robustbench_mm.data.images import ImageSet
 from timing import median, time_call
 from training_bench import device_batches, make_trainer
 

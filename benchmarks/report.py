@@ -13,8 +13,8 @@ from typing import Any
 import torch
 import torchvision
 
-from robustbench_mm.runtime import git_commit
-from robustbench_mm.storage import atomic_write_json, atomic_write_text
+from robustbench_mm.common.runtime import git_commit
+from robustbench_mm.common.storage import atomic_write_json, atomic_write_text
 
 RESULT_FORMAT = "mm-robust-bench/1"
 GOAL_TESTS = {"<=": lambda value, target: value <= target, ">=": lambda value, target: value >= target}

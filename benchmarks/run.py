@@ -28,9 +28,9 @@ import torch  # noqa: E402
 import report  # noqa: E402
 from e2e_bench import TITLE as E2E_TITLE  # noqa: E402
 from profiles import PROFILES  # noqa: E402
+from robustbench_mm.common.runtime import resolve_device  # noqa: E402
+from robustbench_mm.common.storage import ensure_writable_dir  # noqa: E402
 from robustbench_mm.errors import UsageError, check_positive  # noqa: E402
-from robustbench_mm.runtime import resolve_device  # noqa: E402
-from robustbench_mm.storage import ensure_writable_dir  # noqa: E402
 
 
 # Section name -> (module, function(profile, device, data_dir) -> one result section), in run order.

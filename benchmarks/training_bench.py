@@ -15,10 +15,10 @@ from torchvision import transforms
 from bench_data import benchmark_dataset
 from report import figure, ratio_figure, section
 from robustbench_mm.config import train_config_for_preset
-from robustbench_mm.data import DeviceBatches, ImageSet
-from robustbench_mm.mixup import eligible_mix_points
-from robustbench_mm.models import mix_states
-from robustbench_mm.train import Trainer
+from robustbench_mm.data.images import DeviceBatches, ImageSet
+from robustbench_mm.models.preact import mix_states
+from robustbench_mm.train.mixup import eligible_mix_points
+from robustbench_mm.train.trainer import Trainer
 from timing import interleaved, median, ratio, repeated
 
 

@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # `robustbench_mm.evaluate` without importing torch for `import robustbench_mm` alone (the CLI's --version).
     if name in ("evaluate", "Evaluation"):
-        from . import api
+        from robustbench_mm import api
 
         return getattr(api, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,15 +15,15 @@ from typing import Any, Mapping, Sequence
 
 from torch import nn
 
-from .attack_eval import run_attacks
-from .config import AttackConfig, DeformConfig
-from .deform_eval import run_deform
-from .deformations import evaluation_name
-from .errors import UsageError
-from .external.sources import protocols_for, source_from_module
-from .model_sources import CONTRACT_EVALUATION
-from .results import result_path
-from .storage import read_json
+from robustbench_mm.common.storage import read_json
+from robustbench_mm.config import AttackConfig, DeformConfig
+from robustbench_mm.data.deformations import evaluation_name
+from robustbench_mm.errors import UsageError
+from robustbench_mm.evaluation.attack import run_attacks
+from robustbench_mm.evaluation.deform import run_deform
+from robustbench_mm.runs.results import result_path
+from robustbench_mm.sources.external import protocols_for, source_from_module
+from robustbench_mm.sources.loading import CONTRACT_EVALUATION
 
 ATTACKS = ("fgsm", "pgd", "autoattack")
 # The attack stage runs FGSM and unbounded PGD together: its gradient-masking checks compare the two.

@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from .deformations import CONVENTIONS, DEFORM_SETS, FILLS, INTERPOLATIONS, resolve_set_names
-from .errors import UsageError, check_choice, check_finite, check_positive
+from robustbench_mm.data.deformations import CONVENTIONS, DEFORM_SETS, FILLS, INTERPOLATIONS, resolve_set_names
+from robustbench_mm.errors import UsageError, check_choice, check_finite, check_positive
 
 DATASETS = ("cifar10", "cifar100", "digits")
 METHODS = ("baseline", "input", "manifold")
@@ -246,7 +246,7 @@ class DeformConfig:
 
     sets: tuple[str, ...] = ()  # set names, 'all' or 'table3'; empty = all 17; stored as names in Table 7 order
     interpolation: str = "nearest"  # the authors' choice; "bilinear" also possible
-    convention: str = "ours"  # "ours": exact centre, pixel-edge border; "authors": their scipy warp (deformations.py)
+    convention: str = "ours"  # "ours": exact centre, pixel-edge border; "authors": their scipy warp (data/deformations.py)
     fill: str = "black"  # empty space: "black", or "mean", the dataset's mean pixel (zero after normalization)
     seed: int = 0  # each set's generator seed is derived from this and the set's name
     n_examples: int | None = None  # the first N test images; None = the whole test set
@@ -283,7 +283,7 @@ class CalibrationConfig:
     deform_set: str = "rotate-60"  # one Table 3 set; the same seeded images `mm-robust deform` uses
     seed: int = 0  # the deformation set's base seed, as in `mm-robust deform` (FGSM draws nothing)
     interpolation: str = "nearest"
-    convention: str = "ours"  # the warp convention of `mm-robust deform` (deformations.py); black fill
+    convention: str = "ours"  # the warp convention of `mm-robust deform` (data/deformations.py); black fill
     eps: float = 0.03
     protocol: str = "standard"
     n_examples: int | None = None  # the first N test images; None = the whole test set

@@ -11,17 +11,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .attack_eval import check_attack_targets, run_attacks
-from .calibration import check_calibration_targets, run_calibration
-from .checkpoints import META_FILE, load_model, read_meta
-from .config import TABLE_MODELS, AttackConfig, CalibrationConfig, DeformConfig, TrainConfig, train_config_for_preset
-from .deform_eval import check_deform_targets, run_deform
-from .errors import check_choice
-from .model_sources import ModelSource, from_run
-from .reporting import write_report
-from .results import ConflictHint
-from .seeds import for_seeds
-from .train import RESUME_FREE, train
+from robustbench_mm.config import (
+    TABLE_MODELS, AttackConfig, CalibrationConfig, DeformConfig, TrainConfig, train_config_for_preset)
+from robustbench_mm.errors import check_choice
+from robustbench_mm.evaluation.attack import check_attack_targets, run_attacks
+from robustbench_mm.evaluation.calibrate import check_calibration_targets, run_calibration
+from robustbench_mm.evaluation.deform import check_deform_targets, run_deform
+from robustbench_mm.report.build import write_report
+from robustbench_mm.runs.checkpoints import META_FILE, load_model, read_meta
+from robustbench_mm.runs.results import ConflictHint
+from robustbench_mm.runs.seeds import for_seeds
+from robustbench_mm.sources.loading import ModelSource, from_run
+from robustbench_mm.train.trainer import RESUME_FREE, train
 
 # Evaluation sizes per preset: every test image (the smoke preset's 357 digits too: with the active
 # set, 200-step unbounded PGD costs a few passes per example, not 200).

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from robustbench_mm.config import train_config_for_preset
-from robustbench_mm.train import train
+from robustbench_mm.train.trainer import train
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -8,8 +8,10 @@ import os
 import signal
 import sys
 
-from robustbench_mm import checkpoints, data, storage
 from robustbench_mm.cli import main
+from robustbench_mm.common import storage
+from robustbench_mm.data import images as data
+from robustbench_mm.runs import checkpoints
 
 
 def die():

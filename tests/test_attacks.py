@@ -9,16 +9,15 @@ from torch import nn
 
 from conftest import tiny_config
 
-from robustbench_mm.attack_eval import ModelAttacks
 from robustbench_mm.attacks import (
     PROTOCOLS, WorstCase, check_eps_zero_is_clean, check_iterative_beats_single_step, check_sweep_does_not_rise,
-    fgsm, fgsm_sweep, largest_rise, pgd, pgd_worst_case,
-)
-from robustbench_mm.checkpoints import LoadedModel, load_model
+    fgsm, fgsm_sweep, largest_rise, pgd, pgd_worst_case)
 from robustbench_mm.config import AttackConfig
-from robustbench_mm.data import load_dataset
-from robustbench_mm.model_sources import from_run
-from robustbench_mm.models import NORMALIZATION
+from robustbench_mm.data.images import load_dataset
+from robustbench_mm.evaluation.attack import ModelAttacks
+from robustbench_mm.models.preact import NORMALIZATION
+from robustbench_mm.runs.checkpoints import LoadedModel, load_model
+from robustbench_mm.sources.loading import from_run
 
 STANDARD, PAPER = PROTOCOLS["standard"], PROTOCOLS["paper"]
 

@@ -235,7 +235,7 @@ CASES = [case if len(case) == 3 else (*case, None) for case in CASES]
 
 @pytest.mark.parametrize("argv, message, setup", CASES, ids=[" ".join(c[0][:1] + c[0][-2:]) for c in CASES])
 def test_bad_input(workspace, capsys, argv, message, setup, monkeypatch):
-    monkeypatch.setattr("robustbench_mm.data._download_cifar", _no_network)
+    monkeypatch.setattr("robustbench_mm.data.images._download_cifar", _no_network)
     if setup is not None:
         setup(workspace)
     before = snapshot(workspace)

@@ -6,16 +6,16 @@ import json
 
 import pytest
 
-from robustbench_mm.calibration import expected_calibration_error, reliability_bins, run_calibration
-from robustbench_mm.checkpoints import load_model
 from robustbench_mm.cli import main
 from robustbench_mm.config import CalibrationConfig
-from robustbench_mm.data import load_dataset
-from robustbench_mm.deform_eval import evaluate_on
-from robustbench_mm.deformations import plan_warp, set_matrices
+from robustbench_mm.data.deformations import plan_warp, set_matrices
+from robustbench_mm.data.images import load_dataset
 from robustbench_mm.errors import UsageError
-from robustbench_mm.metrics import evaluate
-from robustbench_mm.results import decode_mask, result_path
+from robustbench_mm.evaluation.calibrate import expected_calibration_error, reliability_bins, run_calibration
+from robustbench_mm.evaluation.deform import evaluate_on
+from robustbench_mm.models.metrics import evaluate
+from robustbench_mm.runs.checkpoints import load_model
+from robustbench_mm.runs.results import decode_mask, result_path
 
 # Five predictions, 15 bins of width 1/15: 0.10 falls in bin 1, 0.48 and 0.52 in bin 7, 0.94 and 0.98 in bin 14.
 CONFIDENCE = [0.10, 0.48, 0.52, 0.94, 0.98]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_mm.data import DeviceBatches, ImageSet, augment_batch, load_dataset
+from robustbench_mm.data.images import DeviceBatches, ImageSet, augment_batch, load_dataset
 from robustbench_mm.errors import UsageError
 
 

@@ -7,16 +7,16 @@ import json
 import pytest
 import torch
 
-from robustbench_mm import deform_eval
-from robustbench_mm.checkpoints import load_model
 from robustbench_mm.cli import main
 from robustbench_mm.config import DeformConfig
-from robustbench_mm.data import load_dataset
-from robustbench_mm.deform_eval import result_settings, run_deform
-from robustbench_mm.deformations import deform, fill_values, set_matrices, set_seed
+from robustbench_mm.data.deformations import deform, fill_values, set_matrices, set_seed
+from robustbench_mm.data.images import load_dataset
 from robustbench_mm.errors import UsageError
-from robustbench_mm.metrics import evaluate
-from robustbench_mm.results import decode_mask
+from robustbench_mm.evaluation import deform as deform_eval
+from robustbench_mm.evaluation.deform import result_settings, run_deform
+from robustbench_mm.models.metrics import evaluate
+from robustbench_mm.runs.checkpoints import load_model
+from robustbench_mm.runs.results import decode_mask
 
 SETS = ("rotate-20", "shear-28.6", "zoom-in-80", "zoom-out-140")
 

@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from robustbench_mm.config import DeformConfig
-from robustbench_mm.deformations import (
+from robustbench_mm.data.deformations import (
     DEFORM_SETS, deform, draw_parameters, plan_warp, resolve_set_names, rotation_maps, set_matrices, set_seed,
-    shear_maps, zoom_maps,
-)
+    shear_maps, zoom_maps)
 from robustbench_mm.errors import UsageError
 from robustbench_mm.paper import TABLE3_SETS, TABLE7
 

@@ -14,15 +14,15 @@ from safetensors.torch import save_file
 from torch import nn
 
 import robustbench_mm
-from robustbench_mm.attack_eval import run_attacks
-from robustbench_mm.checkpoints import load_model, load_tensors
 from robustbench_mm.cli import main
 from robustbench_mm.config import AttackConfig, DeformConfig
-from robustbench_mm.deform_eval import run_deform
 from robustbench_mm.errors import UsageError
-from robustbench_mm.external.contract import check_model_contract
-from robustbench_mm.external.weights import read_state_dict
-from robustbench_mm.models import NORMALIZATION
+from robustbench_mm.evaluation.attack import run_attacks
+from robustbench_mm.evaluation.deform import run_deform
+from robustbench_mm.models.preact import NORMALIZATION
+from robustbench_mm.runs.checkpoints import load_model, load_tensors
+from robustbench_mm.sources.contract import check_model_contract
+from robustbench_mm.sources.weights import read_state_dict
 
 SMALL = AttackConfig(eps=(0.03,), sweep=(0.0, 0.05), pgd_steps=4, pgd_step_size=0.05, bounded_pgd_steps=2,
                      n_examples=24, batch_size=16, save_examples=0, device="cpu")
@@ -283,7 +283,7 @@ def test_mismatched_weights_name_missing_unexpected_and_misshaped_keys(tmp_path)
     state["conv1.weight"] = torch.zeros(5, 3, 3, 3)
     path = tmp_path / "w.safetensors"
     save_file(state, str(path))
-    from robustbench_mm.external.weights import load_strict
+    from robustbench_mm.sources.weights import load_strict
     with pytest.raises(UsageError) as caught:
         load_strict(AuthorsPreActResNet(width=4), read_state_dict(path), str(path))
     text = str(caught.value)

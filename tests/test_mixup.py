@@ -3,10 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustbench_mm.mixup import (
-    bce_on_softmax, eligible_mix_points, sample_mix, soft_cross_entropy, soft_targets,
-)
-from robustbench_mm.models import MixSpec, build_model
+from robustbench_mm.models.preact import MixSpec, build_model
+from robustbench_mm.train.mixup import bce_on_softmax, eligible_mix_points, sample_mix, soft_cross_entropy, soft_targets
 
 
 def test_eligible_points():

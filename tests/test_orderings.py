@@ -9,13 +9,13 @@ import json
 import numpy as np
 import pytest
 
-from robustbench_mm.orderings import UNTESTED, compare_group
+from robustbench_mm.figures.plots import orderings_forest
 from robustbench_mm.paper import TABLE7, ordering_claims
-from robustbench_mm.plots import orderings_forest
-from robustbench_mm.report_data import group_records, load_records
-from robustbench_mm.reporting import write_report
-from robustbench_mm.results import encode_mask, result_path, write_result
-from robustbench_mm.seeds import seeded_run_name
+from robustbench_mm.report.build import write_report
+from robustbench_mm.report.orderings import UNTESTED, compare_group
+from robustbench_mm.report.records import group_records, load_records
+from robustbench_mm.runs.results import encode_mask, result_path, write_result
+from robustbench_mm.runs.seeds import seeded_run_name
 from test_reporting import assert_real_png, model_dict, parse_markdown_tables, write_model
 
 N = 20
@@ -202,7 +202,7 @@ def test_forest_title_counts_the_seeds_with_results_not_the_run_folders(tmp_path
 
 def test_seeds_pair_by_seed_number_not_by_position():
     """A model missing seed 0's result once had its seed 1 paired with the other model's seed 0."""
-    from robustbench_mm.orderings import paired_seeds
+    from robustbench_mm.report.orderings import paired_seeds
 
     better = [(1, "b1"), (2, "b2")]
     worse = [(0, "w0"), (1, "w1"), (2, "w2")]

@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from robustbench_mm.calibration import reliability_bins
-from robustbench_mm.checkpoints import write_meta
-from robustbench_mm.epoch_curves import cost_share
+from robustbench_mm.evaluation.calibrate import reliability_bins
 from robustbench_mm.paper import SUPERVISED
-from robustbench_mm.reporting import write_report
-from robustbench_mm.results import result_path, write_result
+from robustbench_mm.report.build import write_report
+from robustbench_mm.report.epoch_curves import cost_share
+from robustbench_mm.runs.checkpoints import write_meta
+from robustbench_mm.runs.results import result_path, write_result
 from test_reporting import assert_real_png, model_dict, table_by_header, write_model
 
 CONDITIONS = ("clean", "rotate-60", "fgsm-standard eps=0.03")

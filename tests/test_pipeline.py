@@ -12,11 +12,11 @@ import pytest
 from conftest import TINY
 from robustbench_mm import pipeline
 from robustbench_mm.cli import main
-from robustbench_mm.deformations import evaluation_name
+from robustbench_mm.data.deformations import evaluation_name
 from robustbench_mm.paper import TABLE7
 from robustbench_mm.pipeline import Folders, plan_for_preset, reproduce
-from robustbench_mm.report_data import MAIN_DEFORM
-from robustbench_mm.results import result_path
+from robustbench_mm.report.records import MAIN_DEFORM
+from robustbench_mm.runs.results import result_path
 from test_reporting import assert_real_png, leading_number, table_by_header
 
 TINY_TRAIN = {**TINY, "epochs": 2, "milestones": (1,)}

@@ -21,13 +21,13 @@ from safetensors.torch import load_file
 
 from conftest import TINY
 from robustbench_mm.cli import main
+from robustbench_mm.common.storage import folder_lock
 from robustbench_mm.errors import UsageError
 from robustbench_mm.pipeline import Folders, plan_for_preset
-from robustbench_mm.reporting import REPORT_MANIFEST
+from robustbench_mm.report.build import REPORT_MANIFEST
 from robustbench_mm.scheduling.graph import shard_ranges, task_graph
 from robustbench_mm.scheduling.options import ClusterOptions
 from robustbench_mm.scheduling.tasks import SharedStorageError, TaskContext, enter_shared_folders, write_markers
-from robustbench_mm.storage import folder_lock
 
 ray = pytest.importorskip("ray", reason="the Ray path needs pip install 'mm-robust[ray]' (make test installs it)")
 from robustbench_mm.scheduling.ray_runner import run_on_ray  # noqa: E402
@@ -168,7 +168,9 @@ def kill_twice(root: Path, training: str, shard: str):
     `shard`: an AutoAttack shard task, killed right after it saved its first chunk's flags.
     """
     def setup(task):
-        from robustbench_mm import attack_eval, data, train
+        from robustbench_mm.evaluation import attack as attack_eval
+        from robustbench_mm.data import images as data
+        from robustbench_mm.train import trainer as train
         from robustbench_mm.scheduling import autoattack_shards
 
         killed, resumed = root / f"killed-{task.kind}", root / f"resumed-{task.kind}"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from robustbench_mm.reporting import write_report
+from robustbench_mm.report.build import write_report
 
 FIXTURE = Path(__file__).parent / "fixtures" / "release-0.1.0"
 RENDERED = sorted(p.relative_to(FIXTURE / "reports") for p in (FIXTURE / "reports").rglob("*") if p.is_file())

@@ -11,7 +11,7 @@ import pytest
 
 from robustbench_mm.config import TABLE_MODELS
 from robustbench_mm.errors import UsageError
-from robustbench_mm.reporting import REPORT_MANIFEST, write_report
+from robustbench_mm.report.build import REPORT_MANIFEST, write_report
 from test_reporting import write_attacks, write_model
 
 
@@ -26,7 +26,7 @@ def two_models(tmp_path, monkeypatch):
 
     The figures are left out (they are tested elsewhere) to keep these reports quick.
     """
-    monkeypatch.setattr("robustbench_mm.plots.draw_group", lambda group, staging, attacks_root: {})
+    monkeypatch.setattr("robustbench_mm.figures.plots.draw_group", lambda group, staging, attacks_root: {})
     checkpoints, attacks = tmp_path / "checkpoints", tmp_path / "attacks"
     runs = []
     for method, alpha in (TABLE_MODELS[0], TABLE_MODELS[-1]):

@@ -15,15 +15,15 @@ from PIL import Image
 from safetensors.numpy import save_file
 
 from robustbench_mm.attacks import STAGE_LABELS
-from robustbench_mm.checkpoints import META_FORMAT, write_meta
 from robustbench_mm.cli import main
 from robustbench_mm.config import TABLE_MODELS, train_config_for_preset
 from robustbench_mm.paper import TABLE3_SETS, TABLE5, TABLE7, model_key, paper_table7
-from robustbench_mm.report_data import RunRecord, deform_set_label, group_records, load_records
-from robustbench_mm.report_sections import CSV_COLUMNS
-from robustbench_mm.reporting import accuracy_at, build_report, comparison_cell, write_report
-from robustbench_mm.results import result_path, write_result
-from robustbench_mm.stats import clopper_pearson
+from robustbench_mm.report.build import accuracy_at, build_report, comparison_cell, write_report
+from robustbench_mm.report.records import RunRecord, deform_set_label, group_records, load_records
+from robustbench_mm.report.sections import CSV_COLUMNS
+from robustbench_mm.runs.checkpoints import META_FORMAT, write_meta
+from robustbench_mm.runs.results import result_path, write_result
+from robustbench_mm.stats.significance import clopper_pearson
 
 EPS = [0.0, 0.01, 0.03, 0.1]
 STEPS = 20

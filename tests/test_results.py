@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_mm.results import decode_mask, encode_mask
+from robustbench_mm.runs.results import decode_mask, encode_mask
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 357, 10_000])

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from robustbench_mm.paper import TABLE7
-from robustbench_mm.report_data import deform_set_label
-from robustbench_mm.reporting import write_report
-from robustbench_mm.results import result_path
-from robustbench_mm.seeds import seeded_run_name
+from robustbench_mm.report.build import write_report
+from robustbench_mm.report.records import deform_set_label
+from robustbench_mm.runs.results import result_path
+from robustbench_mm.runs.seeds import seeded_run_name
 from test_reporting import table_by_header, write_attacks, write_deform, write_model
 
 SEEDS = (0, 1, 2)
@@ -90,7 +90,7 @@ def test_csv_carries_per_seed_values_std_and_interval(seeded):
 
 def test_seeds_of_one_model_share_one_legend_entry():
     """With five seeds per model the PGD and training figures once had 40 legend entries and no room to plot."""
-    from robustbench_mm.plots import Series, legend_entries, pgd_figure, pgd_legend_label
+    from robustbench_mm.figures.plots import Series, legend_entries, pgd_figure, pgd_legend_label
 
     assert legend_entries(["a", "b", "a", "c", "b"]) == [0, 1, 3]
     assert pgd_legend_label("No mixup", "standard", [0.5]) == "No mixup, standard: 0.5 % at the end"
@@ -105,7 +105,7 @@ def test_seeds_of_one_model_share_one_legend_entry():
 
 def test_fgsm_sweep_has_one_legend_below_both_panels():
     """Inside a panel the legend covered curves and the ε marker; below the panels it covers nothing."""
-    from robustbench_mm.plots import Series, fgsm_sweep_figure
+    from robustbench_mm.figures.plots import Series, fgsm_sweep_figure
 
     panels = {protocol: [Series(name, color, [0.0, 0.03, 0.1], [98.0, 40.0, 1.0])
                          for name, color in (("No mixup", "gray"), ("Manifold mixup", "red"))]

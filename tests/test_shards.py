@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from robustbench_mm import attack_eval
-from robustbench_mm.attack_eval import run_attacks
 from robustbench_mm.config import AttackConfig, DeformConfig
-from robustbench_mm.deform_eval import run_deform
+from robustbench_mm.evaluation import attack as attack_eval
+from robustbench_mm.evaluation.attack import run_attacks
+from robustbench_mm.evaluation.deform import run_deform
 from robustbench_mm.scheduling import autoattack_shards, shards
 from robustbench_mm.scheduling.autoattack_shards import autoattack_merge, autoattack_shard
 from robustbench_mm.scheduling.graph import shard_ranges

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robustbench_mm.stats import (
+from robustbench_mm.runs.seeds import seeded_run_name, split_seed_suffix
+from robustbench_mm.stats.estimates import SeedValue, estimate
+from robustbench_mm.stats.significance import (
     HOLDS, NOT_DISTINGUISHABLE, REVERSED, clopper_pearson, correct_count, mcnemar_exact, mean_std,
-    paired_bootstrap_difference, t_interval, verdict_from_interval, verdict_from_test,
-)
-from robustbench_mm.seeds import seeded_run_name, split_seed_suffix
-from robustbench_mm.uncertainty import SeedValue, estimate
+    paired_bootstrap_difference, t_interval, verdict_from_interval, verdict_from_test)
 
 
 def test_clopper_pearson_50_of_100_and_the_edges():

@@ -8,7 +8,7 @@ from conftest import tiny_config
 from robustbench_mm.cli import main
 from robustbench_mm.config import train_config_for_preset
 from robustbench_mm.errors import UsageError
-from robustbench_mm.train import Trainer, lr_at, train
+from robustbench_mm.train.trainer import Trainer, lr_at, train
 
 FAST = dict(epochs=2, milestones=(1,), n_train=96, n_test=40, width=4)
 

@@ -9,11 +9,11 @@ import torch
 
 from conftest import tiny_config
 from robustbench_mm.cli import main
-from robustbench_mm.data import load_dataset
+from robustbench_mm.data.images import load_dataset
 from robustbench_mm.errors import UsageError
-from robustbench_mm.models import model_from_config
-from robustbench_mm.train import train
-from robustbench_mm.training_fgsm import fgsm_during_training, resolve_fgsm_examples
+from robustbench_mm.models.preact import model_from_config
+from robustbench_mm.train.fgsm_monitor import fgsm_during_training, resolve_fgsm_examples
+from robustbench_mm.train.trainer import train
 from test_train import FAST, assert_identical, weights
 
 N_FGSM = 35  # not a multiple of the batch size, so the last batch is a partial one

@@ -11,23 +11,20 @@ The attacks work on the model's device and never wait for it except where the ac
 know which examples left; the checks are plain functions of their per-example results.
 """
 
-from .autoattack import (
-    BUDGETS, REFERENCE, STAGE_LABELS, STAGES, AutoAttackFlags, AutoAttackSettings, eps_name, eps_text, run_autoattack,
-)
-from .checks import (
+from robustbench_mm.attacks.autoattack import (
+    BUDGETS, REFERENCE, STAGE_LABELS, STAGES, AutoAttackFlags, AutoAttackSettings, eps_name, eps_text,
+    run_autoattack)
+from robustbench_mm.attacks.checks import (
     DETERMINISM_TOLERANCE, GRADIENT_HISTOGRAM_EDGES, Check, check_black_box_not_stronger, check_deterministic,
     check_eps_zero_is_clean, check_input_gradients, check_iterative_beats_single_step, check_sweep_does_not_rise,
-    check_unbounded_pgd, gradient_histogram, largest_rise,
-)
-from .core import (
-    PROTOCOLS, LossFn, Protocol, StepCallback, bce_on_softmax_one_hot, cross_entropy, gradient_size,
-    input_gradient, percent, signed_step,
-)
-from .fgsm import FgsmSweep, fgsm, fgsm_sweep
-from .pgd import (
+    check_unbounded_pgd, gradient_histogram, largest_rise)
+from robustbench_mm.attacks.core import (
+    PROTOCOLS, LossFn, Protocol, StepCallback, bce_on_softmax_one_hot, cross_entropy, gradient_size, input_gradient,
+    percent, signed_step)
+from robustbench_mm.attacks.fgsm import FgsmSweep, fgsm, fgsm_sweep
+from robustbench_mm.attacks.pgd import (
     BOUNDED_PGD_STEP_FACTOR, WORST_CASE_DEFINITION, PgdRun, WorstCase, bounded_pgd_step_size, pgd, pgd_step,
-    pgd_worst_case,
-)
+    pgd_worst_case)
 
 __all__ = [
     "BUDGETS", "REFERENCE", "STAGE_LABELS", "STAGES", "AutoAttackFlags", "AutoAttackSettings", "eps_name", "eps_text",

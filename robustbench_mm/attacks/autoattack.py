@@ -26,8 +26,8 @@ from typing import Callable
 
 import torch
 
-from .apgd import ApgdSettings, apgd
-from .pgd import unit_images
+from robustbench_mm.attacks.apgd import ApgdSettings, apgd
+from robustbench_mm.attacks.pgd import unit_images
 
 STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 STAGE_LABELS = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square"}

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .core import percent
+from robustbench_mm.attacks.core import percent
 
 DETERMINISM_TOLERANCE = 1e-6
 GRADIENT_HISTOGRAM_EDGES = tuple(range(-40, 5))  # log10 of max |input gradient| per example

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .core import Protocol, gradient_size, input_gradient, signed_step
+from robustbench_mm.attacks.core import Protocol, gradient_size, input_gradient, signed_step
 
 
 def fgsm(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: float,

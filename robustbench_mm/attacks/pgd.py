@@ -20,8 +20,8 @@ from typing import Callable
 
 import torch
 
-from ..data import to_unit_float
-from .core import Protocol, StepCallback, input_gradient
+from robustbench_mm.attacks.core import Protocol, StepCallback, input_gradient
+from robustbench_mm.data.images import to_unit_float
 
 BOUNDED_PGD_STEP_FACTOR = 2.5  # Madry et al.: step = 2.5 * eps / steps, so the ball's far side is reachable
 WORST_CASE_DEFINITION = ("worst case over iterates: an example counts as fooled after t steps if any of the "

@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import MMRobustError
-from . import attack as attack_cmd
-from . import calibrate as calibrate_cmd
-from . import deform as deform_cmd
-from . import import_run as import_cmd
-from . import report as report_cmd
-from . import reproduce as reproduce_cmd
-from . import train as train_cmd
+from robustbench_mm.cli import attack as attack_cmd
+from robustbench_mm.cli import calibrate as calibrate_cmd
+from robustbench_mm.cli import deform as deform_cmd
+from robustbench_mm.cli import import_run as import_cmd
+from robustbench_mm.cli import report as report_cmd
+from robustbench_mm.cli import reproduce as reproduce_cmd
+from robustbench_mm.cli import train as train_cmd
+from robustbench_mm.errors import MMRobustError
 
 COMMANDS = [train_cmd, import_cmd, attack_cmd, deform_cmd, calibrate_cmd, report_cmd, reproduce_cmd]
 
@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from robustbench_mm import __version__
 
     parser = _Parser(prog="mm-robust", description="Adversarial and deformation robustness of Manifold Mixup models.")
     parser.add_argument("--version", action="version", version=f"mm-robust {__version__}")

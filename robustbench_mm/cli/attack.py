@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..attack_eval import attack_summary, run_attacks
-from ..config import DATASETS, AttackConfig
-from ..config import AA_BUDGETS
-from ..external.sources import protocols_for
-from .common import (
-    add_device, add_external_model, add_model_inputs, add_quiet, add_test_subset, external_source_from_args, float_list,
-    fraction,
-)
+from robustbench_mm.cli.common import (
+    add_device, add_external_model, add_model_inputs, add_quiet, add_test_subset, external_source_from_args,
+    float_list, fraction)
+from robustbench_mm.config import DATASETS, AttackConfig
+from robustbench_mm.config import AA_BUDGETS
+from robustbench_mm.evaluation.attack import attack_summary, run_attacks
+from robustbench_mm.sources.external import protocols_for
 
 DEFAULTS = AttackConfig()
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..calibration import run_calibration
-from ..config import CalibrationConfig
-from ..deformations import DEFORM_SETS
-from .common import add_deformation_set, add_device, add_model_inputs, add_quiet, add_test_subset
+from robustbench_mm.cli.common import add_deformation_set, add_device, add_model_inputs, add_quiet, add_test_subset
+from robustbench_mm.config import CalibrationConfig
+from robustbench_mm.data.deformations import DEFORM_SETS
+from robustbench_mm.evaluation.calibrate import run_calibration
 
 DEFAULTS = CalibrationConfig()
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import CHECKPOINT_KINDS
-from ..deformations import CONVENTIONS, INTERPOLATIONS
-from ..errors import UsageError
+from robustbench_mm.config import CHECKPOINT_KINDS
+from robustbench_mm.data.deformations import CONVENTIONS, INTERPOLATIONS
+from robustbench_mm.errors import UsageError
 
 
 def float_list(text: str) -> tuple[float, ...]:
@@ -108,7 +108,7 @@ def add_external_model(parser: argparse.ArgumentParser, with_dataset: bool) -> N
 
 def external_source_from_args(args):
     """The ModelSource that --model describes, or None when the run folders in --checkpoints are evaluated."""
-    from ..external.sources import source_from_factory
+    from robustbench_mm.sources.external import source_from_factory
 
     if args.model is None:
         for flag in ("normalization", "name"):

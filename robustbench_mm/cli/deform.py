@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from ..config import DeformConfig
-from ..deform_eval import format_summary, load_results, run_deform
-from ..deformations import DEFORM_SETS, FILLS
-from .common import (
+from robustbench_mm.cli.common import (
     add_deformation_set, add_device, add_external_model, add_model_inputs, add_quiet, add_test_subset,
-    external_source_from_args,
-)
+    external_source_from_args)
+from robustbench_mm.config import DeformConfig
+from robustbench_mm.data.deformations import DEFORM_SETS, FILLS
+from robustbench_mm.evaluation.deform import format_summary, load_results, run_deform
 
 DEFAULTS = DeformConfig()
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..config import DATASETS, METHODS, PRESETS
-from ..external.authors import import_authors_run
-from .common import add_checkpoints_root, add_normalization
+from robustbench_mm.cli.common import add_checkpoints_root, add_normalization
+from robustbench_mm.config import DATASETS, METHODS, PRESETS
+from robustbench_mm.sources.authors import import_authors_run
 
 LAYOUTS = ("authors",)
 

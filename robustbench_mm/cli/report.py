@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..reporting import write_report
-from .common import add_checkpoints_root, add_quiet
+from robustbench_mm.cli.common import add_checkpoints_root, add_quiet
+from robustbench_mm.report.build import write_report
 
 
 def add_parser(sub) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import ARCHS, DATASETS, PRESETS
-from ..errors import UsageError
-from ..pipeline import Folders, plan_for_preset, reproduce
-from ..scheduling.options import ClusterOptions
-from .common import add_checkpoints_root, add_device, add_quiet, int_list
+from robustbench_mm.cli.common import add_checkpoints_root, add_device, add_quiet, int_list
+from robustbench_mm.config import ARCHS, DATASETS, PRESETS
+from robustbench_mm.errors import UsageError
+from robustbench_mm.pipeline import Folders, plan_for_preset, reproduce
+from robustbench_mm.scheduling.options import ClusterOptions
 
 
 def add_parser(sub) -> None:
@@ -80,7 +80,7 @@ def run(args) -> int:
     if options is None:
         index = reproduce(plan, folders, progress=not args.quiet)
     else:
-        from ..scheduling.ray_runner import import_ray, run_on_ray
+        from robustbench_mm.scheduling.ray_runner import import_ray, run_on_ray
 
         import_ray()  # a missing Ray is reported before anything else happens
         index = run_on_ray(plan, folders, options, progress=not args.quiet)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import (
-    ARCHS, DATASETS, METHODS, PRESET_SETTINGS, PRESETS, TABLE_MODELS, TrainConfig, train_config_for_preset,
-)
-from ..errors import UsageError, check_choice
-from ..seeds import for_seeds
-from ..train import train
-from .common import add_device, add_quiet, int_list, require
+from robustbench_mm.cli.common import add_device, add_quiet, int_list, require
+from robustbench_mm.config import (
+    ARCHS, DATASETS, METHODS, PRESET_SETTINGS, PRESETS, TABLE_MODELS, TrainConfig, train_config_for_preset)
+from robustbench_mm.errors import UsageError, check_choice
+from robustbench_mm.runs.seeds import for_seeds
+from robustbench_mm.train.trainer import train
 
 
 def _shown(value) -> str:

@@ -17,19 +17,18 @@ from pathlib import Path
 
 import torch
 
-from ..attack_eval import (
-    ModelAttacks, autoattack_eps, autoattack_evaluation, check_num_classes, load_test_set,
-)
-from ..attacks.autoattack import BUDGETS, STAGES, AutoAttackFlags, run_autoattack
-from ..checkpoints import load_model
-from ..config import AttackConfig
-from ..errors import MMRobustError
-from ..model_sources import from_run
-from ..pipeline import reproduce_hint
-from ..results import check_result_targets, result_path, write_result
-from ..runtime import resolve_device, seed_everything
-from ..storage import folder_lock, read_json
-from .shards import SHARD_FOLDER
+from robustbench_mm.attacks.autoattack import BUDGETS, STAGES, AutoAttackFlags, run_autoattack
+from robustbench_mm.common.runtime import resolve_device, seed_everything
+from robustbench_mm.common.storage import folder_lock, read_json
+from robustbench_mm.config import AttackConfig
+from robustbench_mm.errors import MMRobustError
+from robustbench_mm.evaluation.attack import (
+    ModelAttacks, autoattack_eps, autoattack_evaluation, check_num_classes, load_test_set)
+from robustbench_mm.pipeline import reproduce_hint
+from robustbench_mm.runs.checkpoints import load_model
+from robustbench_mm.runs.results import check_result_targets, result_path, write_result
+from robustbench_mm.scheduling.shards import SHARD_FOLDER
+from robustbench_mm.sources.loading import from_run
 
 
 def autoattack_shard_path(out_root: str | Path, run: str, evaluation: str, example_range: tuple[int, int]) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..errors import UsageError
+from robustbench_mm.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from ..data import load_dataset
-from ..errors import MMRobustError, UsageError
-from ..pipeline import Folders, Plan, check_evaluation_targets, finished_training
-from .options import ClusterOptions
-from .graph import ACCELERATED, Task, shard_ranges, task_graph
-from .progress import TaskRecord, state_line, summary, where
-from .tasks import TaskContext, execute, write_markers
+from robustbench_mm.data.images import load_dataset
+from robustbench_mm.errors import MMRobustError, UsageError
+from robustbench_mm.pipeline import Folders, Plan, check_evaluation_targets, finished_training
+from robustbench_mm.scheduling.graph import ACCELERATED, Task, shard_ranges, task_graph
+from robustbench_mm.scheduling.options import ClusterOptions
+from robustbench_mm.scheduling.progress import TaskRecord, state_line, summary, where
+from robustbench_mm.scheduling.tasks import TaskContext, execute, write_markers
 
 INSTALL_HINT = "--cluster ray needs Ray, which is not installed: pip install 'mm-robust[ray]'"
 

@@ -17,17 +17,17 @@ from typing import Any
 
 import torch
 
-from ..checkpoints import load_model, load_tensors, save_tensors
-from ..config import DeformConfig
-from ..data import load_dataset
-from ..deform_eval import (
-    Measured, _TestDataCache, build_test_data, measure_model, result_entries, result_settings, store_result, stored_sets,
-)
-from ..deformations import evaluation_name
-from ..errors import MMRobustError
-from ..model_sources import ModelSource, from_run
-from ..results import as_json, finished_result, result_path
-from ..runtime import resolve_device
+from robustbench_mm.common.runtime import resolve_device
+from robustbench_mm.config import DeformConfig
+from robustbench_mm.data.deformations import evaluation_name
+from robustbench_mm.data.images import load_dataset
+from robustbench_mm.errors import MMRobustError
+from robustbench_mm.evaluation.deform import (
+    Measured, _TestDataCache, build_test_data, measure_model, result_entries, result_settings, store_result,
+    stored_sets)
+from robustbench_mm.runs.checkpoints import load_model, load_tensors, save_tensors
+from robustbench_mm.runs.results import as_json, finished_result, result_path
+from robustbench_mm.sources.loading import ModelSource, from_run
 
 SHARD_FOLDER = ".shards"
 

@@ -14,19 +14,18 @@ from pathlib import Path
 
 import torch
 
-from ..attack_eval import run_attacks
-from ..calibration import run_calibration
-from ..deform_eval import run_deform
-from ..errors import MMRobustError
-from ..pipeline import Folders, Plan, finished_training, reproduce_hint
-from ..reporting import write_report
-from ..storage import atomic_write_text
-from ..train import train
-from .autoattack_shards import autoattack_merge, autoattack_shard
-from .graph import (
-    ATTACK, AUTOATTACK_MERGE, AUTOATTACK_SHARD, CALIBRATE, DEFORM, DEFORM_MERGE, DEFORM_SHARD, REPORT, TRAIN, Task,
-)
-from .shards import deform_merge, deform_shard
+from robustbench_mm.common.storage import atomic_write_text
+from robustbench_mm.errors import MMRobustError
+from robustbench_mm.evaluation.attack import run_attacks
+from robustbench_mm.evaluation.calibrate import run_calibration
+from robustbench_mm.evaluation.deform import run_deform
+from robustbench_mm.pipeline import Folders, Plan, finished_training, reproduce_hint
+from robustbench_mm.report.build import write_report
+from robustbench_mm.scheduling.autoattack_shards import autoattack_merge, autoattack_shard
+from robustbench_mm.scheduling.graph import (
+    ATTACK, AUTOATTACK_MERGE, AUTOATTACK_SHARD, CALIBRATE, DEFORM, DEFORM_MERGE, DEFORM_SHARD, REPORT, TRAIN, Task)
+from robustbench_mm.scheduling.shards import deform_merge, deform_shard
+from robustbench_mm.train.trainer import train
 
 MARKER_PREFIX = ".mm-robust-shared-storage-"
 STORAGE_HELP = ("every task must read and write the same checkpoints/attacks/reports folders: put them on a "

@@ -1,0 +1,1 @@
+"""The evaluation stages, each reading checkpoints/ and writing attacks/<run>/: attacks, deformations, calibration."""

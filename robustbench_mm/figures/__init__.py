@@ -1,0 +1,1 @@
+"""Every plot, drawn from plain numbers."""

@@ -1,0 +1,465 @@
+"""The report's data: the trained models and their result files, read and grouped for the tables.
+
+`load_records` turns ``checkpoints/<run>/meta.json`` and ``attacks/<run>/*.json`` into plain
+`RunRecord`s (checked for type, and dropped as stale when they measured other weights);
+`group_records` puts the models of one table section together, and `ModelRuns` gathers the seeds of
+one model identity. The Table 7 helpers say which deform result and which models a table shows.
+Everything that draws or writes the report (figures/plots.py, report/build.py, report/tables/supervised.py) builds
+on this module and nothing here imports them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from robustbench_mm.common.storage import read_json
+from robustbench_mm.config import TABLE_MODELS
+from robustbench_mm.data.deformations import DEFORM_EVALUATIONS, DEFORM_SETS, evaluation_name
+from robustbench_mm.errors import UsageError
+from robustbench_mm.paper import TABLE7_COLUMNS, model_key
+from robustbench_mm.runs.checkpoints import WEIGHT_FILES, file_sha256, find_runs, read_meta, stored_metadata
+from robustbench_mm.runs.results import RESULT_FORMAT, result_path
+from robustbench_mm.runs.seeds import split_seed_suffix
+from robustbench_mm.stats.estimates import Estimate, SeedValue, estimate
+
+EXAMPLES_FILE = "adversarial-examples.safetensors"
+PROTOCOLS = ("standard", "paper")
+# Keys each evaluation's payload must have for the report to use it.
+REQUIRED_KEYS = {
+    "fgsm-standard": ("n_examples", "clean", "eps", "accuracy"),
+    "fgsm-paper": ("n_examples", "clean", "eps", "accuracy"),
+    "pgd-unbounded-paper": ("n_examples", "steps", "accuracy_per_step", "final_accuracy"),
+    "pgd-unbounded-standard": ("n_examples", "steps", "accuracy_per_step", "final_accuracy"),
+    "pgd-bounded": ("n_examples", "eps", "steps", "accuracy", "clean"),
+    "gradient-masking": ("checks", "flagged"),
+    **{evaluation: ("n_examples", "clean", "sets") for evaluation in DEFORM_EVALUATIONS},
+    "calibration": ("n_examples", "bins", "conditions"),
+}
+EVALUATIONS = tuple(REQUIRED_KEYS)
+# Evaluations with one file per setting (autoattack-8_255.json, autoattack-0.03.json): loaded by prefix.
+FAMILY_REQUIRED_KEYS = {"autoattack-": ("n_examples", "eps", "clean", "stages", "robust_accuracy")}
+KEY_ORDER = tuple(model_key(method, alpha) for method, alpha in TABLE_MODELS)
+METHOD_LABELS = {"baseline": "No mixup (baseline)", "input": "Input mixup", "manifold": "Manifold mixup"}
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits (scikit-learn, offline)"}
+
+
+# ---- records --------------------------------------------------------------------------------
+
+@dataclass
+class RunRecord:
+    """One trained model and whatever evaluations of it exist."""
+
+    name: str
+    model: dict[str, Any]  # identity: key, dataset, arch, preset, width, method, alpha
+    meta: dict[str, Any] | None  # checkpoints/<run>/meta.json, None when only results exist
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)  # evaluation -> why there is no usable result
+    examples_file: Path | None = None
+
+    @property
+    def key(self) -> str:
+        return self.model["key"]
+
+    @property
+    def external(self) -> bool:
+        """Trained elsewhere and evaluated through --model or robustbench_mm.evaluate (no run folder of ours)."""
+        return bool(self.model.get("external"))
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (external)" if self.external else model_label(self.model["method"], self.model.get("alpha"))
+
+    def result(self, evaluation: str) -> dict[str, Any] | None:
+        return self.results.get(evaluation)
+
+    def why_missing(self, evaluation: str) -> str:
+        return self.missing.get(evaluation, f"no {evaluation}.json for {self.name}")
+
+    @property
+    def seed(self) -> int | None:
+        """The training seed: from meta.json, else from a result file's model summary, else the folder name."""
+        if self.meta:
+            return self.meta["config"].get("seed")
+        first = next(iter(self.results.values()), None)
+        return first["model"].get("train_seed") if first else split_seed_suffix(self.name)[1]
+
+
+@dataclass
+class ModelRuns:
+    """One model identity (its key and its run name without the ``-s<seed>`` suffix): one run per seed."""
+
+    name: str
+    runs: list[RunRecord]
+
+    @property
+    def key(self) -> str:
+        return self.runs[0].key
+
+    @property
+    def label(self) -> str:
+        return self.runs[0].label
+
+    @property
+    def folders(self) -> str:
+        """How the table names the runs: the one folder, or the base name with the seeds in braces."""
+        suffixes = [split_seed_suffix(r.name)[1] for r in self.runs]
+        if len(self.runs) == 1 or None in suffixes:
+            return ", ".join(r.name for r in self.runs)
+        return f"{self.name}-s{{{','.join(map(str, suffixes))}}}"
+
+    def cell(self, evaluation: str, value_of, absent: str) -> tuple[Estimate | None, str]:
+        """The estimate over seeds of `value_of(result)`, and why a seed has no value (or '').
+
+        `absent` says why when the result file exists but `value_of` finds no number in it.
+        """
+        values, missing, why = [], [], ""
+        for record in self.runs:
+            result = record.result(evaluation)
+            value = value_of(result) if result else None
+            if value is None:
+                missing.append(record.name)
+                why = why or (record.why_missing(evaluation) if result is None else absent)
+            else:
+                values.append(SeedValue(record.name, record.seed, float(value), result.get("n_examples")))
+        return estimate(values, missing), why
+
+
+def model_runs(records: Iterable[RunRecord]) -> list[ModelRuns]:
+    """Runs grouped by model identity: the same key and the same run name up to its seed suffix."""
+    by_identity: dict[tuple[str, str], list[RunRecord]] = {}
+    for record in records:
+        by_identity.setdefault((record.key, split_seed_suffix(record.name)[0]), []).append(record)
+    return [ModelRuns(base, sorted(runs, key=lambda r: (r.seed is None, r.seed or 0, r.name)))
+            for (_, base), runs in by_identity.items()]
+
+
+def model_label(method: str, alpha: float | None) -> str:
+    label = METHOD_LABELS.get(method, method)
+    return label if method == "baseline" else f"{label} (α = {alpha:g})"
+
+
+def _identity_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    config = meta["config"]
+    alpha = config["alpha"] if config["method"] != "baseline" else None
+    return {"key": model_key(config["method"], alpha), "dataset": config["dataset"], "arch": config["arch"],
+            "preset": config["preset"], "width": config["width"], "method": config["method"], "alpha": alpha}
+
+
+def read_result(path: Path, evaluation: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(result, None) for a usable file, else (None, why not) in words fit for a table cell."""
+    if not path.exists():
+        return None, f"no {path.name}"
+    try:
+        result = read_json(path)
+    except UsageError:
+        return None, f"{path.name} is not valid JSON" if path.is_file() else f"{path.name} is not a file"
+    if not isinstance(result, dict) or result.get("format") != RESULT_FORMAT:
+        return None, f"{path.name} is not an mm-robust result"
+    required = REQUIRED_KEYS.get(evaluation) or next(
+        keys for prefix, keys in FAMILY_REQUIRED_KEYS.items() if evaluation.startswith(prefix))
+    absent = [k for k in (*required, "model", "settings") if k not in result]
+    if absent:
+        return None, f"{path.name} lacks {', '.join(absent)}"
+    wrong = malformed_fields(result, evaluation)
+    if wrong:
+        return None, f"{path.name} has malformed {', '.join(wrong)}"
+    return result, None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, list) and all(map(_number, value))
+
+
+def _accuracy_dict(value: Any) -> bool:
+    return isinstance(value, dict) and _number(value.get("accuracy"))
+
+
+def _fgsm_ok(result: dict[str, Any]) -> dict[str, bool]:
+    sweep = result.get("sweep", {"eps": [], "accuracy": []})
+    return {"clean": _accuracy_dict(result["clean"]),
+            "eps": _numbers(result["eps"]) and _numbers(result["accuracy"]) and
+            len(result["eps"]) == len(result["accuracy"]),
+            "sweep": isinstance(sweep, dict) and _numbers(sweep.get("eps")) and _numbers(sweep.get("accuracy"))}
+
+
+# What the report reads from each evaluation, checked for type before a table uses it.
+FIELD_CHECKS = {
+    "fgsm-standard": _fgsm_ok,
+    "fgsm-paper": _fgsm_ok,
+    **{f"pgd-unbounded-{protocol}": lambda r: {
+        "steps": isinstance(r["steps"], int), "accuracy_per_step": _numbers(r["accuracy_per_step"]),
+        "final_accuracy": _number(r["final_accuracy"])} for protocol in PROTOCOLS},
+    "gradient-masking": lambda r: {"checks": isinstance(r["checks"], list) and all(
+        isinstance(c, dict) and isinstance(c.get("name"), str) for c in r["checks"]),
+        "flagged": isinstance(r["flagged"], bool)},
+    **{evaluation: lambda r: {"clean": _accuracy_dict(r["clean"]), "sets": isinstance(r["sets"], dict) and all(
+        _accuracy_dict(entry) for entry in r["sets"].values())} for evaluation in DEFORM_EVALUATIONS},
+}
+
+
+MODEL_FIELDS = ("run", "key", "dataset", "arch", "preset", "method")
+# Fields of a result's model summary that may be absent or null (external models lack some), else of this type.
+OPTIONAL_MODEL_FIELDS = {"checkpoint": str, "weights_sha256": str, "train_git_commit": str, "width": int,
+                         "epochs_trained": int, "checkpoint_epoch": int, "train_seed": int, "alpha": (int, float),
+                         "external": bool}
+
+
+def _model_ok(model: Any) -> bool:
+    if not isinstance(model, dict) or not all(isinstance(model.get(k), str) for k in MODEL_FIELDS):
+        return False
+    for key, kind in OPTIONAL_MODEL_FIELDS.items():
+        value = model.get(key)
+        if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+            return False
+    return True
+
+
+def malformed_fields(result: dict[str, Any], evaluation: str) -> list[str]:
+    """Names of the fields of a result that have the wrong type (nulls included)."""
+    wrong = [] if isinstance(result["settings"], dict) else ["settings"]
+    if not _model_ok(result["model"]):
+        wrong.append("model")
+    if "n_examples" in result and (not isinstance(result["n_examples"], int) or isinstance(result["n_examples"], bool)):
+        wrong.append("n_examples")
+    checks = FIELD_CHECKS.get(evaluation)
+    return wrong + ([name for name, ok in checks(result).items() if not ok] if checks else [])
+
+
+def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tuple[list[RunRecord], list[str]]:
+    """Every run found in either folder, with its results; plus problems worth telling the reader."""
+    checkpoints_root, attacks_root = Path(checkpoints_root), Path(attacks_root)
+    problems: list[str] = []
+    metas: dict[str, dict[str, Any]] = {}
+    run_folders = find_runs(checkpoints_root)  # a broken meta.json still leaves the weights to check against
+    for run_dir in run_folders:
+        try:
+            metas[run_dir.name] = read_meta(run_dir)
+        except UsageError as exc:
+            problems.append(f"skipped checkpoint {run_dir.name}: {exc}")
+    has_folder = {run_dir.name for run_dir in run_folders}
+    result_runs = sorted(p.name for p in attacks_root.iterdir() if p.is_dir()) if attacks_root.is_dir() else []
+    records = []
+    for name in sorted(set(metas) | set(result_runs)):
+        results, missing = {}, {}
+        if (attacks_root / name).exists() and not (attacks_root / name).is_dir():
+            problems.append(f"{str(attacks_root / name)!r} is a file where the results folder of {name} should be")
+        for evaluation in EVALUATIONS:
+            path = result_path(attacks_root, name, evaluation)
+            result, why = read_result(path, evaluation)
+            if result is None:
+                missing[evaluation] = f"{why} for {name}"
+                if path.exists():  # a file that is there but unusable is worth a line under Problems
+                    problems.append(f"unreadable result {str(path)!r}: {why}")
+            else:
+                results[evaluation] = result
+        for prefix in FAMILY_REQUIRED_KEYS:
+            for path in sorted((attacks_root / name).glob(f"{prefix}*.json")):
+                if path.name.endswith(".partial.json"):
+                    continue  # a run still going (or killed): not a result yet
+                result, why = read_result(path, path.stem)
+                if result is None:
+                    missing[path.stem] = f"{why} for {name}"
+                else:
+                    results[path.stem] = result
+        meta = metas.get(name)
+        digests: dict[str, str | None] = {}  # each weights file is hashed once
+        if name in has_folder:
+            _drop_stale_results(checkpoints_root / name, results, missing, problems, digests)
+        if meta is not None:
+            identity = _identity_from_meta(meta)
+        elif results:
+            summary = next(iter(results.values()))["model"]
+            identity = {k: summary.get(k) for k in ("key", "dataset", "arch", "preset", "width", "method", "alpha",
+                                                    "external")}
+            if not identity["external"] and name not in has_folder:
+                problems.append(f"{name}: results exist but {str(checkpoints_root / name)!r} does not; their weights "
+                                "cannot be checked and the training curves are missing")
+        else:
+            continue
+        for evaluation, result in results.items():
+            trained = result["model"].get("epochs_trained")
+            if meta is not None and trained != meta["epoch"]:
+                problems.append(f"{name}: {evaluation}.json measured the model after {trained} epochs, but it has "
+                                f"trained {meta['epoch']} since; rerun the evaluation to refresh it")
+        examples = attacks_root / name / EXAMPLES_FILE
+        examples = examples if examples.is_file() else None
+        if examples is not None and name in has_folder:
+            model = _examples_model(examples)
+            why = _stale_reason(checkpoints_root / name, model, "attack", digests) if model else \
+                "it records no model, so it cannot be tied to these weights, rerun attack"
+            if why is not None:
+                problems.append(f"{name}: {EXAMPLES_FILE} not used: {why}")
+                examples = None
+        records.append(RunRecord(name, identity, meta, results, missing, examples))
+    return records, problems
+
+
+def _examples_model(path: Path) -> dict[str, Any]:
+    """The model summary the adversarial-examples file was written for ({} when it has none)."""
+    try:
+        model = json.loads((stored_metadata(path) or {})["model"])
+    except (KeyError, TypeError, ValueError):
+        return {}
+    return model if isinstance(model, dict) else {}
+
+
+def _drop_stale_results(run_dir: Path, results: dict[str, dict[str, Any]], missing: dict[str, str],
+                        problems: list[str], digests: dict[str, str | None]) -> None:
+    """Move every result not made from the weights now in `run_dir` from `results` to `missing`.
+
+    A run retrained with --force, another seed or method under the same name, or a copied weights
+    file keeps its folder name; only the weights digest tells its old results from its own.
+    `digests` caches each weights file's hash.
+    """
+    for evaluation, result in list(results.items()):
+        stage = "deform" if evaluation in DEFORM_EVALUATIONS else "calibrate" if evaluation == "calibration" else \
+            "attack"
+        why = _stale_reason(run_dir, result["model"], stage, digests)
+        if why is not None:
+            del results[evaluation]
+            missing[evaluation] = why
+            problems.append(f"{run_dir.name}: {evaluation}.json not used: {why}")
+
+
+def _stale_reason(run_dir: Path, model: dict[str, Any], stage: str, digests: dict[str, str | None]) -> str | None:
+    """Why a result's model summary does not match the weights in `run_dir`, or None when it does."""
+    kind = model.get("checkpoint")
+    if kind not in WEIGHT_FILES:
+        return f"it names no known checkpoint ({kind!r}), rerun {stage}"
+    if kind not in digests:
+        try:
+            digests[kind] = file_sha256(run_dir / WEIGHT_FILES[kind])
+        except OSError:
+            digests[kind] = None
+    stored = model.get("weights_sha256")
+    if digests[kind] is None:
+        return f"no readable {WEIGHT_FILES[kind]} in checkpoints/{run_dir.name} to check it against, rerun {stage}"
+    if stored is None:
+        return f"results predate weight digests, so they cannot be tied to these weights, rerun {stage}"
+    if stored != digests[kind]:
+        return f"results are for other weights, rerun {stage}"
+    return None
+
+
+# ---- groups: one section of every table per (dataset, architecture, preset) ----------------
+
+
+@dataclass
+class Group:
+    dataset: str
+    arch: str
+    preset: str
+    runs: list[RunRecord]
+    slug: str = ""
+
+    @property
+    def models(self) -> list[ModelRuns]:
+        """The group's model identities, in the paper's column order; seeds of one identity together."""
+        return model_runs(self.runs)
+
+    @property
+    def heading(self) -> str:
+        return f"{DATASET_NAMES.get(self.dataset, self.dataset)} · {self.arch} · {self.preset} preset"
+
+
+def _key_rank(record: RunRecord) -> tuple[int, str]:
+    key = record.key
+    return (KEY_ORDER.index(key) if key in KEY_ORDER else len(KEY_ORDER), record.name)
+
+
+def group_records(records: Iterable[RunRecord]) -> list[Group]:
+    """Models that belong in one table, table models first in the paper's column order."""
+    by_id: dict[tuple[str, str, str], list[RunRecord]] = {}
+    for record in records:
+        if not record.external:
+            by_id.setdefault((record.model["dataset"], record.model["arch"], record.model["preset"]), []).append(record)
+    # A model trained elsewhere joins every table of its dataset, beside ours; its own group if there is none.
+    ours = list(by_id)
+    for record in records:
+        if record.external:
+            for ident in [i for i in ours if i[0] == record.model["dataset"]] or \
+                    [(record.model["dataset"], "external", "external")]:
+                by_id.setdefault(ident, []).append(record)
+    groups = [Group(*ident, sorted(runs, key=_key_rank)) for ident, runs in sorted(by_id.items())]
+    datasets = [g.dataset for g in groups]
+    for group in groups:
+        # Plot files are named by dataset; architecture and preset join the name only when needed.
+        group.slug = group.dataset if datasets.count(group.dataset) == 1 else f"{group.dataset}-{group.arch}-{group.preset}"
+    return groups
+
+
+# ---- Table 7: its columns and which deform result it shows ----------------------------------
+
+
+def deform_set_label(name: str) -> str:
+    """How the paper's Table 7 names the row, e.g. 'Rotation U(-20°, 20°)'."""
+    return DEFORM_SETS[name].label if name in DEFORM_SETS else name
+
+
+def table7_columns(group: Group) -> list[tuple[str, ModelRuns | None]]:
+    """The paper's four models (a placeholder where one is not trained), then any other models."""
+    models = group.models
+    columns: list[tuple[str, ModelRuns | None]] = []
+    for key in TABLE7_COLUMNS:
+        matches = [m for m in models if m.key == key]
+        columns += [(key, m) for m in matches] or [(key, None)]
+    columns += [(m.key, m) for m in models if m.key not in TABLE7_COLUMNS]
+    return columns
+
+
+# Which deform result a table shows first: the authors' warp for the paper preset (what `reproduce --preset
+# paper` runs, to compare with the paper like for like), ours otherwise; every other variant present follows.
+MAIN_DEFORM = {"paper": evaluation_name("authors", "black")}
+
+
+WARP_TEXT = {"ours": "our warp (exact centre, pixels out to their edges)",
+             "authors": "the authors' warp (their scipy code's centre, border and rotation sign)"}
+
+
+FILL_TEXT = {"black": "black fill", "mean": "mean-pixel fill"}
+
+
+def deform_evaluations(group: Group) -> list[str]:
+    """The deform results shown for `group`, the main one first."""
+    main = MAIN_DEFORM.get(group.preset, evaluation_name())
+    present = [e for e in DEFORM_EVALUATIONS if any(e in r.results for r in group.runs)]
+    return [main] + [e for e in present if e != main]
+
+
+def deform_look(evaluation: str, command: bool = True) -> str:
+    """'the authors' warp (...), black fill' for a deform result name, with the command that makes it."""
+    convention = "authors" if "-authors" in evaluation else "ours"
+    fill = "mean" if evaluation.endswith("-mean") else "black"
+    text = f"{WARP_TEXT[convention]}, {FILL_TEXT[fill]}"
+    return text + f" (`mm-robust deform --convention {convention} --fill {fill}`)" if command else text
+
+
+def deform_cell(model: ModelRuns | None, key: str, set_name: str,
+                evaluation: str = "deform") -> tuple[Estimate | None, str]:
+    """One Table 7 cell over seeds, and why it (or some seed of it) is missing."""
+    if model is None:
+        return None, f"no trained {key} model"
+    return model.cell(evaluation, lambda r: (r["sets"].get(set_name) or {}).get("accuracy"),
+                      f"{evaluation}.json has no {set_name}")
+
+
+def column_label(key: str, model: ModelRuns | None) -> str:
+    """A Table 7 column's name: the method and its α, or the name of a model trained elsewhere."""
+    if model is not None and model.runs[0].external:
+        return model.label
+    return model_label(*_method_alpha(key))
+
+
+def _method_alpha(key: str) -> tuple[str, float | None]:
+    if key == "baseline":
+        return "baseline", None
+    method, _, alpha = key.partition("-a")
+    return method, float(alpha)

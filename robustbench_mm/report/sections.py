@@ -1,0 +1,151 @@
+"""The pieces every report table is made of: header facts, sections, markdown and CSV rendering.
+
+A `Section` is one group's part of a table (header facts, notes, markdown blocks and tidy CSV rows);
+report/build.py builds Tables 3, 5, 7, the robustness table and the orderings from them, and
+report/tables/supervised.py Tables 1 and 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from robustbench_mm.report.records import DATASET_NAMES, Group
+from robustbench_mm.stats.estimates import ESTIMATE_COLUMNS
+
+# `ours` is the cell's number: the mean over seeds (the only value with one seed).
+CSV_COLUMNS = (
+    "dataset", "arch", "preset", "model", "run", "evaluation", "setting", "ours", *ESTIMATE_COLUMNS, "paper", "delta",
+    "status",
+    "epochs_trained", "checkpoint", "checkpoint_epoch", "n_examples", "train_seed", "eval_seed", "eval_commit",
+    "paper_reference",
+)
+
+
+def distinct_text(values: Iterable[Any]) -> str:
+    """The distinct values in first-seen order, joined by ', '."""
+    return ", ".join(dict.fromkeys(str(v) for v in values))
+
+
+def short_commit(commit: str | None) -> str:
+    if not commit:
+        return "unknown"
+    base, dirty, _ = commit.partition("+")
+    return base[:10] + ("+dirty" if dirty else "")
+
+
+def one_or_each(values: dict[str, str]) -> str:
+    """One value when every model agrees, else 'model: value' for each."""
+    distinct = set(values.values())
+    if not values:
+        return "no results yet"
+    if len(distinct) == 1:
+        return distinct.pop()
+    return "; ".join(f"{label}: {value}" for label, value in values.items())
+
+
+def header_facts(group: Group, evaluations: tuple[str, ...], protocol: str) -> list[tuple[str, str]]:
+    """Dataset, preset, epochs, checkpoint, protocol, examples, seeds and commits, per model when they differ."""
+    epochs, checkpoint, examples, seeds, train_commits, eval_commits = {}, {}, {}, {}, {}, {}
+    models = group.models
+    for model in models:
+        label = model.key if [m.key for m in models].count(model.key) == 1 else model.name
+        if any(r.meta for r in model.runs):
+            epochs[label] = distinct_text(f"{r.meta['epoch']} of {r.meta['epochs']} "
+                                      f"({'complete' if r.meta['complete'] else 'incomplete'})"
+                                      for r in model.runs if r.meta)
+        per_run = [(r, [r.results[e] for e in evaluations if e in r.results]) for r in model.runs]
+        per_run = [(r, results) for r, results in per_run if results]
+        if not per_run:
+            continue
+        summaries = [results[0]["model"] for _, results in per_run]
+        if label not in epochs:
+            epochs[label] = "trained elsewhere" if all(r.external for r in model.runs) else \
+                distinct_text(s.get("epochs_trained") for s in summaries)
+        checkpoint[label] = distinct_text(f"{s.get('checkpoint')} (epoch {s.get('checkpoint_epoch')})" for s in summaries)
+        examples[label] = distinct_text(sorted({str(r["n_examples"]) for _, results in per_run for r in results}))
+        # The training seed comes from the checkpoint the numbers were measured on (digests matched).
+        train_seeds = (r.meta["config"]["seed"] if r.meta else results[0]["model"].get("train_seed")
+                       for r, results in per_run)
+        seeds[label] = (f"training {distinct_text(train_seeds)}, evaluation "
+                        f"{distinct_text(results[0]['settings'].get('seed') for _, results in per_run)}")
+        train_commits[label] = distinct_text(short_commit(s.get("train_git_commit")) for s in summaries)
+        eval_commits[label] = distinct_text(sorted({short_commit(r.get("git_commit")) for _, results in per_run
+                                                for r in results}))
+    n_test = {"cifar10": 10000, "cifar100": 10000, "digits": 357}.get(group.dataset)
+    example_text = one_or_each(examples)
+    if n_test and examples:
+        example_text += f" (of the {n_test} test images; the first N in the fixed test order)"
+    presets = {r.meta["config"]["preset"] for r in group.runs if r.meta} or {group.preset}
+    return [
+        ("dataset", DATASET_NAMES.get(group.dataset, group.dataset)),
+        ("architecture", f"{group.arch}, width {one_or_each({r.key: str(r.model.get('width')) for r in group.runs})}"),
+        ("preset", ", ".join(sorted(presets))),
+        ("epochs trained", one_or_each(epochs)),
+        ("checkpoint evaluated", one_or_each(checkpoint)),
+        ("protocol", protocol),
+        ("test examples", example_text),
+        ("seed", one_or_each(seeds)),
+        ("uncertainty", UNCERTAINTY_NOTE),
+        ("commit (training)", one_or_each(train_commits)),
+        ("commit (evaluation)", one_or_each(eval_commits)),
+    ]
+
+
+UNCERTAINTY_NOTE = ("several seeds: mean ± standard deviation over seeds (n seeds); one seed: value [exact binomial "
+                    "(Clopper-Pearson) 95 % interval over the test examples]")
+
+
+@dataclass
+class Block:
+    """One markdown table: a caption, column names and rows of cell text."""
+
+    caption: str
+    columns: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Section:
+    """One group's part of a table: the header facts, notes, markdown blocks and tidy CSV rows."""
+
+    heading: str
+    facts: list[tuple[str, str]]
+    notes: list[str]
+    blocks: list[Block]
+    rows: list[dict[str, Any]]  # one per cell, for CSV and summary.json
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(block: Block) -> str:
+    lines = ["| " + " | ".join(map(_md_escape, block.columns)) + " |",
+             "|" + "|".join("---" for _ in block.columns) + "|"]
+    lines += ["| " + " | ".join(map(_md_escape, row)) + " |" for row in block.rows]
+    return "\n".join(lines)
+
+
+def render_section(section: Section, level: int = 2) -> str:
+    parts = [f"{'#' * level} {section.heading}", ""]
+    if section.facts:
+        parts += ["| setting | value |", "|---|---|"]
+        parts += [f"| {name} | {_md_escape(value)} |" for name, value in section.facts]
+        parts.append("")
+    parts += [f"> {note}\n" for note in section.notes]
+    for block in section.blocks:
+        parts += [f"**{block.caption}**", "", markdown_table(block), ""]
+    return "\n".join(parts)
+
+
+def render_csv(sections: list[Section], columns: tuple[str, ...] = CSV_COLUMNS) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for section in sections:
+        for row in section.rows:
+            writer.writerow({k: "" if row[k] is None else row[k] for k in columns})
+    return buffer.getvalue()

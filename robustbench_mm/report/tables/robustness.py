@@ -1,0 +1,121 @@
+""""How robust is it really?": every attack on one line per model, and RobustBench-style model_info.
+
+Columns: clean, FGSM in both protocols, PGD-20 at the check eps (worst case over iterates) and
+AutoAttack at every eps it ran, with its per-stage breakdown (robust accuracy after APGD-CE,
+APGD-T, FAB-T and Square). Which number each column takes from which result file is declared
+here (`columns`); report/build.py turns them into cells over seeds like every other table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from robustbench_mm.attacks.autoattack import STAGE_LABELS, STAGES
+
+TITLE = "How robust is it really? — FGSM, PGD-20 and AutoAttack on the same models"
+FGSM_EPS = 0.03
+AUTOATTACK_PREFIX = "autoattack-"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One number per model: which result file it comes from and how to read it."""
+
+    label: str
+    evaluation: str
+    setting: str  # for the CSV
+    value_of: Callable[[dict[str, Any]], float | None]
+
+
+def fgsm_accuracy(result: dict[str, Any], eps: float = FGSM_EPS) -> float | None:
+    for e, a in zip(result.get("eps", []), result.get("accuracy", [])):
+        if abs(e - eps) < 1e-9:
+            return float(a)
+    return None
+
+
+def autoattack_label(result: dict[str, Any]) -> str:
+    budget = result.get("budget", "standard")
+    return f"AutoAttack ε = {result.get('eps_text', result['eps'])}" + ("" if budget == "standard" else f" ({budget} budget)")
+
+
+def autoattack_evaluations(all_results: list[dict[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """(evaluation name, one result of it) for every AutoAttack evaluation any model has, smallest eps first."""
+    found: dict[str, dict[str, Any]] = {}
+    for results in all_results:
+        for name, result in results.items():
+            if name.startswith(AUTOATTACK_PREFIX):
+                found.setdefault(name, result)
+    return sorted(found.items(), key=lambda item: item[1]["eps"])
+
+
+def _stage_value(stage: str) -> Callable[[dict[str, Any]], float | None]:
+    return lambda r: next((s["robust_accuracy"] for s in r["stages"] if s["stage"] == stage), None)
+
+
+def columns(all_results: list[dict[str, dict[str, Any]]]) -> tuple[list[Column], list[tuple[str, list[Column]]]]:
+    """The table's number columns, and per AutoAttack evaluation the stage columns of its breakdown."""
+    table = [
+        Column("Clean", "fgsm-standard", "clean", lambda r: r["clean"]["accuracy"]),
+        Column(f"FGSM standard ε = {FGSM_EPS}", "fgsm-standard", f"eps={FGSM_EPS}", fgsm_accuracy),
+        Column(f"FGSM paper protocol ε = {FGSM_EPS}", "fgsm-paper", f"eps={FGSM_EPS}", fgsm_accuracy),
+        Column("PGD-20 (worst case)", "pgd-bounded", "final", lambda r: r["accuracy"]),
+    ]
+    breakdowns = []
+    for name, result in autoattack_evaluations(all_results):
+        table.append(Column(autoattack_label(result), name, "final", lambda r: r["robust_accuracy"]))
+        breakdowns.append((name, [Column(STAGE_LABELS[stage], name, stage, _stage_value(stage)) for stage in STAGES]))
+    return table, breakdowns
+
+
+NOTES = [
+    "Robust accuracy (%) on the same test examples. FGSM `standard`: ε on the [0, 1] pixel scale, cross-entropy, "
+    "clipping; `paper`: the authors' convention (ε on the normalized input, ≈ 4× weaker on CIFAR). PGD-20 and "
+    "AutoAttack count an example as fooled if any iterate fooled it. AutoAttack is the \"standard\" L-inf version "
+    "(APGD-CE, APGD-T on the targeted DLR loss with 9 targets, FAB-T with 9 targets, Square with 5000 queries, "
+    "each on the examples still robust, fixed seed): our active-set APGD-CE and APGD-T, torchattacks' FAB-T and "
+    "Square; a column marked with "
+    "another budget ran the same stages with fewer steps and queries, so its numbers are an upper bound on the "
+    "standard ones.",
+]
+
+
+def model_info(run: str, model: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """RobustBench-style model_info for one model: clean and AutoAttack accuracy at its first AutoAttack eps."""
+    runs = [result for _, result in autoattack_evaluations([results])]
+    if not runs:
+        return None
+    main = next((r for r in runs if abs(r["eps"] - 8 / 255) < 1e-9), runs[0])
+    return {
+        "name": run,
+        "architecture": model.get("arch"),
+        "dataset": model.get("dataset"),
+        "training": {"method": model.get("method"), "alpha": model.get("alpha"), "preset": model.get("preset"),
+                     "epochs": model.get("epochs_trained"), "seed": model.get("train_seed")},
+        "threat_model": "Linf",
+        "eps": main["eps_text"],
+        "clean_acc": f"{main['clean']['accuracy']:.2f}",
+        "autoattack_acc": f"{main['robust_accuracy']:.2f}",
+        "autoattack_budget": main.get("budget", "standard"),
+        "autoattack_stages": {s["stage"]: f"{s['robust_accuracy']:.2f}" for s in main["stages"]},
+        "n_examples": main["n_examples"],
+        "additional_data": False,
+        "number_forward_passes": 1,
+        "reported": None,  # the paper reports no AutoAttack number
+        "other_eps": {r["eps_text"]: f"{r['robust_accuracy']:.2f}" for r in runs if r is not main},
+        "weights_sha256": model.get("weights_sha256"),
+    }
+
+
+def stage_series(results: dict[str, dict[str, Any]]) -> list[tuple[str, list[str], list[float]]]:
+    """Per AutoAttack result: (column label, stage names with 'clean' first, robust accuracy after each)."""
+    series = []
+    for _, result in autoattack_evaluations([results]):
+        names = ["clean", *(STAGE_LABELS[s["stage"]] for s in result["stages"])]
+        values = [result["clean"]["accuracy"], *(s["robust_accuracy"] for s in result["stages"])]
+        series.append((autoattack_label(result), names, values))
+    return series
+
+
+__all__ = ["STAGES", "TITLE", "NOTES", "Column", "autoattack_evaluations", "columns", "model_info", "stage_series"]

@@ -1,0 +1,248 @@
+"""Checkpoint folders: safetensors weights, a JSON meta file and one-file resumable state.
+
+Layout of ``checkpoints/<run>/``:
+
+- ``last.safetensors`` / ``best.safetensors``: model weights (best = highest test accuracy seen
+  during training, which is what the paper reports; last = the end of training);
+- ``meta.json``: config, dataset, method, alpha, epoch, metrics history, seed, versions, commit;
+- ``state.safetensors``: everything ``--resume`` needs (weights, optimizer buffers, RNG states,
+  history) in *one* file, so a single atomic rename makes the resume point consistent.
+
+Nothing is ever unpickled: safetensors holds raw tensors and JSON holds the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save_file
+
+from robustbench_mm.common.storage import atomic_write, atomic_write_json, read_json
+from robustbench_mm.config import TrainConfig
+from robustbench_mm.errors import UsageError
+from robustbench_mm.models.preact import PreActResNet, model_from_config
+
+META_FILE = "meta.json"
+STATE_FILE = "state.safetensors"
+WEIGHT_FILES = {"last": "last.safetensors", "best": "best.safetensors"}
+META_FORMAT = "mm-robust-checkpoint/1"
+REQUIRED_META = {"format": str, "run": str, "config": dict, "epoch": int, "complete": bool, "checkpoints": dict,
+                 "history": list}
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
+
+
+def _cpu_contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    tensors = _cpu_contiguous(tensors)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file; a truncated or tampered file is a clear error, never garbage."""
+    tensors, metadata, _ = load_tensors_with_digest(path)
+    return tensors, metadata
+
+
+def load_tensors_with_digest(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
+    """(tensors, metadata, SHA-256 of the file's bytes): the file is read once, so the digest is of
+    exactly the bytes the tensors came from, even if the file is replaced while we read it."""
+    path = Path(path)
+    if path.suffix in PICKLE_SUFFIXES:
+        raise UsageError(f"refusing to load {str(path)!r}: pickle-based checkpoints can run code when loaded; "
+                         "mm-robust only reads .safetensors")
+    if not path.is_file():
+        raise UsageError(f"missing checkpoint file {str(path)!r}")
+    try:
+        data = path.read_bytes()
+        tensors = load_bytes(data)
+        metadata = _safetensors_metadata(data)
+    except (SafetensorError, OSError, ValueError, RuntimeError, struct.error) as exc:
+        raise UsageError(f"corrupted checkpoint {str(path)!r} (truncated or tampered: {exc})") from None
+    return tensors, metadata, hashlib.sha256(data).hexdigest()
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's JSON header (8-byte little-endian length, then the header)."""
+    (length,) = struct.unpack("<Q", data[:8])
+    metadata = json.loads(data[8:8 + length]).get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError("__metadata__ is not an object")
+    return metadata
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, streamed: how a result names the exact weights it measured."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def save_weights(path: Path, model: torch.nn.Module) -> None:
+    save_tensors(path, model.state_dict())
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    """meta.json with every required key present and of the right type."""
+    path = Path(run_dir) / META_FILE
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise UsageError(f"invalid {str(path)!r}: expected a JSON object")
+    for key, kind in REQUIRED_META.items():
+        if key not in meta:
+            raise UsageError(f"invalid {str(path)!r}: missing key {key!r}")
+        if not isinstance(meta[key], kind) or (kind is int and isinstance(meta[key], bool)):
+            raise UsageError(f"invalid {str(path)!r}: {key!r} must be {kind.__name__}, got {type(meta[key]).__name__}")
+    if meta["format"] != META_FORMAT:
+        raise UsageError(f"invalid {str(path)!r}: format {meta['format']!r}, expected {META_FORMAT!r}")
+    for kind, entry in meta["checkpoints"].items():
+        if not isinstance(entry, dict) or not _is_int(entry.get("epoch")):
+            raise UsageError(f"invalid {str(path)!r}: checkpoints.{kind} must be an object with an integer 'epoch'")
+        _check_metrics(path, f"checkpoints.{kind}", entry)
+    for index, entry in enumerate(meta["history"]):
+        if not isinstance(entry, dict) or not _is_int(entry.get("epoch")):
+            raise UsageError(f"invalid {str(path)!r}: history[{index}] must be an object with an integer 'epoch'")
+        _check_metrics(path, f"history[{index}]", entry)
+    try:
+        meta["config"] = TrainConfig.from_dict(meta["config"]).to_dict()
+    except UsageError as exc:
+        raise UsageError(f"invalid {str(path)!r}: {exc}") from None
+    except TypeError as exc:
+        raise UsageError(f"invalid {str(path)!r}: bad config ({exc})") from None
+    return meta
+
+
+METRIC_KEYS = ("test_accuracy", "test_nll", "train_loss", "train_accuracy", "lr", "seconds", "images_per_second")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_metrics(path: Path, where: str, entry: dict[str, Any]) -> None:
+    """The numbers the report and the tables read from an entry are numbers (JSON has no NaN)."""
+    for key in METRIC_KEYS:
+        value = entry.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UsageError(f"invalid {str(path)!r}: {where}.{key} must be a number, got {value!r}")
+    fgsm = entry.get("fgsm")
+    if fgsm is not None and not (isinstance(fgsm, dict) and isinstance(fgsm.get("accuracy"), dict)):
+        raise UsageError(f"invalid {str(path)!r}: {where}.fgsm must be an object with an 'accuracy' object")
+
+
+def stored_metadata(path: Path) -> dict[str, str] | None:
+    """The metadata of a safetensors file, or None when it is absent or unreadable (then it is redone)."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
+def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
+    atomic_write_json(Path(run_dir) / META_FILE, meta)
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready for evaluation, with the settings it was trained with."""
+
+    model: PreActResNet
+    config: TrainConfig
+    meta: dict[str, Any]
+    run_dir: Path
+    which: str  # "last" or "best"
+    weights_sha256: str  # of the weights file loaded: results are tied to these exact bytes
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def epoch(self) -> int:
+        return int(self.meta["checkpoints"][self.which]["epoch"])
+
+
+def load_model(run_dir: str | Path, which: str = "last", device: torch.device | str = "cpu") -> LoadedModel:
+    """Build the architecture from meta.json and load the `which` weights, strictly."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"checkpoint folder {str(run_dir)!r} does not exist")
+    meta = read_meta(run_dir)
+    if which not in WEIGHT_FILES:
+        raise UsageError(f"unknown checkpoint kind {which!r}; valid: {', '.join(WEIGHT_FILES)}")
+    if which not in meta["checkpoints"]:
+        raise UsageError(f"{str(run_dir)!r} has no {which!r} checkpoint yet; valid here: {', '.join(meta['checkpoints'])}")
+    config = TrainConfig.from_dict(meta["config"])
+    model = model_from_config(config)
+    tensors, _, digest = load_tensors_with_digest(run_dir / WEIGHT_FILES[which])
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        detail = (missing and f"missing {missing[:3]}") or (unexpected and f"unexpected {unexpected[:3]}") or f"wrong shape {wrong[:3]}"
+        raise UsageError(f"checkpoint {str(run_dir / WEIGHT_FILES[which])!r} does not match its meta.json architecture: {detail}")
+    if not all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
+        raise UsageError(f"checkpoint {str(run_dir / WEIGHT_FILES[which])!r} holds non-finite weights")
+    model.load_state_dict(tensors)
+    model.to(device).eval()
+    return LoadedModel(model, config, meta, run_dir, which, digest)
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Run folders (those with a meta.json) under `root`, sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / META_FILE).is_file())
+
+
+def resolve_runs(root: str | Path, names: list[str] | None) -> list[Path]:
+    """The runs named with --checkpoint (a folder path or a name under `root`), else all of them."""
+    root = Path(root)
+    if not names:
+        runs = find_runs(root)
+        if not runs:
+            raise UsageError(f"no trained models found in {str(root)!r}; run `mm-robust train` first or pass --checkpoint")
+        return runs
+    runs = []
+    for name in names:
+        candidate = Path(name)
+        if candidate.suffix in PICKLE_SUFFIXES or candidate.suffix == ".safetensors":
+            load_tensors(candidate)  # refuses pickles with a clear message before anything else
+            raise UsageError(f"--checkpoint takes a run folder (with meta.json), not the file {name!r}")
+        if not candidate.is_dir():
+            candidate = root / name
+        if not (candidate / META_FILE).is_file():
+            valid = ", ".join(p.name for p in find_runs(root)) or "none"
+            raise UsageError(f"checkpoint {name!r} not found (no meta.json); runs in {str(root)!r}: {valid}")
+        if any(candidate.resolve() == run.resolve() for run in runs):
+            raise UsageError(f"--checkpoint {name!r} names a run already given; each run is evaluated once")
+        runs.append(candidate)
+    return runs
+
+
+def state_metadata(payload: dict[str, Any]) -> dict[str, str]:
+    return {"state": json.dumps(payload)}
+
+
+def parse_state_metadata(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
+    try:
+        payload = json.loads(metadata["state"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise UsageError(f"corrupted training state {str(path)!r}: {exc}") from None
+    if not isinstance(payload, dict):
+        raise UsageError(f"corrupted training state {str(path)!r}: expected a JSON object")
+    return payload

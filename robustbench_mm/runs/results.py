@@ -1,0 +1,186 @@
+"""Result files under ``attacks/<run>/``: one JSON per (model, evaluation), written atomically.
+
+Every file carries the model it measured, the exact settings, and provenance, so the report
+stage can rebuild tables from these files alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from robustbench_mm.common.runtime import provenance
+from robustbench_mm.common.storage import atomic_write_json, read_json
+from robustbench_mm.errors import UsageError
+from robustbench_mm.paper import model_key
+from robustbench_mm.runs.checkpoints import LoadedModel
+
+RESULT_FORMAT = "mm-robust-result/1"
+
+
+def model_summary(loaded: LoadedModel) -> dict[str, Any]:
+    """Who was evaluated: enough to place the numbers in the right table cell."""
+    meta = loaded.meta
+    config = loaded.config
+    return {
+        "run": loaded.name,
+        "key": model_key(config.method, config.alpha),
+        "dataset": config.dataset,
+        "method": config.method,
+        "alpha": config.alpha if config.method != "baseline" else None,
+        "arch": config.arch,
+        "width": config.width,
+        "preset": config.preset,
+        "epochs_trained": meta["epoch"],
+        "checkpoint": loaded.which,
+        "checkpoint_epoch": loaded.epoch,
+        "train_seed": config.seed,
+        "train_git_commit": meta.get("git_commit", "unknown"),
+        "weights_sha256": loaded.weights_sha256,
+    }
+
+
+def as_json(obj: Any) -> Any:
+    """`obj` as it reads back from JSON (tuples become lists), for comparing with stored files."""
+    return json.loads(json.dumps(obj))
+
+
+def result_path(root: str | Path, run: str, evaluation: str) -> Path:
+    return Path(root) / run / f"{evaluation}.json"
+
+
+def write_result(path: Path, evaluation: str, model: dict[str, Any], settings: dict[str, Any],
+                 payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {
+        "format": RESULT_FORMAT,
+        "evaluation": evaluation,
+        "model": model,
+        "settings": settings,
+        **payload,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(),
+    })
+
+
+def _stored_result(path: Path) -> dict[str, Any] | None:
+    """A readable mm-robust result at `path`, else None (a corrupt file holds no result to keep)."""
+    if not path.is_file():
+        return None
+    try:
+        stored = read_json(path)
+    except UsageError:
+        return None
+    if not isinstance(stored, dict) or stored.get("format") != RESULT_FORMAT or \
+            not isinstance(stored.get("model"), dict) or not isinstance(stored.get("settings"), dict):
+        return None
+    return stored
+
+
+def finished_result(path: Path, model: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored result if it exists and was made for this exact model (weights digest included) and settings."""
+    stored = _stored_result(path)
+    if stored is None or stored["model"] != as_json(model) or stored["settings"] != as_json(settings):
+        return None
+    return stored
+
+
+def differing_settings(stored: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """'name: stored -> new' for every setting that differs, in the order of `settings`."""
+    new = as_json(settings)
+    names = list(new) + [k for k in stored if k not in new]
+    return [f"{name} {_short(stored.get(name))} -> {_short(new.get(name))}"
+            for name in names if stored.get(name) != new.get(name)]
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class ConflictHint:
+    """How the command that refuses a result target lets its user out, in options it really has."""
+
+    out_option: str = "--out"  # the command's option for the results folder
+    replace: str = "pass --force to replace it"
+
+    @property
+    def elsewhere(self) -> str:
+        return f"choose another {self.out_option}"
+
+
+OWN_COMMAND = ConflictHint()  # attack, deform, calibrate: they have --force and --out
+
+
+def check_result_targets(planned: Iterable[tuple[Path, dict[str, Any], dict[str, Any]]], force: bool,
+                         hint: ConflictHint = OWN_COMMAND) -> None:
+    """Refuse, before any evaluation starts, to write where a result would be lost or cannot go.
+
+    `planned` holds (path, model summary, settings) for every result file a command may write.
+    A finished result for the same weights made with other settings is kept unless `force`:
+    silently replacing it would change a table without anyone asking. A result for other weights
+    is stale and is replaced. A folder where a result file should be, or a file where its run
+    folder should be, is refused as well.
+    """
+    for path, model, settings in planned:
+        check_target_path(path, hint)
+        if force:
+            continue
+        stored = _stored_result(path)
+        if stored is not None:
+            check_same_settings(path, stored["model"], stored["settings"], model, settings, hint)
+
+
+def check_target_path(path: Path, hint: ConflictHint = OWN_COMMAND) -> None:
+    """A result file can go to `path`: no folder stands there, and no file where its run folder goes."""
+    path = Path(path)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UsageError(f"{str(path.parent)!r} is a file where a run's results folder should be; move it away "
+                         f"or {hint.elsewhere}")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{str(path)!r} is a folder where a result file should be; move it away or {hint.elsewhere}")
+
+
+def check_same_settings(path: Path, stored_model: dict[str, Any], stored_settings: dict[str, Any],
+                        model: dict[str, Any], settings: dict[str, Any], hint: ConflictHint = OWN_COMMAND) -> None:
+    """Refuse to replace what `path` holds for these same weights when it was made with other settings."""
+    if stored_model.get("weights_sha256") != model["weights_sha256"]:
+        return  # other weights: stale, replaced
+    differing = differing_settings(stored_settings, settings)
+    if differing:
+        raise UsageError(f"{str(path)!r} holds a finished result for these weights made with other settings "
+                         f"({'; '.join(differing)}); {hint.replace}, or {hint.elsewhere}")
+
+
+# ---- per-example outcomes -------------------------------------------------------------------------
+# Result files keep, per evaluation, which test examples were classified correctly, so the report
+# can pair two models on the same examples and bootstrap over examples. A boolean mask is stored as
+# base64 of numpy's packbits (10,000 examples -> 1,668 characters), under
+# ``"per_example": {"example_range": [start, stop], "correct": {label: {"n": N, "bits": "..."}}}``;
+# `example_range` is the half-open range of test-set indices the masks cover, in order.
+
+
+def encode_mask(mask) -> dict[str, Any]:
+    """A 1-D boolean mask (tensor or array) as a small JSON object."""
+    values = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask, dtype=bool).reshape(-1)
+    return {"n": int(values.size), "bits": base64.b64encode(np.packbits(values).tobytes()).decode("ascii")}
+
+
+def decode_mask(encoded: dict[str, Any]):
+    """The boolean numpy array stored by `encode_mask`; a malformed object is a ValueError."""
+    try:
+        n = int(encoded["n"])
+        packed = np.frombuffer(base64.b64decode(encoded["bits"], validate=True), dtype=np.uint8)
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise ValueError(f"malformed per-example mask: {exc}") from None
+    if n < 0 or packed.size != (n + 7) // 8:
+        raise ValueError(f"malformed per-example mask: {packed.size} bytes cannot hold {n} flags")
+    return np.unpackbits(packed, count=n).astype(bool)

@@ -1,0 +1,1 @@
+"""Where a model comes from: our run folders (loading), a factory and weights file of the user's (external, factory, weights), the authors' layout (authors), and the contract every model must meet (contract)."""

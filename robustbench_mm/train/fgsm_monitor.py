@@ -1,0 +1,54 @@
+"""FGSM accuracy measured during training (the right half of the paper's Table 5).
+
+At every scheduled test evaluation the trainer calls `fgsm_during_training`: FGSM at ε = 0.03 in
+both protocols of SPEC §6, on the first N test images: the same fixed images `mm-robust attack
+--n-examples N` attacks (the digits split is a seeded shuffle and CIFAR's test order is already
+mixed), so a separate attack on the saved weights gives the same numbers. It reuses the attack
+code (`fgsm_sweep`, `percent`) and must leave training untouched: it draws no random numbers,
+computes only the input gradient (never a weight's), runs in eval mode so BatchNorm's running
+statistics stay as they are, and puts the model back in the mode it found it in.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from robustbench_mm.attacks import PROTOCOLS, fgsm_sweep, percent
+from robustbench_mm.data.images import ImageSet, to_unit_float
+
+FGSM_EVAL_EPS = 0.03  # the paper's Table 5
+CPU_DEFAULT_EXAMPLES = 200  # a CPU epoch is short; 200 images keep the cost to a fraction of it
+
+
+def resolve_fgsm_examples(requested: int | None, device: torch.device, n_test: int) -> int:
+    """How many test images the in-training FGSM attacks: `requested`, else all on CUDA and 200 on a CPU."""
+    if requested is None:
+        requested = n_test if device.type == "cuda" else CPU_DEFAULT_EXAMPLES
+    return min(requested, n_test)
+
+
+def fgsm_during_training(model: torch.nn.Module, data: ImageSet, n_examples: int, batch_size: int,
+                         channels_last: bool = False) -> dict[str, Any]:
+    """FGSM accuracy (%) at ε = 0.03 in both protocols on the first `n_examples` of `data`, and its time.
+
+    `channels_last` gives the images the memory format the model was trained in, as `mm-robust
+    attack` does on CUDA.
+    """
+    was_training = model.training
+    model.eval()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    start = time.perf_counter()
+    correct: dict[str, list[torch.Tensor]] = {name: [] for name in PROTOCOLS}
+    for first in range(0, n_examples, batch_size):
+        stop = min(first + batch_size, n_examples)
+        x = to_unit_float(data.images[first:stop]).contiguous(memory_format=memory_format)
+        labels = data.labels[first:stop]
+        for name, protocol in PROTOCOLS.items():
+            correct[name].append(fgsm_sweep(model, x, labels, [FGSM_EVAL_EPS], protocol).correct[0])
+    accuracy = {name: percent(torch.cat(masks)) for name, masks in correct.items()}  # syncs with the device
+    seconds = time.perf_counter() - start
+    model.train(was_training)
+    return {"eps": FGSM_EVAL_EPS, "n_examples": n_examples, "accuracy": accuracy, "seconds": round(seconds, 4)}
