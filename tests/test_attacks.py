@@ -15,7 +15,7 @@ from robustbench_mm.attacks import (
 from robustbench_mm.config import AttackConfig
 from robustbench_mm.data.images import load_dataset
 from robustbench_mm.evaluation.attack import ModelAttacks
-from robustbench_mm.models.preact import NORMALIZATION
+from robustbench_mm.data.images import NORMALIZATION
 from robustbench_mm.runs.checkpoints import LoadedModel, load_model
 from robustbench_mm.sources.loading import from_run
 

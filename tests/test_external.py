@@ -19,7 +19,7 @@ from robustbench_mm.config import AttackConfig, DeformConfig
 from robustbench_mm.errors import UsageError
 from robustbench_mm.evaluation.attack import run_attacks
 from robustbench_mm.evaluation.deform import run_deform
-from robustbench_mm.models.preact import NORMALIZATION
+from robustbench_mm.data.images import NORMALIZATION
 from robustbench_mm.runs.checkpoints import load_model, load_tensors
 from robustbench_mm.sources.contract import check_model_contract
 from robustbench_mm.sources.weights import read_state_dict

@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_mm.models.preact import MixSpec, build_model
-from robustbench_mm.train.mixup import bce_on_softmax, eligible_mix_points, sample_mix, soft_cross_entropy, soft_targets
+from robustbench_mm.models.losses import bce_on_softmax, soft_cross_entropy
+from robustbench_mm.train.mixup import eligible_mix_points, sample_mix, soft_targets
 
 
 def test_eligible_points():

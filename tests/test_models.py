@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from robustbench_mm.models.preact import NORMALIZATION, MixSpec, _gather_batch, build_model, mix_states
+from robustbench_mm.data.images import NORMALIZATION
+from robustbench_mm.models.preact import MixSpec, _gather_batch, build_model, mix_states
 
 
 def small(arch="preactresnet18", **kw):

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from robustbench_mm.train.mixup import bce_on_softmax
+from robustbench_mm.models.losses import bce_on_softmax
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[], None]

@@ -45,8 +45,8 @@ from dataclasses import dataclass
 
 import torch
 
+from robustbench_mm.data.images import NORMALIZATION
 from robustbench_mm.errors import UsageError
-from robustbench_mm.models.preact import NORMALIZATION
 from robustbench_mm.paper import TABLE3_SETS
 
 INTERPOLATIONS = ("nearest", "bilinear")

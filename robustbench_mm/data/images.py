@@ -19,6 +19,14 @@ import torch.nn.functional as F
 
 from robustbench_mm.errors import UsageError, check_choice
 
+# The authors' normalization constants, applied inside the model (models/preact.py).
+NORMALIZATION = {
+    "cifar10": ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)),
+    "cifar100": ((129.3 / 255, 124.1 / 255, 112.4 / 255), (68.2 / 255, 65.4 / 255, 70.4 / 255)),
+    # Digits are grey, replicated to three channels; constants measured on its training split.
+    "digits": ((0.3058, 0.3058, 0.3058), (0.3236, 0.3236, 0.3236)),
+}
+
 CIFAR_FOLDERS = {
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
     "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),

@@ -14,13 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# The authors' normalization constants, applied inside the model.
-NORMALIZATION = {
-    "cifar10": ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)),
-    "cifar100": ((129.3 / 255, 124.1 / 255, 112.4 / 255), (68.2 / 255, 65.4 / 255, 70.4 / 255)),
-    # Digits are grey, replicated to three channels; constants measured on its training split.
-    "digits": ((0.3058, 0.3058, 0.3058), (0.3236, 0.3236, 0.3236)),
-}
+from robustbench_mm.data.images import NORMALIZATION
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from robustbench_mm.common.storage import read_json
 from robustbench_mm.config import DATASETS
 from robustbench_mm.data.images import ImageSet, to_unit_float
 from robustbench_mm.errors import UsageError
-from robustbench_mm.models.preact import NORMALIZATION
+from robustbench_mm.data.images import NORMALIZATION
 from robustbench_mm.runs.checkpoints import META_FILE, LoadedModel
 from robustbench_mm.runs.results import RESULT_FORMAT, finished_result, model_summary, result_path, write_result
 from robustbench_mm.sources.contract import ContractReport, check_model_contract

@@ -31,7 +31,8 @@ from robustbench_mm.runs.checkpoints import (
     META_FILE, META_FORMAT, STATE_FILE, WEIGHT_FILES, load_tensors, parse_state_metadata, save_tensors, save_weights,
     state_metadata, write_meta)
 from robustbench_mm.train.fgsm_monitor import fgsm_during_training, resolve_fgsm_examples
-from robustbench_mm.train.mixup import LOSSES, eligible_mix_points, soft_targets
+from robustbench_mm.models.losses import LOSSES
+from robustbench_mm.train.mixup import eligible_mix_points, soft_targets
 
 # Settings that may differ between a run and its --resume without changing the result.
 # (The in-training FGSM only measures, so its subset may change too; each history record names its size.)
