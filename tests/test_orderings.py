@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from robustbench_mm.figures.plots import orderings_forest
+from robustbench_mm.report.figures import orderings_forest
 from robustbench_mm.paper import TABLE7, ordering_claims
 from robustbench_mm.report.build import write_report
 from robustbench_mm.report.orderings import UNTESTED, compare_group

@@ -26,7 +26,7 @@ def two_models(tmp_path, monkeypatch):
 
     The figures are left out (they are tested elsewhere) to keep these reports quick.
     """
-    monkeypatch.setattr("robustbench_mm.figures.plots.draw_group", lambda group, staging, attacks_root: {})
+    monkeypatch.setattr("robustbench_mm.report.figures.draw_group", lambda group, staging, attacks_root: {})
     checkpoints, attacks = tmp_path / "checkpoints", tmp_path / "attacks"
     runs = []
     for method, alpha in (TABLE_MODELS[0], TABLE_MODELS[-1]):

@@ -90,7 +90,8 @@ def test_csv_carries_per_seed_values_std_and_interval(seeded):
 
 def test_seeds_of_one_model_share_one_legend_entry():
     """With five seeds per model the PGD and training figures once had 40 legend entries and no room to plot."""
-    from robustbench_mm.figures.plots import Series, legend_entries, pgd_figure, pgd_legend_label
+    from robustbench_mm.figures.plots import Series, legend_entries, pgd_figure
+    from robustbench_mm.report.figures import pgd_legend_label
 
     assert legend_entries(["a", "b", "a", "c", "b"]) == [0, 1, 3]
     assert pgd_legend_label("No mixup", "standard", [0.5]) == "No mixup, standard: 0.5 % at the end"

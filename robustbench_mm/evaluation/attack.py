@@ -45,13 +45,12 @@ from robustbench_mm.figures.masking import save_gradient_masking_figure
 from robustbench_mm.models.metrics import accuracy_and_nll, predict
 from robustbench_mm.paper import PGD_UNBOUNDED, TABLE5
 from robustbench_mm.runs.checkpoints import load_model, resolve_runs, save_tensors, stored_metadata
+from robustbench_mm.runs.files import EXAMPLES_FILE, MASKING_FIGURE
 from robustbench_mm.runs.results import (
     OWN_COMMAND, ConflictHint, as_json, check_result_targets, check_same_settings, check_target_path, decode_mask,
     encode_mask, finished_result, result_path, write_result)
 from robustbench_mm.sources.loading import ModelSource, check_contracts, from_run
 
-EXAMPLES_FILE = "adversarial-examples.safetensors"
-MASKING_FIGURE = "gradient-masking.png"
 ITERATIVE_PROTOCOL = "standard"  # bounded PGD and the saved examples
 VERDICT_PROTOCOL = "paper"  # Appendix D's unbounded-PGD verdict: the authors' convention, when it is run
 

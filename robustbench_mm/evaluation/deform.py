@@ -34,6 +34,7 @@ from robustbench_mm.data.images import ImageSet, load_dataset, to_unit_float
 from robustbench_mm.figures.deform_samples import grid_is_current, save_sample_grid
 from robustbench_mm.paper import paper_table7
 from robustbench_mm.runs.checkpoints import load_model, resolve_runs
+from robustbench_mm.runs.files import deform_samples_file
 from robustbench_mm.runs.results import (
     OWN_COMMAND, ConflictHint, check_result_targets, encode_mask, finished_result, result_path, write_result)
 from robustbench_mm.sources.loading import ModelSource, check_contracts, from_run
@@ -237,8 +238,7 @@ class _TestDataCache:
     def ensure_grid(self, loaded: ModelSource) -> None:
         """Draw the dataset's sample grid unless the one on disk already shows these settings."""
         dataset = loaded.dataset
-        variant = evaluation_name(self.config.convention, self.config.fill).removeprefix("deform")
-        path = self.out_root / f"deform-samples-{dataset}{variant}.png"
+        path = self.out_root / deform_samples_file(dataset, evaluation_name(self.config.convention, self.config.fill))
         if dataset in self.grids_checked:
             return
         self.grids_checked.add(dataset)

@@ -526,7 +526,7 @@ def write_report(checkpoints_root: str | Path = "checkpoints", attacks_root: str
     replaced or deleted: a name clash is refused before anything in `reports_root` changes.
     """
     from robustbench_mm.report import paper_eval as paper_eval_report
-    from robustbench_mm.figures import plots  # matplotlib is only imported when a report is actually drawn
+    from robustbench_mm.report import figures  # matplotlib is only imported when a report is actually drawn
 
     for flag, folder, writer in (("--checkpoints", checkpoints_root, "train"), ("--attacks", attacks_root, "attack")):
         if Path(folder).exists() and not Path(folder).is_dir():
@@ -541,7 +541,7 @@ def write_report(checkpoints_root: str | Path = "checkpoints", attacks_root: str
     with folder_lock(reports_root):
         staging = Path(tempfile.mkdtemp(dir=reports_root, prefix=TEMP_PREFIX + "report-", suffix=".tmp"))
         try:
-            drawn = {group.slug: plots.draw_group(group, staging, Path(attacks_root)) for group in report.groups}
+            drawn = {group.slug: figures.draw_group(group, staging, Path(attacks_root)) for group in report.groups}
             # Tables 1, 2, 5 (right) and calibration
             paper_eval = paper_eval_report.write_parts(report.groups, report.problems, staging)
             for slug, figures in paper_eval["figures"].items():

@@ -22,11 +22,11 @@ from robustbench_mm.data.deformations import DEFORM_EVALUATIONS, DEFORM_SETS, ev
 from robustbench_mm.errors import UsageError
 from robustbench_mm.paper import TABLE7_COLUMNS, model_key
 from robustbench_mm.runs.checkpoints import WEIGHT_FILES, file_sha256, find_runs, read_meta, stored_metadata
+from robustbench_mm.runs.files import EXAMPLES_FILE
 from robustbench_mm.runs.results import RESULT_FORMAT, result_path
 from robustbench_mm.runs.seeds import split_seed_suffix
 from robustbench_mm.stats.estimates import Estimate, SeedValue, estimate
 
-EXAMPLES_FILE = "adversarial-examples.safetensors"
 PROTOCOLS = ("standard", "paper")
 # Keys each evaluation's payload must have for the report to use it.
 REQUIRED_KEYS = {

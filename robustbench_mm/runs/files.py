@@ -1,0 +1,11 @@
+"""The names of the files the stages write: one place shared by each writer and every reader."""
+
+from __future__ import annotations
+
+EXAMPLES_FILE = "adversarial-examples.safetensors"  # `mm-robust attack`, attacks/<run>/: saved adversarial examples
+MASKING_FIGURE = "gradient-masking.png"  # `mm-robust attack`, attacks/<run>/: the gradient-masking checks
+
+
+def deform_samples_file(dataset: str, evaluation: str) -> str:
+    """`mm-robust deform`'s sample grid under attacks/, for the deformation result `evaluation` (deform[-authors][-mean])."""
+    return f"deform-samples-{dataset}{evaluation.removeprefix('deform')}.png"
