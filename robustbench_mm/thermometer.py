@@ -69,8 +69,9 @@ points 1.. are the network's stages. The model has no pixel-scale ``std``, so th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -167,7 +168,7 @@ def bpda(model: nn.Module, enabled: bool = True) -> Iterator[list[str]]:
             layer.use_bpda = enabled
         yield [name for name, _ in layers]
     finally:
-        for (_, layer), flag in zip(layers, previous):
+        for (_, layer), flag in zip(layers, previous, strict=True):
             layer.use_bpda = flag
 
 

@@ -170,12 +170,11 @@ def test_bpda_context_finds_any_models_layers_and_restores_their_flags_even_on_e
     x = torch.rand(3, 4, requires_grad=True)
     (grad,) = torch.autograd.grad(model[0](x).sum(), x)
     assert torch.equal(grad, torch.zeros_like(x))  # round's gradient is zero
-    with pytest.raises(RuntimeError, match="inside"):
-        with bpda(model) as switched:
-            assert switched == ["0", "2.0"] and model[0].use_bpda
-            (grad,) = torch.autograd.grad(model[0](x).sum(), x)
-            assert torch.equal(grad, torch.ones_like(x))  # the identity's gradient
-            raise RuntimeError("inside")
+    with pytest.raises(RuntimeError, match="inside"), bpda(model) as switched:
+        assert switched == ["0", "2.0"] and model[0].use_bpda
+        (grad,) = torch.autograd.grad(model[0](x).sum(), x)
+        assert torch.equal(grad, torch.ones_like(x))  # the identity's gradient
+        raise RuntimeError("inside")
     assert model[0].use_bpda is False and model[2][0].use_bpda is True
     with bpda(model, enabled=False):
         assert not model[2][0].use_bpda
