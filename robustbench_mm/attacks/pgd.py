@@ -45,33 +45,50 @@ def pgd_step(adversarial: torch.Tensor, clean: torch.Tensor, grad: torch.Tensor,
 class PgdRun:
     adversarial: torch.Tensor  # the last iterate
     correct: torch.Tensor  # bool (steps + 1, batch): row t = iterate t classified correctly (0 = clean)
+    # float (steps + 1, batch) on the CPU when asked for (`record_losses`): row t = each example's own
+    # protocol loss at iterate t (0 = clean), the trace `attacks.indicators.incomplete_optimisation` reads
+    losses: torch.Tensor | None = None
 
     def worst_case(self) -> torch.Tensor:
         """bool (steps + 1, batch): row t = no iterate 0..t fooled the example."""
         return self.correct.cumprod(dim=0).bool()
 
 
+def per_example_losses(protocol: Protocol, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each example's own loss, (batch,): the protocol's summed loss of its row alone (exact, one call per row)."""
+    with torch.no_grad():
+        return torch.stack([protocol.summed_loss(logits[i:i + 1], labels[i:i + 1]) for i in range(len(labels))])
+
+
 def pgd(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, protocol: Protocol, steps: int,
-        step_size: float, eps: float | None = None, on_step: StepCallback | None = None) -> PgdRun:
+        step_size: float, eps: float | None = None, on_step: StepCallback | None = None,
+        record_losses: bool = False) -> PgdRun:
     """Signed-gradient PGD on one whole batch from x itself (no random start), in `protocol`.
 
     `eps` None is the unbounded attack of Athalye et al.: no projection at all. Every example is
     attacked for every step and nothing waits for the device; `pgd_worst_case` is the cheaper
-    runner that gives the same per-example worst case.
+    runner that gives the same per-example worst case. `record_losses` also keeps each example's
+    loss at every iterate (`PgdRun.losses`), read from the logits the attack computes anyway: the
+    iterates are the same with or without it.
     """
     step = protocol.pixel_step(model, step_size)
     radius = None if eps is None else protocol.pixel_step(model, eps)
     adversarial = x.detach()
-    correct = []
+    correct, losses = [], []
     for _ in range(steps):
         grad, logits = input_gradient(model, adversarial, labels, protocol.summed_loss)
         correct.append(logits.argmax(1) == labels)
+        if record_losses:
+            losses.append(per_example_losses(protocol, logits, labels))
         adversarial = pgd_step(adversarial, x, grad, step, radius, protocol.clip)
         if on_step is not None:
             on_step()
     with torch.no_grad():
-        correct.append(model(adversarial).argmax(1) == labels)
-    return PgdRun(adversarial.detach(), torch.stack(correct))
+        logits = model(adversarial)
+        correct.append(logits.argmax(1) == labels)
+        if record_losses:
+            losses.append(per_example_losses(protocol, logits, labels))
+    return PgdRun(adversarial.detach(), torch.stack(correct), torch.stack(losses).cpu() if record_losses else None)
 
 
 @dataclass
