@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from robustbench_mm.attacks import PROTOCOLS, check_input_gradients, fgsm, gradient_size, input_gradient, pgd
-from robustbench_mm.models import MixSpec
-from robustbench_mm.thermometer import (
+from robustbench_mm.models.preact import MixSpec
+from robustbench_mm.models.thermometer import (
     BpdaLayer, ThermometerEncoding, bpda, bpda_function, bpda_layers, thermometer_encode, thermometer_preactresnet,
     thermometer_surrogate,
 )

@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .core import percent
-from .pgd import unit_images
+from robustbench_mm.attacks.core import percent
+from robustbench_mm.attacks.pgd import unit_images
 
 INCOMPLETE_WINDOW = 10  # Pintor et al.: the last min(10, len) iterates of the loss trace
 INCOMPLETE_THRESHOLD = 0.05  # ... may move the best loss by at most 5 % of the trace's whole range

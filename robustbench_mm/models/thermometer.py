@@ -76,7 +76,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from robustbench_mm.models import ARCHITECTURES, MixSpec, PreActResNet, mix_states
+from robustbench_mm.models.preact import ARCHITECTURES, MixSpec, PreActResNet, mix_states
 
 DEFAULT_LEVELS = 16  # Buckman et al. and Athalye et al. (robustml_model.py: LEVELS = 16)
 BUCKET_SHRINK = 0.99999  # discretize_uniform: int(.99999 * x * levels), so x = 1 falls in the top bucket
