@@ -168,17 +168,27 @@ def _gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> np.ndarray:
     return phi / phi.sum()
 
 
-def _separable(x: torch.Tensor, kernel: np.ndarray, mode: str) -> torch.Tensor:
-    """Correlate every (H, W) plane of x (..., H, W) with `kernel` along rows, then along columns."""
-    radius = len(kernel) // 2
-    if radius == 0:
-        return x * float(kernel[0])
+def _correlate_taps(x: torch.Tensor, kernel: np.ndarray, mode: str) -> torch.Tensor:
+    """Correlate every (H, W) plane of x (..., H, W) with a 2-D kernel by shifted adds, tap by tap in a
+    fixed order: no convolution algorithm or matrix-product blocking chosen by the batch size, so an
+    image's result never depends on what else is in the batch."""
+    kh, kw = kernel.shape
+    ph, pw = kh // 2, kw // 2
+    h, w = x.shape[-2:]
     shape = x.shape
-    planes = x.reshape(-1, 1, shape[-2], shape[-1])
-    weights = torch.as_tensor(kernel, dtype=x.dtype, device=x.device)
-    planes = F.conv2d(F.pad(planes, (0, 0, radius, radius), mode=mode), weights.view(1, 1, -1, 1))
-    planes = F.conv2d(F.pad(planes, (radius, radius, 0, 0), mode=mode), weights.view(1, 1, 1, -1))
-    return planes.reshape(shape)
+    padded = F.pad(x.reshape(-1, 1, h, w), (pw, pw, ph, ph), mode=mode)[:, 0] if (ph or pw) else x.reshape(-1, h, w)
+    out = torch.zeros(padded.shape[0], h, w, dtype=x.dtype, device=x.device)
+    for i in range(kh):
+        for j in range(kw):
+            if kernel[i, j] != 0:
+                out += float(kernel[i, j]) * padded[:, i:i + h, j:j + w]
+    return out.reshape(shape)
+
+
+def _separable(x: torch.Tensor, kernel: np.ndarray, mode: str) -> torch.Tensor:
+    """Correlate every (H, W) plane of x (..., H, W) with `kernel` along columns (axis H), then rows."""
+    x = _correlate_taps(x, kernel[:, None], mode)
+    return _correlate_taps(x, kernel[None, :], mode)
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -186,30 +196,31 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return _separable(x, _gaussian_kernel1d(sigma), "replicate")
 
 
-def _zoom_matrix(size: int, factor: float) -> np.ndarray:
-    """make_cifar_c's clipped_zoom along one axis as a (size, size) matrix: crop the centre
-    ceil(size / factor), scipy.ndimage.zoom(order=1) it, keep the middle `size` samples."""
+@lru_cache(maxsize=None)
+def _zoom_taps(size: int, factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """make_cifar_c's clipped_zoom along one axis: crop the centre ceil(size / factor), scipy.ndimage.zoom
+    (order=1) it, keep the middle `size` samples. Per output sample: its two source samples and weights."""
     crop = int(np.ceil(size / factor))
     top = (size - crop) // 2
     zoomed = int(round(crop * factor))  # scipy.ndimage.zoom's output length
     trim = (zoomed - size) // 2
     step = (crop - 1) / (zoomed - 1) if zoomed > 1 else 0.0  # scipy, grid_mode=False
-    matrix = np.zeros((size, size))
-    for row in range(size):
-        position = (trim + row) * step
-        low = int(np.floor(position))
-        fraction = position - low
-        matrix[row, top + min(low, crop - 1)] += 1 - fraction
-        if fraction > 0 and low + 1 < crop:
-            matrix[row, top + low + 1] += fraction
-    return matrix
+    position = (trim + np.arange(size)) * step
+    low = np.minimum(np.floor(position).astype(np.int64), crop - 1)
+    fraction = position - low
+    high = np.minimum(low + 1, crop - 1)
+    fraction = np.where(low + 1 < crop, fraction, 0.0)
+    return top + low, top + high, 1 - fraction, fraction
 
 
 def _clipped_zoom(planes: torch.Tensor, factor: float) -> torch.Tensor:
-    """clipped_zoom of (..., H, W) planes."""
-    rows = torch.as_tensor(_zoom_matrix(planes.shape[-2], factor), dtype=planes.dtype, device=planes.device)
-    cols = torch.as_tensor(_zoom_matrix(planes.shape[-1], factor), dtype=planes.dtype, device=planes.device)
-    return rows @ planes @ cols.T
+    """clipped_zoom of (..., H, W) planes, as two gathers and weighted adds per axis."""
+    h, w = planes.shape[-2:]
+    low, high, w_low, w_high = (torch.as_tensor(a, device=planes.device) for a in _zoom_taps(h, factor))
+    planes = (planes.index_select(-2, low) * w_low.to(planes.dtype)[:, None]
+              + planes.index_select(-2, high) * w_high.to(planes.dtype)[:, None])
+    low, high, w_low, w_high = (torch.as_tensor(a, device=planes.device) for a in _zoom_taps(w, factor))
+    return planes.index_select(-1, low) * w_low.to(planes.dtype) + planes.index_select(-1, high) * w_high.to(planes.dtype)
 
 
 def _motion_shifts(width: int, angles_degrees: np.ndarray, height_limit: int, width_limit: int):
@@ -319,7 +330,9 @@ def _glass_blur(x, c, rngs):
     if max_delta != 1:
         raise NotImplementedError("glass_blur's gather is exact for max_delta 1, all CIFAR severities use")
     n, _, h, w = x.shape
-    out = (_gaussian_blur(x / 255, sigma) * 255).floor()  # np.uint8(gaussian(x / 255) * 255)
+    # np.uint8(gaussian(x / 255) * 255); float64 as the reference, since a level lost to float32 here
+    # is moved and blurred again (it came out two levels apart)
+    out = (_gaussian_blur(x.double() / 255, sigma) * 255).floor()
     ys = np.arange(h - max_delta, max_delta, -1)
     xs = np.arange(w - max_delta, max_delta, -1)
     positions = len(ys) * len(xs)
@@ -355,12 +368,7 @@ def _defocus_kernel(radius: float, alias_blur: float) -> np.ndarray:
 
 def _defocus_blur(x, c, rngs):
     """cv2.filter2D with the disk kernel: a correlation with reflect-101 borders."""
-    kernel = _defocus_kernel(*c)
-    reach = kernel.shape[0] // 2
-    n, _, h, w = x.shape
-    planes = F.pad((x / 255).reshape(n * 3, 1, h, w), (reach,) * 4, mode="reflect")
-    weights = torch.as_tensor(kernel, dtype=x.dtype, device=x.device)[None, None]
-    return F.conv2d(planes, weights).reshape(n, 3, h, w).clamp(0, 1) * 255
+    return _correlate_taps(x / 255, _defocus_kernel(*c), "reflect").clamp(0, 1) * 255
 
 
 def _motion_blur(x, c, rngs):
@@ -370,22 +378,13 @@ def _motion_blur(x, c, rngs):
     return _motion_blur_planes(x, radius, sigma, angles).clamp(0, 255)
 
 
-@lru_cache(maxsize=None)
-def _zoom_blur_matrix(h: int, w: int, severity_parameters: tuple) -> np.ndarray:
-    """Sum over the zoom factors of clipped_zoom, as one (H*W, H*W) matrix acting on a flattened plane."""
-    total = np.zeros((h * w, h * w))
-    for factor in np.arange(*severity_parameters):
-        total += np.kron(_zoom_matrix(h, factor), _zoom_matrix(w, factor))
-    return total
-
-
 def _zoom_blur(x, c, rngs):
-    n, _, h, w = x.shape
-    factors = len(np.arange(*c))
-    matrix = torch.as_tensor(_zoom_blur_matrix(h, w, c), dtype=x.dtype, device=x.device)
-    planes = (x / 255).reshape(n * 3, h * w)
-    zoomed = planes @ matrix.T
-    return ((planes + zoomed) / (factors + 1)).clamp(0, 1).reshape(n, 3, h, w) * 255
+    factors = np.arange(*c)
+    unit = x / 255
+    out = torch.zeros_like(unit)
+    for factor in factors:
+        out += _clipped_zoom(unit, factor)
+    return ((unit + out) / (len(factors) + 1)).clamp(0, 1) * 255
 
 
 # ----------------------------------------------------------------------------------------------- weather
@@ -491,8 +490,9 @@ def _saturate(x, c, rngs):
 
 
 def _contrast(x, c, rngs):
-    unit = x / 255
-    means = unit.mean(dim=(2, 3), keepdim=True)
+    unit = x.double() / 255
+    # the levels' sum is exact in any order, so an image's mean never depends on its batch
+    means = x.double().sum(dim=(2, 3), keepdim=True) / (x.shape[2] * x.shape[3]) / 255
     return ((unit - means) * c + means).clamp(0, 1) * 255
 
 
