@@ -181,7 +181,7 @@ def _correlate_taps(x: torch.Tensor, kernel: np.ndarray, mode: str) -> torch.Ten
     for i in range(kh):
         for j in range(kw):
             if kernel[i, j] != 0:
-                out += float(kernel[i, j]) * padded[:, i:i + h, j:j + w]
+                out.add_(padded[:, i:i + h, j:j + w], alpha=float(kernel[i, j]))  # no temporary
     return out.reshape(shape)
 
 
