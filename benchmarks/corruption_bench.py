@@ -23,12 +23,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the package from this checkout, installed or not
 sys.path.insert(0, str(HERE.parent / "tests"))  # the per-image reference
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import corruption_reference as R
+import numpy as np
+import torch
+from timing import interleaved, median, ratio
 
-import corruption_reference as R  # noqa: E402
-from robustbench_mm import corruptions as C  # noqa: E402
-from timing import interleaved, median, ratio  # noqa: E402
+from robustbench_mm import corruptions as C
 
 SEVERITY = 3
 SEED = 0

@@ -27,8 +27,8 @@ from robustbench_mm.corruptions import PARAMETERS, frost_textures
 
 def _skimage():
     import skimage as sk
-    import skimage.color  # noqa: F401
-    import skimage.util  # noqa: F401
+    import skimage.color
+    import skimage.util
     return sk
 
 

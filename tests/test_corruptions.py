@@ -14,14 +14,13 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import corruption_reference as R
 import numpy as np
 import pytest
 import torch
 
 from robustbench_mm import corruptions as C
 from robustbench_mm.errors import UsageError
-
-import corruption_reference as R
 
 EXACT = {"shot_noise", "impulse_noise", "pixelate", "jpeg_compression", "frost", "fog", "brightness", "saturate"}
 NEEDS = {  # test-only libraries each reference calls (make_cifar_c.py's own)
