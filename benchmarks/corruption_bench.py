@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from timing import interleaved, median, ratio
 
-from robustbench_mm import corruptions as C
+from robustbench_mm.data import corruptions as C
 
 SEVERITY = 3
 SEED = 0

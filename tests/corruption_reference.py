@@ -3,7 +3,7 @@ with the libraries it calls (skimage, OpenCV, scipy, PIL), for the tests and the
 
 The one change throughout: the reference draws from numpy's global state (`np.random.normal(...)`);
 here every function takes the image's Generator `rng` and draws the same shapes in the same order,
-so it can be handed the Generator `robustbench_mm.corruptions.generators` gives that image. Each takes
+so it can be handed the Generator `robustbench_mm.data.corruptions.generators` gives that image. Each takes
 and returns what the reference does: an (H, W, 3) uint8 image in, a float image on 0..255 out, which
 the caller stores with `np.uint8` as make_cifar_c.py does. Wand (ImageMagick) motion blur, which the
 reference calls in motion_blur and snow, is replaced by imagecorruptions' `_motion_blur` (transcribed
@@ -22,7 +22,7 @@ from PIL import Image as PILImage
 from scipy.ndimage import map_coordinates
 from scipy.ndimage import zoom as scizoom
 
-from robustbench_mm.corruptions import PARAMETERS, frost_textures
+from robustbench_mm.data.corruptions import PARAMETERS, frost_textures
 
 
 def _skimage():

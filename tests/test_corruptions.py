@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_mm import corruptions as C
+from robustbench_mm.data import corruptions as C
 from robustbench_mm.errors import UsageError
 
 EXACT = {"shot_noise", "impulse_noise", "pixelate", "jpeg_compression", "frost", "fog", "brightness", "saturate"}
