@@ -12,6 +12,7 @@ from typing import Any
 
 from robustbench_mm.data.deformations import CONVENTIONS, DEFORM_SETS, FILLS, INTERPOLATIONS, resolve_set_names
 from robustbench_mm.errors import UsageError, check_choice, check_finite, check_positive
+from robustbench_mm.paper import TABLE5_EPS
 
 DATASETS = ("cifar10", "cifar100", "digits")
 METHODS = ("baseline", "input", "manifold")
@@ -174,7 +175,7 @@ def train_config_for_preset(preset: str, **overrides: Any) -> TrainConfig:
 class AttackConfig:
     """`mm-robust attack`: FGSM in both protocols, unbounded PGD and gradient-masking checks."""
 
-    eps: tuple[float, ...] = (0.03,)  # the values reported in the table (Table 5: 0.03)
+    eps: tuple[float, ...] = (TABLE5_EPS,)  # the values reported in the tables (the first one everywhere)
     protocols: tuple[str, ...] = ("standard", "paper")
     # The accuracy-vs-eps curve; 0 and every --eps value are always added to it.
     sweep: tuple[float, ...] = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1)
@@ -284,7 +285,7 @@ class CalibrationConfig:
     seed: int = 0  # the deformation set's base seed, as in `mm-robust deform` (FGSM draws nothing)
     interpolation: str = "nearest"
     convention: str = "ours"  # the warp convention of `mm-robust deform` (data/deformations.py); black fill
-    eps: float = 0.03
+    eps: float = TABLE5_EPS
     protocol: str = "standard"
     n_examples: int | None = None  # the first N test images; None = the whole test set
     batch_size: int = 500

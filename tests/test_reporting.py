@@ -18,11 +18,11 @@ from robustbench_mm.attacks import STAGE_LABELS
 from robustbench_mm.cli import main
 from robustbench_mm.config import TABLE_MODELS, train_config_for_preset
 from robustbench_mm.paper import TABLE3_SETS, TABLE5, TABLE7, model_key, paper_table7
-from robustbench_mm.report.build import accuracy_at, build_report, comparison_cell, write_report
+from robustbench_mm.report.build import build_report, comparison_cell, write_report
 from robustbench_mm.report.records import RunRecord, deform_set_label, group_records, load_records
 from robustbench_mm.report.sections import CSV_COLUMNS
 from robustbench_mm.runs.checkpoints import META_FORMAT, write_meta
-from robustbench_mm.runs.results import result_path, write_result
+from robustbench_mm.runs.results import fgsm_accuracy, result_path, write_result
 from robustbench_mm.stats.significance import clopper_pearson
 
 EPS = [0.0, 0.01, 0.03, 0.1]
@@ -180,8 +180,8 @@ def test_cells_never_invent_numbers():
     assert deform_set_label("shear-28.6") == "Shearing U(-28.6°, 28.6°)"
     assert deform_set_label("zoom-out-140") == "Zoom out (140 %)"
     result = {"eps": [0.03], "accuracy": [40.0], "sweep": {"eps": [0.0, 0.05], "accuracy": [90.0, 30.0]}}
-    assert accuracy_at(result, 0.03) == 40.0 and accuracy_at(result, 0.05) == 30.0
-    assert accuracy_at(result, 0.02) is None
+    assert fgsm_accuracy(result, 0.03) == 40.0 and fgsm_accuracy(result, 0.05) == 30.0
+    assert fgsm_accuracy(result, 0.02) is None
 
 
 def test_report_tables_carry_the_numbers_of_the_result_files(folders):

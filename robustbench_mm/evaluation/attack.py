@@ -43,12 +43,12 @@ from robustbench_mm.data.images import ImageSet, load_dataset, to_unit_float
 from robustbench_mm.errors import UsageError
 from robustbench_mm.figures.masking import save_gradient_masking_figure
 from robustbench_mm.models.metrics import accuracy_and_nll, predict
-from robustbench_mm.paper import PGD_UNBOUNDED, TABLE5
+from robustbench_mm.paper import PGD_UNBOUNDED, TABLE5, TABLE5_EPS
 from robustbench_mm.runs.checkpoints import load_model, resolve_runs, save_tensors, stored_metadata
 from robustbench_mm.runs.files import EXAMPLES_FILE, MASKING_FIGURE
 from robustbench_mm.runs.results import (
     OWN_COMMAND, ConflictHint, as_json, check_result_targets, check_same_settings, check_target_path, decode_mask,
-    encode_mask, finished_result, result_path, write_result)
+    encode_mask, eps_label, finished_result, result_path, write_result)
 from robustbench_mm.sources.loading import ModelSource, check_contracts, from_run
 
 ITERATIVE_PROTOCOL = "standard"  # bounded PGD and the saved examples
@@ -85,11 +85,6 @@ def autoattack_eps(config: AttackConfig) -> list[float]:
 
 def autoattack_evaluation(eps: float) -> str:
     return f"autoattack-{eps_name(eps)}"
-
-
-def eps_label(eps: float) -> str:
-    """The per-example mask label of an FGSM eps, e.g. 'eps=0.03' (the shared contract)."""
-    return f"eps={eps:g}"
 
 
 def evaluation_settings(config: AttackConfig, evaluation: str, dataset: str) -> dict[str, Any]:
@@ -637,7 +632,7 @@ def attack_summary(paths: list[Path]) -> str:
     if not by_run:
         return "no FGSM results to summarise"
     first = next(r for results in by_run.values() for k, r in results.items() if k.startswith("fgsm-"))
-    header = ["model", "protocol", "clean", *(f"FGSM eps={e:g}" for e in first["eps"]), "paper eps=0.03",
+    header = ["model", "protocol", "clean", *(f"FGSM eps={e:g}" for e in first["eps"]), f"paper eps={TABLE5_EPS:g}",
               "unbounded PGD", "gradient masking", "run"]
     rows = [row for run_dir, results in by_run.items() for row in _summary_rows(results, run_dir.name)]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

@@ -23,8 +23,8 @@ from robustbench_mm.common.runtime import git_commit
 from robustbench_mm.common.storage import (
     TEMP_PREFIX, DiskFull, atomic_write_json, atomic_write_text, ensure_writable_dir, folder_lock, read_json)
 from robustbench_mm.errors import UsageError
-from robustbench_mm.paper import PGD_UNBOUNDED, TABLE3_SETS, TABLE5, TABLE7, paper_table7
-from robustbench_mm.report.orderings import ORDERINGS_CSV_COLUMNS, Comparison, compare_group, csv_row, tally
+from robustbench_mm.paper import PGD_UNBOUNDED, TABLE3_SETS, TABLE5, TABLE5_EPS, TABLE7, paper_table7
+from robustbench_mm.report.orderings import ORDERINGS_CSV_COLUMNS, Comparison, csv_row, tally
 from robustbench_mm.report.records import (
     DATASET_NAMES, PROTOCOLS, Group, ModelRuns, RunRecord, column_label, deform_cell, deform_evaluations,
     deform_look, deform_set_label, group_records, load_records, table7_columns)
@@ -33,12 +33,12 @@ from robustbench_mm.report.sections import (
     render_section, short_commit)
 from robustbench_mm.report.tables import robustness as robustness_table
 from robustbench_mm.runs.checkpoints import file_sha256
+from robustbench_mm.runs.results import eps_label, fgsm_accuracy
 from robustbench_mm.stats.estimates import Estimate, estimate_columns
 
 REPORT_FORMAT = "mm-robust-report/1"
 REPORT_MANIFEST = ".mm-robust-report-files.json"  # what the last report wrote, so only those are ever replaced
 MODEL_INFO_DIR = "model_info"  # RobustBench-style model_info/<run>.json: the one subfolder a report writes into
-TABLE5_EPS = 0.03
 # Appendix D's unbounded-PGD verdict comes from the authors' convention; the other protocol is shown beside it.
 PGD_PROTOCOLS = ("paper", "standard")
 PAPER_TABLE5_ONLY = ("Thermometer (Buckman et al.)", "Adv. training (Madry et al.)")
@@ -74,16 +74,6 @@ def comparison_cell(ours: Estimate | float | None, paper: float | None, missing:
 
 def estimate_cell(cell: Estimate | None, missing: str) -> str:
     return cell.text() if cell is not None else f"missing ({missing})"
-
-
-def accuracy_at(result: dict[str, Any], eps: float) -> float | None:
-    """The accuracy a FGSM result file reports at `eps`, from its eps list or its sweep."""
-    for eps_list, acc_list in ((result["eps"], result["accuracy"]),
-                               (result.get("sweep", {}).get("eps", []), result.get("sweep", {}).get("accuracy", []))):
-        for e, a in zip(eps_list, acc_list):
-            if math.isclose(e, eps, rel_tol=0, abs_tol=1e-9):
-                return float(a)
-    return None
 
 
 # ---- facts stated in every table header -------------------------------------------------------
@@ -158,15 +148,12 @@ def _protocol_text(group: Group) -> str:
             if result and result.get("protocol_description"):
                 descriptions.setdefault(protocol, result["protocol_description"])
     parts = [f"`{p}`: {descriptions.get(p, 'see README')}" for p in PROTOCOLS]
-    return f"FGSM, ε = {TABLE5_EPS}, one step, model in eval mode. " + "; ".join(parts)
+    attacked = "" if group.fgsm_eps == TABLE5_EPS else f" (the paper's), and ε = {group.fgsm_eps:g} (attacked at)"
+    return f"FGSM, ε = {TABLE5_EPS:g}{attacked}, one step, model in eval mode. " + "; ".join(parts)
 
 
 def _clean_accuracy(result: dict[str, Any]) -> float:
     return result["clean"]["accuracy"]
-
-
-def _fgsm_accuracy(result: dict[str, Any]) -> float | None:
-    return accuracy_at(result, TABLE5_EPS)
 
 
 def table5_section(group: Group) -> Section:
@@ -186,13 +173,14 @@ def table5_section(group: Group) -> Section:
         rows.append(_csv_row(group, model, model.key, source, "clean", clean, None, _status(clean, why), reference))
         for protocol in PROTOCOLS:
             evaluation = f"fgsm-{protocol}"
-            ours, why = model.cell(evaluation, _fgsm_accuracy, f"{evaluation}.json has no ε = {TABLE5_EPS}")
+            ours, why = model.cell(evaluation, lambda r: fgsm_accuracy(r, TABLE5_EPS),
+                                   f"{evaluation}.json has no ε = {TABLE5_EPS:g}")
             paper_text = fmt(paper) if paper is not None else "– (not in the paper)"
             if ours is None:
                 cells += [f"missing ({why})", paper_text, "–"]
             else:
                 cells += [ours.text(), paper_text, fmt_delta(ours.mean, paper) if paper is not None else "–"]
-            rows.append(_csv_row(group, model, model.key, evaluation, f"eps={TABLE5_EPS}", ours, paper,
+            rows.append(_csv_row(group, model, model.key, evaluation, eps_label(TABLE5_EPS), ours, paper,
                                  _status(ours, why), reference))
         fgsm_rows.append(cells)
         pgd_cells, pgd, why = _pgd_cells(model)
@@ -207,14 +195,19 @@ def table5_section(group: Group) -> Section:
         if label in PAPER_TABLE5_ONLY:
             fgsm_rows.append([f"{label} — paper only", "–", "–", "not run here", fmt(value), "–", "not run here",
                               fmt(value), "–"])
-            rows.append(_csv_row(group, None, label, "fgsm-paper", f"eps={TABLE5_EPS}", None, value, "paper only",
+            rows.append(_csv_row(group, None, label, "fgsm-paper", eps_label(TABLE5_EPS), None, value, "paper only",
                                  reference))
     fgsm_columns = ["Model", "Run", "Clean accuracy (%)",
                     "FGSM standard: ours", "paper", "Δ", "FGSM paper protocol: ours", "paper", "Δ"]
     pgd_columns = ["Model", "Unbounded PGD, paper protocol: ours", "paper (Appendix D)", "Δ", "Sanity check",
                    "standard protocol (stronger)", "Gradient-masking checks"]
-    blocks = [
-        Block(f"FGSM test accuracy (%) at ε = {TABLE5_EPS}", fgsm_columns, fgsm_rows),
+    blocks = [Block(f"FGSM test accuracy (%) at ε = {TABLE5_EPS:g}", fgsm_columns, fgsm_rows)]
+    if group.fgsm_eps != TABLE5_EPS:
+        at_eps_rows = _attacked_eps_rows(group, reference, rows)
+        blocks.append(Block(f"FGSM test accuracy (%) at the attacked ε = {group.fgsm_eps:g} (the paper reports none "
+                            "at this ε)", ["Model", "Run", "FGSM standard: ours", "FGSM paper protocol: ours"],
+                            at_eps_rows))
+    blocks += [
         Block("Unbounded PGD sanity check (Athalye et al., 2018; paper Appendix D): worst-case accuracy (%) over "
               "the iterates, no ε-ball, no random start. The verdict uses the paper protocol (the authors' "
               "convention: steps on the normalized input, BCE on softmax, no clipping); the standard protocol "
@@ -224,6 +217,22 @@ def table5_section(group: Group) -> Section:
     facts = header_facts(group, ("fgsm-standard", "fgsm-paper", "pgd-unbounded-paper", "pgd-unbounded-standard"),
                          _protocol_text(group))
     return Section(group.heading, facts, notes, blocks, rows)
+
+
+def _attacked_eps_rows(group: Group, reference: str, rows: list[dict[str, Any]]) -> list[list[str]]:
+    """Each model's FGSM accuracy at the eps it was attacked at, where that is not the paper's (CSV rows too)."""
+    eps = group.fgsm_eps
+    md_rows = []
+    for model in group.models:
+        cells = [model.label, f"`{model.folders}`"]
+        for protocol in PROTOCOLS:
+            evaluation = f"fgsm-{protocol}"
+            ours, why = model.cell(evaluation, lambda r: fgsm_accuracy(r, eps), f"{evaluation}.json has no ε = {eps:g}")
+            cells.append(estimate_cell(ours, why))
+            rows.append(_csv_row(group, model, model.key, evaluation, eps_label(eps), ours, None, _status(ours, why),
+                                 reference))
+        md_rows.append(cells)
+    return md_rows
 
 
 def _per_seed(model: ModelRuns, failing: list[str], what: str) -> str:
@@ -319,9 +328,11 @@ ORDERINGS_INTRO = (
     "Several seeds: a bootstrap over seeds and test examples together decides (the interval excludes 0). "
     "**holds**: our difference has the paper's sign; **reversed**: the opposite sign; **not distinguishable at this "
     "sample size**: neither can be told apart from noise with these seeds and examples.")
-ORDERING_BLOCKS = (("standard", "FGSM ε = 0.03, standard protocol (Table 5)"),
-                   ("paper", "FGSM ε = 0.03, paper protocol (Table 5)"),
-                   (None, "Deformations (Tables 3 and 7): manifold mixup against each other model, per test set"))
+def ordering_blocks(fgsm_eps: float) -> tuple[tuple[str | None, str], ...]:
+    """(protocol, caption) of each block of the orderings table; FGSM orderings are tested at `fgsm_eps`."""
+    return (("standard", f"FGSM ε = {fgsm_eps:g}, standard protocol (Table 5)"),
+            ("paper", f"FGSM ε = {fgsm_eps:g}, paper protocol (Table 5)"),
+            (None, "Deformations (Tables 3 and 7): manifold mixup against each other model, per test set"))
 
 
 def _signed(value: float) -> str:
@@ -347,7 +358,7 @@ def ordering_cells(comparison: Comparison) -> list[str]:
 
 def orderings_section(group: Group) -> Section:
     deform = deform_evaluations(group)[0]
-    comparisons = compare_group(group.models, group.dataset, deform)
+    comparisons = group.comparisons
     notes = [ORDERINGS_INTRO, f"Deformation orderings are tested on the `{deform}` results: {deform_look(deform, False)}."]
     if group.dataset not in ("cifar10", "cifar100"):
         notes.append(f"The paper's orderings were measured on CIFAR; here they are tested on "
@@ -356,7 +367,10 @@ def orderings_section(group: Group) -> Section:
     columns = ["Ordering (paper: A ahead of B)", "Source", "Paper: A vs B", "Ours: A vs B",
                "Difference A − B [95 % interval]", "Evidence", "Verdict"]
     blocks, summary = [], []
-    for protocol, caption in ORDERING_BLOCKS:
+    if group.fgsm_eps != TABLE5_EPS:
+        notes.append(f"The models were attacked at ε = {group.fgsm_eps:g}, so the paper's FGSM orderings (measured at "
+                     f"ε = {TABLE5_EPS:g}) are tested there, on the same test examples.")
+    for protocol, caption in ordering_blocks(group.fgsm_eps):
         chosen = [c for c in comparisons if c.protocol == protocol]
         if chosen:
             blocks.append(Block(caption, columns, [ordering_cells(c) for c in chosen]))
@@ -372,7 +386,7 @@ def orderings_section(group: Group) -> Section:
 
 def robustness_section(group: Group) -> Section:
     """The "How robust is it really?" table: one row per model (seeds aggregated), every attack side by side."""
-    number_columns, breakdowns = robustness_table.columns([r.results for r in group.runs])
+    number_columns, breakdowns = robustness_table.columns([r.results for r in group.runs], group.fgsm_eps)
     md_rows, rows = [], []
     for model in group.models:
         cells = [model.label, f"`{model.folders}`"]
@@ -450,6 +464,7 @@ def summary(report: Report, plots: dict[str, dict[str, str]], sources: dict[str,
     for index, group in enumerate(report.groups):
         groups.append({
             "dataset": group.dataset, "arch": group.arch, "preset": group.preset, "slug": group.slug,
+            "fgsm_eps": group.fgsm_eps, "paper_fgsm_eps": TABLE5_EPS,
             "models": [{"run": r.name, **r.model,
                         "epochs_trained": r.meta["epoch"] if r.meta else None,
                         "complete": r.meta["complete"] if r.meta else None,

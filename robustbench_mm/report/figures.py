@@ -10,8 +10,7 @@ from robustbench_mm.common.storage import copy_file
 from robustbench_mm.figures.plots import (
     CIFAR10_CLASSES, EXAMPLES_PER_MODEL, ExampleRows, ForestRow, Series, autoattack_stages_figure, examples_figure,
     fgsm_sweep_figure, forest_figure, model_colors, pgd_figure, save_png, table7_figure, training_figure)
-from robustbench_mm.paper import PGD_UNBOUNDED, TABLE5, TABLE7, paper_table7
-from robustbench_mm.report.orderings import compare_group
+from robustbench_mm.paper import PGD_UNBOUNDED, TABLE5, TABLE5_EPS, TABLE7, paper_table7
 from robustbench_mm.report.records import (
     Group, ModelRuns, RunRecord, column_label, deform_cell, deform_evaluations, deform_look, deform_set_label,
     table7_columns)
@@ -76,7 +75,7 @@ def draw_fgsm(group: Group, colors: dict[str, str], path: Path) -> bool:
                 paper_points[model.label] = (colors[model.runs[0].name], value)
     n = sorted({str(r.result(f"fgsm-{p}")["n_examples"]) for r in group.runs for p in ("standard", "paper")
                 if r.result(f"fgsm-{p}")})
-    save_png(fgsm_sweep_figure(panels, paper_points, 0.03,
+    save_png(fgsm_sweep_figure(panels, paper_points, TABLE5_EPS,
                                _group_title(group, f"FGSM accuracy vs ε ({'/'.join(n)} test images)")), path)
     return True
 
@@ -175,10 +174,9 @@ def orderings_forest(group: Group) -> tuple[list[ForestRow], str] | None:
     The seeds counted are those whose results entered a comparison (its paired seeds), not the
     run folders: a seed trained but not yet attacked adds nothing to the plot.
     """
-    sections = {"standard": "FGSM ε = 0.03, standard protocol", "paper": "FGSM ε = 0.03, paper protocol",
-                None: "Deformations (Tables 3 and 7)"}
-    shown = [c for c in compare_group(group.models, group.dataset, deform_evaluations(group)[0])
-             if c.difference is not None]
+    sections = {"standard": f"FGSM ε = {group.fgsm_eps:g}, standard protocol",
+                "paper": f"FGSM ε = {group.fgsm_eps:g}, paper protocol", None: "Deformations (Tables 3 and 7)"}
+    shown = [c for c in group.comparisons if c.difference is not None]
     if not shown:
         return None
     counts = [len(c.differences) for c in shown]

@@ -19,14 +19,13 @@ report's `ModelRuns` attributes), so it does not import the report.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
 
-from robustbench_mm.paper import TABLE5_ORDER_EPS, Claim, ordering_claims
-from robustbench_mm.runs.results import decode_mask
+from robustbench_mm.paper import TABLE5_EPS, Claim, ordering_claims
+from robustbench_mm.runs.results import decode_mask, eps_label, fgsm_accuracy
 from robustbench_mm.stats.significance import (
     HOLDS, REVERSED, mcnemar_exact, paired_bootstrap_difference, t_interval, verdict_from_interval,
     verdict_from_test)
@@ -65,18 +64,17 @@ class Comparison:
         return float(np.mean(self.differences)) if self.differences else None
 
 
+def mask_label(claim: Claim) -> str:
+    """The per-example label in result files the claim reads: an FGSM eps or a deformation set name."""
+    return eps_label(claim.eps) if claim.evaluation == "fgsm" else claim.label
+
+
 def stored_accuracy(result: dict[str, Any], claim: Claim) -> float | None:
     """The accuracy (%) a result file reports for the claim's measurement."""
     if claim.evaluation == "deform":
         entry = result.get("sets", {}).get(claim.label)
         return float(entry["accuracy"]) if entry else None
-    sweep = result.get("sweep", {})
-    for eps_list, accuracy_list in ((result.get("eps", []), result.get("accuracy", [])),
-                                    (sweep.get("eps", []), sweep.get("accuracy", []))):
-        for eps, accuracy in zip(eps_list, accuracy_list):
-            if math.isclose(eps, TABLE5_ORDER_EPS, rel_tol=0, abs_tol=1e-9):
-                return float(accuracy)
-    return None
+    return fgsm_accuracy(result, claim.eps)
 
 
 def stored_mask(result: dict[str, Any], label: str) -> tuple[int, np.ndarray] | None:
@@ -113,7 +111,7 @@ def compare(claim: Claim, protocol: str | None, better: Any, worse: Any,
     accuracies = np.array([[stored_accuracy(b, claim), stored_accuracy(w, claim)] for b, w in pairs])
     ours_better, ours_worse = (float(v) for v in accuracies.mean(axis=0))
     differences = tuple(float(d) for d in accuracies[:, 0] - accuracies[:, 1])
-    masks = [stored_mask(r, claim.label) for pair in pairs for r in pair]
+    masks = [stored_mask(r, mask_label(claim)) for pair in pairs for r in pair]
     aligned = _aligned(masks) if all(m is not None for m in masks) else None
     common = Comparison(claim, protocol, evaluation, better, worse, ours_better, ours_worse, differences, None, None,
                         False, None, UNTESTED, "")
@@ -171,11 +169,13 @@ def _with_result(model: Any, evaluation: str, claim: Claim) -> list[tuple[int | 
     return [(seed, r) for seed, r in results if r is not None and stored_accuracy(r, claim) is not None]
 
 
-def compare_group(models: Sequence[Any], dataset: str, deform_evaluation: str = "deform") -> list[Comparison]:
-    """Every claim that applies to `dataset`, for every pair of models with the claim's keys; deformation
-    claims are tested on the `deform_evaluation` result (the deform convention and fill the tables show first)."""
+def compare_group(models: Sequence[Any], dataset: str, deform_evaluation: str = "deform",
+                  fgsm_eps: float = TABLE5_EPS) -> list[Comparison]:
+    """Every claim that applies to `dataset`, for every pair of models with the claim's keys; FGSM claims are
+    tested at `fgsm_eps`, deformation claims on the `deform_evaluation` result (the deform convention and fill
+    the tables show first)."""
     comparisons = []
-    for claim in ordering_claims(dataset):
+    for claim in ordering_claims(dataset, fgsm_eps):
         betters = [m for m in models if m.key == claim.better]
         worses = [m for m in models if m.key == claim.worse]
         for protocol in (PROTOCOLS if claim.evaluation == "fgsm" else (None,)):
@@ -195,7 +195,7 @@ def tally(comparisons: Sequence[Comparison]) -> str:
 def csv_row(comparison: Comparison) -> dict[str, Any]:
     c = comparison
     return {
-        "protocol": c.protocol or "", "evaluation": c.evaluation, "source": c.claim.source, "setting": c.claim.label,
+        "protocol": c.protocol or "", "evaluation": c.evaluation, "source": c.claim.source, "setting": mask_label(c.claim),
         "better": c.claim.better, "worse": c.claim.worse,
         "better_runs": ";".join(r.name for r in c.better.runs), "worse_runs": ";".join(r.name for r in c.worse.runs),
         "paper_better": c.claim.paper_better, "paper_worse": c.claim.paper_worse,

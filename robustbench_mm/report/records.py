@@ -12,22 +12,26 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
+from robustbench_mm.attacks.core import PROTOCOLS as ATTACK_PROTOCOLS
 from robustbench_mm.common.storage import read_json
 from robustbench_mm.config import TABLE_MODELS
 from robustbench_mm.data.deformations import DEFORM_EVALUATIONS, DEFORM_SETS, evaluation_name
 from robustbench_mm.errors import UsageError
-from robustbench_mm.paper import TABLE7_COLUMNS, model_key
+from robustbench_mm.paper import TABLE5_EPS, TABLE7_COLUMNS, model_key
+from robustbench_mm.report.orderings import Comparison, compare_group
 from robustbench_mm.runs.checkpoints import WEIGHT_FILES, file_sha256, find_runs, read_meta, stored_metadata
 from robustbench_mm.runs.files import EXAMPLES_FILE
-from robustbench_mm.runs.results import RESULT_FORMAT, result_path
+from robustbench_mm.runs.results import RESULT_FORMAT, attacked_eps, result_path
 from robustbench_mm.runs.seeds import split_seed_suffix
 from robustbench_mm.stats.estimates import Estimate, SeedValue, estimate
 
-PROTOCOLS = ("standard", "paper")
+PROTOCOLS = tuple(ATTACK_PROTOCOLS)  # the FGSM protocols, in the tables' column order
 # Keys each evaluation's payload must have for the report to use it.
 REQUIRED_KEYS = {
     "fgsm-standard": ("n_examples", "clean", "eps", "accuracy"),
@@ -368,6 +372,20 @@ class Group:
     @property
     def heading(self) -> str:
         return f"{DATASET_NAMES.get(self.dataset, self.dataset)} · {self.arch} · {self.preset} preset"
+
+    @cached_property
+    def fgsm_eps(self) -> float:
+        """The FGSM eps the group's models were attacked at (`mm-robust attack --eps`, its first value): every
+        table, the orderings and summary.json report FGSM there; Table 5 compares with the paper at its 0.03.
+        When runs were attacked at different eps, the most common one (the smallest of a tie)."""
+        counts = Counter(eps for record in self.runs for protocol in PROTOCOLS
+                         if (result := record.result(f"fgsm-{protocol}")) and (eps := attacked_eps(result)) is not None)
+        return min(counts, key=lambda eps: (-counts[eps], eps)) if counts else TABLE5_EPS
+
+    @cached_property
+    def comparisons(self) -> list[Comparison]:
+        """The paper's orderings tested on this group, once per report (each runs a paired bootstrap)."""
+        return compare_group(self.models, self.dataset, deform_evaluations(self)[0], self.fgsm_eps)
 
 
 def _key_rank(record: RunRecord) -> tuple[int, str]:

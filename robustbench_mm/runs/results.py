@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -166,6 +167,28 @@ def check_same_settings(path: Path, stored_model: dict[str, Any], stored_setting
 # base64 of numpy's packbits (10,000 examples -> 1,668 characters), under
 # ``"per_example": {"example_range": [start, stop], "correct": {label: {"n": N, "bits": "..."}}}``;
 # `example_range` is the half-open range of test-set indices the masks cover, in order.
+
+
+def eps_label(eps: float) -> str:
+    """The per-example mask label of an FGSM eps in a result file, e.g. 'eps=0.03'."""
+    return f"eps={eps:g}"
+
+
+def fgsm_accuracy(result: dict[str, Any], eps: float) -> float | None:
+    """The accuracy (%) an FGSM result file reports at `eps`: from its `--eps` values, else from its sweep."""
+    sweep = result.get("sweep") or {}
+    for eps_list, accuracy_list in ((result.get("eps", []), result.get("accuracy", [])),
+                                    (sweep.get("eps", []), sweep.get("accuracy", []))):
+        for e, a in zip(eps_list, accuracy_list):
+            if math.isclose(e, eps, rel_tol=0, abs_tol=1e-9):
+                return float(a)
+    return None
+
+
+def attacked_eps(result: dict[str, Any]) -> float | None:
+    """The first `--eps` an FGSM result file was made for: the eps its tables report and its masks hold."""
+    eps = result.get("eps")
+    return float(eps[0]) if isinstance(eps, list) and eps else None
 
 
 def encode_mask(mask) -> dict[str, Any]:

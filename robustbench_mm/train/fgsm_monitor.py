@@ -18,8 +18,8 @@ import torch
 
 from robustbench_mm.attacks import PROTOCOLS, fgsm_sweep, percent
 from robustbench_mm.data.images import ImageSet, to_unit_float
+from robustbench_mm.paper import TABLE5_EPS
 
-FGSM_EVAL_EPS = 0.03  # the paper's Table 5
 CPU_DEFAULT_EXAMPLES = 200  # a CPU epoch is short; 200 images keep the cost to a fraction of it
 
 
@@ -47,8 +47,8 @@ def fgsm_during_training(model: torch.nn.Module, data: ImageSet, n_examples: int
         x = to_unit_float(data.images[first:stop]).contiguous(memory_format=memory_format)
         labels = data.labels[first:stop]
         for name, protocol in PROTOCOLS.items():
-            correct[name].append(fgsm_sweep(model, x, labels, [FGSM_EVAL_EPS], protocol).correct[0])
+            correct[name].append(fgsm_sweep(model, x, labels, [TABLE5_EPS], protocol).correct[0])
     accuracy = {name: percent(torch.cat(masks)) for name, masks in correct.items()}  # syncs with the device
     seconds = time.perf_counter() - start
     model.train(was_training)
-    return {"eps": FGSM_EVAL_EPS, "n_examples": n_examples, "accuracy": accuracy, "seconds": round(seconds, 4)}
+    return {"eps": TABLE5_EPS, "n_examples": n_examples, "accuracy": accuracy, "seconds": round(seconds, 4)}

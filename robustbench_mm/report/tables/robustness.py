@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from robustbench_mm.attacks.autoattack import STAGE_LABELS, STAGES
+from robustbench_mm.runs.results import eps_label, fgsm_accuracy
 
 TITLE = "How robust is it really? — FGSM, PGD-20 and AutoAttack on the same models"
-FGSM_EPS = 0.03
 AUTOATTACK_PREFIX = "autoattack-"
 
 
@@ -26,13 +26,6 @@ class Column:
     evaluation: str
     setting: str  # for the CSV
     value_of: Callable[[dict[str, Any]], float | None]
-
-
-def fgsm_accuracy(result: dict[str, Any], eps: float = FGSM_EPS) -> float | None:
-    for e, a in zip(result.get("eps", []), result.get("accuracy", [])):
-        if abs(e - eps) < 1e-9:
-            return float(a)
-    return None
 
 
 def autoattack_label(result: dict[str, Any]) -> str:
@@ -54,12 +47,15 @@ def _stage_value(stage: str) -> Callable[[dict[str, Any]], float | None]:
     return lambda r: next((s["robust_accuracy"] for s in r["stages"] if s["stage"] == stage), None)
 
 
-def columns(all_results: list[dict[str, dict[str, Any]]]) -> tuple[list[Column], list[tuple[str, list[Column]]]]:
-    """The table's number columns, and per AutoAttack evaluation the stage columns of its breakdown."""
+def columns(all_results: list[dict[str, dict[str, Any]]],
+            fgsm_eps: float) -> tuple[list[Column], list[tuple[str, list[Column]]]]:
+    """The table's number columns (FGSM at `fgsm_eps`, the eps the models were attacked at), and per
+    AutoAttack evaluation the stage columns of its breakdown."""
+    at_eps = lambda r: fgsm_accuracy(r, fgsm_eps)  # noqa: E731
     table = [
         Column("Clean", "fgsm-standard", "clean", lambda r: r["clean"]["accuracy"]),
-        Column(f"FGSM standard ε = {FGSM_EPS}", "fgsm-standard", f"eps={FGSM_EPS}", fgsm_accuracy),
-        Column(f"FGSM paper protocol ε = {FGSM_EPS}", "fgsm-paper", f"eps={FGSM_EPS}", fgsm_accuracy),
+        Column(f"FGSM standard ε = {fgsm_eps:g}", "fgsm-standard", eps_label(fgsm_eps), at_eps),
+        Column(f"FGSM paper protocol ε = {fgsm_eps:g}", "fgsm-paper", eps_label(fgsm_eps), at_eps),
         Column("PGD-20 (worst case)", "pgd-bounded", "final", lambda r: r["accuracy"]),
     ]
     breakdowns = []
