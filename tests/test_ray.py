@@ -24,7 +24,7 @@ from robustbench_mm.cli import main
 from robustbench_mm.common.storage import folder_lock
 from robustbench_mm.errors import UsageError
 from robustbench_mm.pipeline import Folders, plan_for_preset
-from robustbench_mm.report.build import REPORT_MANIFEST
+from robustbench_mm.report.publish import REPORT_MANIFEST
 from robustbench_mm.scheduling.graph import shard_ranges, task_graph
 from robustbench_mm.scheduling.options import ClusterOptions
 from robustbench_mm.scheduling.tasks import SharedStorageError, TaskContext, enter_shared_folders, write_markers

@@ -11,7 +11,8 @@ import pytest
 
 from robustbench_mm.config import TABLE_MODELS
 from robustbench_mm.errors import UsageError
-from robustbench_mm.report.build import REPORT_MANIFEST, write_report
+from robustbench_mm.report.build import write_report
+from robustbench_mm.report.publish import REPORT_MANIFEST
 from test_reporting import write_attacks, write_model
 
 

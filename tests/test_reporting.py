@@ -18,9 +18,9 @@ from robustbench_mm.attacks import STAGE_LABELS
 from robustbench_mm.cli import main
 from robustbench_mm.config import TABLE_MODELS, train_config_for_preset
 from robustbench_mm.paper import TABLE3_SETS, TABLE5, TABLE7, model_key, paper_table7
-from robustbench_mm.report.build import build_report, comparison_cell, write_report
+from robustbench_mm.report.build import build_report, write_report
 from robustbench_mm.report.records import RunRecord, deform_set_label, group_records, load_records
-from robustbench_mm.report.sections import CSV_COLUMNS
+from robustbench_mm.report.sections import CSV_COLUMNS, comparison_cell
 from robustbench_mm.runs.checkpoints import META_FORMAT, write_meta
 from robustbench_mm.runs.results import fgsm_accuracy, result_path, write_result
 from robustbench_mm.stats.significance import clopper_pearson

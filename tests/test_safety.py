@@ -27,7 +27,7 @@ from robustbench_mm.common.storage import TEMP_PREFIX, folder_lock
 from robustbench_mm.evaluation.attack import EXAMPLES_FILE, stored_metadata
 from robustbench_mm.models import preact as models_module
 from robustbench_mm.pipeline import finished_training, plan_for_preset
-from robustbench_mm.report.build import REPORT_MANIFEST
+from robustbench_mm.report.publish import REPORT_MANIFEST
 from robustbench_mm.report.records import load_records
 from robustbench_mm.runs.checkpoints import read_meta
 

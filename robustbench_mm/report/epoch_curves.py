@@ -17,6 +17,7 @@ from robustbench_mm.figures.plots import Series, save_png
 from robustbench_mm.report.calibration_figure import unique_label
 from robustbench_mm.report.records import Group
 
+
 PROTOCOLS = ("standard", "paper")
 CSV_COLUMNS = (
     "dataset", "arch", "preset", "model", "run", "protocol", "eps", "epoch", "fgsm_accuracy", "test_accuracy",

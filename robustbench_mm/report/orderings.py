@@ -30,6 +30,7 @@ from robustbench_mm.stats.significance import (
     HOLDS, REVERSED, mcnemar_exact, paired_bootstrap_difference, t_interval, verdict_from_interval,
     verdict_from_test)
 
+
 PROTOCOLS = ("standard", "paper")
 UNTESTED = "not tested (no per-example results)"
 ORDERINGS_CSV_COLUMNS = (

@@ -15,11 +15,11 @@ from typing import Any
 from robustbench_mm.common.storage import atomic_write_text
 from robustbench_mm.figures.plots import model_colors
 from robustbench_mm.report.calibration_figure import draw_reliability
-from robustbench_mm.report.epoch_curves import CSV_COLUMNS as EPOCH_COLUMNS
-from robustbench_mm.report.epoch_curves import cost_share, draw_epochs, epoch_rows
+from robustbench_mm.report.epoch_curves import CSV_COLUMNS as EPOCH_COLUMNS, cost_share, draw_epochs, epoch_rows
 from robustbench_mm.report.records import Group
 from robustbench_mm.report.sections import Section, render_csv, render_section
 from robustbench_mm.report.tables.supervised import TITLES, supervised_tables
+
 
 EPOCHS_CSV = "table5-epochs.csv"
 

@@ -31,6 +31,7 @@ from robustbench_mm.runs.results import RESULT_FORMAT, attacked_eps, result_path
 from robustbench_mm.runs.seeds import split_seed_suffix
 from robustbench_mm.stats.estimates import Estimate, SeedValue, estimate
 
+
 PROTOCOLS = tuple(ATTACK_PROTOCOLS)  # the FGSM protocols, in the tables' column order
 # Keys each evaluation's payload must have for the report to use it.
 REQUIRED_KEYS = {

@@ -1,8 +1,7 @@
 """The pieces every report table is made of: header facts, sections, markdown and CSV rendering.
 
 A `Section` is one group's part of a table (header facts, notes, markdown blocks and tidy CSV rows);
-report/build.py builds Tables 3, 5, 7, the robustness table and the orderings from them, and
-report/tables/supervised.py Tables 1 and 2.
+each module of report/tables/ builds one table family from them, with the cell formatting here.
 """
 
 from __future__ import annotations
@@ -12,8 +11,9 @@ import io
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from robustbench_mm.report.records import DATASET_NAMES, Group
-from robustbench_mm.stats.estimates import ESTIMATE_COLUMNS
+from robustbench_mm.report.records import DATASET_NAMES, Group, ModelRuns
+from robustbench_mm.stats.estimates import ESTIMATE_COLUMNS, Estimate, estimate_columns
+
 
 # `ours` is the cell's number: the mean over seeds (the only value with one seed).
 CSV_COLUMNS = (
@@ -149,3 +149,96 @@ def render_csv(sections: list[Section], columns: tuple[str, ...] = CSV_COLUMNS) 
         for row in section.rows:
             writer.writerow({k: "" if row[k] is None else row[k] for k in columns})
     return buffer.getvalue()
+
+
+PAPER_SETUP = {  # what the paper trained for each table
+    "table5": {"arch": "preactresnet18", "epochs": 1200, "width": 64},
+    "table7": {"dataset": "cifar100", "arch": "preactresnet34", "epochs": 1200, "width": 64},
+}
+
+
+def clean_accuracy(result: dict[str, Any]) -> float:
+    return result["clean"]["accuracy"]
+
+
+def fmt(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def fmt_delta(ours: float, paper: float) -> str:
+    return f"{ours - paper:+.2f}"
+
+
+def comparison_cell(ours: Estimate | float | None, paper: float | None, missing: str = "") -> str:
+    """'ours / paper (Δ)' for the markdown tables, ours with its uncertainty; the missing reason instead of a number.
+
+    Δ compares the paper's number with our mean over seeds.
+    """
+    if ours is None:
+        return f"missing ({missing})" + (f" / {fmt(paper)}" if paper is not None else "")
+    text, mean = (ours.text(), ours.mean) if isinstance(ours, Estimate) else (fmt(ours), ours)
+    if paper is None:
+        return f"{text} / – (not in the paper)"
+    return f"{text} / {fmt(paper)} ({fmt_delta(mean, paper)})"
+
+
+def estimate_cell(cell: Estimate | None, missing: str) -> str:
+    return cell.text() if cell is not None else f"missing ({missing})"
+
+
+def comparison_note(group: Group, table: str) -> tuple[str, str]:
+    """(what the paper's numbers are, warning or ''); the warning makes a mismatch impossible to miss."""
+    setup = PAPER_SETUP[table]
+    paper_dataset = setup.get("dataset") or ("cifar100" if group.dataset == "cifar100" else "cifar10")
+    reference = f"{DATASET_NAMES[paper_dataset]}, {setup['arch']}, {setup['epochs']} epochs"
+    if group.dataset != paper_dataset:
+        return reference, (f"**Sanity check only:** these models were trained on {DATASET_NAMES.get(group.dataset, group.dataset)}, "
+                           f"the paper's numbers are for {DATASET_NAMES[paper_dataset]}. The differences show how far "
+                           "apart the two settings are, not whether the paper reproduces.")
+    differences = []
+    if group.arch != setup["arch"]:
+        differences.append(f"architecture {group.arch} (paper: {setup['arch']})")
+    epochs = {r.meta["epochs"] for r in group.runs if r.meta}
+    if epochs and epochs != {setup["epochs"]}:
+        differences.append(f"{'/'.join(map(str, sorted(epochs)))} training epochs (paper: {setup['epochs']})")
+    widths = {r.model.get("width") for r in group.runs if not r.external}
+    if widths != {setup["width"]}:
+        differences.append(f"width {'/'.join(map(str, sorted(w for w in widths if w)))} (paper: {setup['width']})")
+    if differences:
+        return reference, "**Not the paper's setting:** " + "; ".join(differences) + "."
+    return reference, ""
+
+
+def table_csv_row(group: Group, model: ModelRuns | None, key: str, evaluation: str, setting: str,
+             cell: Estimate | None, paper: float | None, status: str, reference: str) -> dict[str, Any]:
+    results = [r.results[evaluation] for r in model.runs if evaluation in r.results] if model else []
+    summaries = [result["model"] for result in results]
+
+    def joined(values: Iterable[Any]) -> Any:
+        """The one value all seeds share, else the distinct values joined by ';'."""
+        distinct = list(dict.fromkeys(v for v in values if v is not None))
+        return distinct[0] if len(distinct) == 1 else ";".join(map(str, distinct)) or None
+
+    ours = cell.mean if cell is not None else None
+    return {
+        "dataset": group.dataset, "arch": group.arch, "preset": group.preset, "model": key,
+        "run": ";".join(r.name for r in model.runs) if model else "", "evaluation": evaluation, "setting": setting,
+        "ours": ours, **estimate_columns(cell), "paper": paper,
+        "delta": round(ours - paper, 6) if ours is not None and paper is not None else None,
+        "status": status,
+        "epochs_trained": joined(s.get("epochs_trained") for s in summaries),
+        "checkpoint": joined(s.get("checkpoint") for s in summaries),
+        "checkpoint_epoch": joined(s.get("checkpoint_epoch") for s in summaries),
+        "n_examples": joined(r.get("n_examples") for r in results),
+        "train_seed": joined(s.get("train_seed") for s in summaries),
+        "eval_seed": joined(r["settings"].get("seed") for r in results),
+        "eval_commit": joined(r.get("git_commit") for r in results), "paper_reference": reference,
+    }
+
+
+def cell_status(cell: Estimate | None, why: str) -> str:
+    if cell is None:
+        return f"missing: {why}"
+    if not cell.missing:
+        return "measured"
+    return f"measured ({len(cell.missing)} of {cell.n_seeds + len(cell.missing)} seeds missing: {why})"

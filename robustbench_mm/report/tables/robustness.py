@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from robustbench_mm.attacks.autoattack import STAGE_LABELS, STAGES
+from robustbench_mm.attacks.autoattack import STAGES, STAGE_LABELS
+from robustbench_mm.report.records import Group
+from robustbench_mm.report.sections import Block, Section, cell_status, estimate_cell, header_facts, table_csv_row
 from robustbench_mm.runs.results import eps_label, fgsm_accuracy
+
 
 TITLE = "How robust is it really? — FGSM, PGD-20 and AutoAttack on the same models"
 AUTOATTACK_PREFIX = "autoattack-"
@@ -114,4 +117,28 @@ def stage_series(results: dict[str, dict[str, Any]]) -> list[tuple[str, list[str
     return series
 
 
-__all__ = ["STAGES", "TITLE", "NOTES", "Column", "autoattack_evaluations", "columns", "model_info", "stage_series"]
+def robustness_section(group: Group) -> Section:
+    """The "How robust is it really?" table: one row per model (seeds aggregated), every attack side by side."""
+    number_columns, breakdowns = columns([r.results for r in group.runs], group.fgsm_eps)
+    md_rows, rows = [], []
+    for model in group.models:
+        cells = [model.label, f"`{model.folders}`"]
+        for column in number_columns:
+            cell, why = model.cell(column.evaluation, column.value_of, f"{column.evaluation}.json has no such number")
+            cells.append(estimate_cell(cell, why))
+            rows.append(table_csv_row(group, model, model.key, column.evaluation, column.setting, cell, None,
+                                 cell_status(cell, why), "not in the paper"))
+        stage_texts = []
+        for evaluation, stage_columns in breakdowns:
+            stages = [(c, model.cell(evaluation, c.value_of, "")[0]) for c in stage_columns]
+            if all(cell is not None for _, cell in stages):
+                stage_texts.append(f"{evaluation[len('autoattack-'):].replace('_', '/')}: " +
+                                   " → ".join(f"{c.label} {cell.mean:.1f}" for c, cell in stages))
+                rows += [table_csv_row(group, model, model.key, evaluation, c.setting, cell, None, cell_status(cell, ""),
+                                  "not in the paper") for c, cell in stages]
+        md_rows.append([*cells, "; ".join(stage_texts) or "–"])
+    evaluations = tuple(dict.fromkeys(c.evaluation for c in number_columns))
+    facts = header_facts(group, evaluations, "see the note below the table")
+    header = ["Model", "Run", *(c.label for c in number_columns), "AutoAttack robust accuracy after each stage"]
+    return Section(group.heading, facts, list(NOTES),
+                   [Block("Robust accuracy (%) under every attack", header, md_rows)], rows)

@@ -18,6 +18,7 @@ from robustbench_mm.report.sections import Block, Section, header_facts
 from robustbench_mm.stats.estimates import Estimate, SeedValue, estimate, estimate_columns
 from robustbench_mm.stats.significance import mean_std
 
+
 TABLES = {"table1": "cifar10", "table2": "cifar100"}
 TITLES = {
     "table1": "Table 1 — CIFAR-10 test accuracy and NLL, with calibration",

@@ -1,0 +1,110 @@
+"""Publishing a drawn report into reports/: only files an earlier report wrote are replaced, never a user's.
+
+The manifest lists what the last report wrote, with digests; a file someone changed since is left alone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from robustbench_mm.common.storage import atomic_write_json, read_json
+from robustbench_mm.errors import UsageError
+from robustbench_mm.runs.checkpoints import file_sha256
+
+
+REPORT_FORMAT = "mm-robust-report/1"
+MODEL_INFO_DIR = "model_info"  # RobustBench-style model_info/<run>.json: the one subfolder a report writes into
+REPORT_MANIFEST = ".mm-robust-report-files.json"  # what the last report wrote, so only those are ever replaced
+
+
+def publish(staging: Path, reports_root: Path) -> None:
+    """Move the staged report into `reports_root`, touching only files a report wrote there before.
+
+    Files are named by their path relative to `reports_root` (``index.md``, ``model_info/<run>.json``).
+    A file already there may be replaced only if the manifest lists it with its current digest, or if
+    it already holds exactly the new bytes (nothing is lost; e.g. a model_info written before the
+    manifest listed them).
+    """
+    new = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    ours = _files_written_before(reports_root)
+    folders = sorted({name.partition("/")[0] for name in new if "/" in name})
+    foreign = [folder for folder in folders if _occupied(reports_root / folder)
+               and ((reports_root / folder).is_symlink() or not (reports_root / folder).is_dir())]
+    foreign += [name for name in new if _clashes(reports_root / name, ours.get(name), _digest(staging / name))]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise UsageError(f"{str(reports_root)!r} holds files mm-robust report did not write ({shown}); "
+                         "move them away or choose another --reports")
+    written = {name: _digest(staging / name) for name in new}
+    for folder in folders:
+        (reports_root / folder).mkdir(exist_ok=True)
+    for name in new:
+        os.replace(staging / name, reports_root / name)
+    for name in sorted(set(ours) - set(new)):  # an earlier report's file this one no longer has would mislead
+        if "/" in name and (reports_root / name).parent.is_symlink():
+            continue  # a folder now linked elsewhere: what it holds is not the file the manifest names
+        if _digest(reports_root / name) == ours[name]:
+            (reports_root / name).unlink()
+    for folder in sorted({name.partition("/")[0] for name in ours if "/" in name} - set(folders)):
+        path = reports_root / folder
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            path.rmdir()  # emptied of the files an earlier report put there
+    atomic_write_json(reports_root / REPORT_MANIFEST, {"format": REPORT_FORMAT, "files": written})
+
+
+def _occupied(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _clashes(target: Path, written_before: str | None, new: str | None) -> bool:
+    """Something is at `target` that is neither the file an earlier report wrote nor these very bytes."""
+    if not _occupied(target):
+        return False
+    digest = _digest(target)
+    return digest is None or digest not in (written_before, new)
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return file_sha256(path) if path.is_file() else None
+    except OSError:
+        return None
+
+
+def _files_written_before(reports_root: Path) -> dict[str, str]:
+    """{relative path: SHA-256 when written} of the last report in `reports_root`.
+
+    Only a file name, or one inside a report subfolder (``model_info/<run>.json``), is taken from
+    the manifest: never an absolute path, ``..`` or a deeper path, so a damaged or hostile
+    manifest cannot point the clean-up outside `reports_root`.
+    """
+    def plain(names):
+        return {n for n in names if _safe_report_path(n)}
+
+    try:
+        manifest = read_json(reports_root / REPORT_MANIFEST)
+        files = manifest["files"]
+        return {name: files[name] for name in plain(files) if isinstance(files[name], str)}
+    except (UsageError, KeyError, TypeError):
+        pass
+    # A report written before the manifest existed: the files its summary.json lists, as they are now.
+    try:
+        old = read_json(reports_root / "summary.json")
+        if old.get("format") != REPORT_FORMAT:
+            return {}
+        names = {"summary.json", "index.md"} | {f"{t}.{ext}" for t in old["tables"] for ext in ("md", "csv")}
+        names |= {name for group in old["groups"] for name in group["plots"]}
+    except (UsageError, KeyError, TypeError, AttributeError):
+        return {}
+    return {name: digest for name in plain(names) if (digest := _digest(reports_root / name))}
+
+
+def _safe_report_path(name: Any) -> bool:
+    """'index.md' or 'model_info/<run>.json': a plain name, at most one report subfolder deep."""
+    if not isinstance(name, str) or "\\" in name or "\0" in name:
+        return False
+    parts = name.split("/")
+    if len(parts) > 2 or (len(parts) == 2 and parts[0] != MODEL_INFO_DIR):
+        return False
+    return all(part and part not in (".", "..") for part in parts)
