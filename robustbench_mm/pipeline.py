@@ -14,7 +14,8 @@ from pathlib import Path
 from robustbench_mm.config import (
     TABLE_MODELS, AttackConfig, CalibrationConfig, DeformConfig, TrainConfig, train_config_for_preset)
 from robustbench_mm.errors import check_choice
-from robustbench_mm.evaluation.attack import check_attack_targets, run_attacks
+from robustbench_mm.evaluation.attack import run_attacks
+from robustbench_mm.evaluation.attack_plan import check_attack_targets
 from robustbench_mm.evaluation.calibrate import check_calibration_targets, run_calibration
 from robustbench_mm.evaluation.deform import check_deform_targets, run_deform
 from robustbench_mm.report.build import write_report
@@ -23,6 +24,7 @@ from robustbench_mm.runs.results import ConflictHint
 from robustbench_mm.runs.seeds import for_seeds
 from robustbench_mm.sources.loading import ModelSource, from_run
 from robustbench_mm.train.trainer import RESUME_FREE, train
+
 
 # Evaluation sizes per preset: every test image (the smoke preset's 357 digits too: with the active
 # set, 200-step unbounded PGD costs a few passes per example, not 200).

@@ -12,9 +12,12 @@ from robustbench_mm.cli import main
 from robustbench_mm.config import AttackConfig
 from robustbench_mm.data.images import load_dataset
 from robustbench_mm.errors import UsageError
-from robustbench_mm.evaluation.attack import (
-    EXAMPLES_FILE, MASKING_FIGURE, attack_summary, check_num_classes, run_attacks)
+from robustbench_mm.evaluation.attack import run_attacks
+from robustbench_mm.evaluation.attack_plan import check_num_classes
+from robustbench_mm.evaluation.attack_summary import attack_summary
+from robustbench_mm.runs.files import EXAMPLES_FILE, MASKING_FIGURE
 from robustbench_mm.runs.results import decode_mask
+
 
 # Two batches (one partial) of a fixed subset, and few steps: these tests check plumbing, not robustness.
 SMALL = AttackConfig(eps=(0.03, 0.1), sweep=(0.0, 0.05), pgd_steps=8, pgd_step_size=0.05, bounded_pgd_steps=3,

@@ -19,17 +19,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config
 from safetensors.torch import load_file, save_file
 
-from conftest import tiny_config
 from robustbench_mm.cli import build_parser, main
 from robustbench_mm.common.storage import TEMP_PREFIX, folder_lock
-from robustbench_mm.evaluation.attack import EXAMPLES_FILE, stored_metadata
 from robustbench_mm.models import preact as models_module
 from robustbench_mm.pipeline import finished_training, plan_for_preset
 from robustbench_mm.report.publish import REPORT_MANIFEST
 from robustbench_mm.report.records import load_records
-from robustbench_mm.runs.checkpoints import read_meta
+from robustbench_mm.runs.checkpoints import read_meta, stored_metadata
+from robustbench_mm.runs.files import EXAMPLES_FILE
+
 
 HERE = Path(__file__).parent
 RUN = "digits-preactresnet18-baseline"

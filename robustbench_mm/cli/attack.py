@@ -7,10 +7,11 @@ import argparse
 from robustbench_mm.cli.common import (
     add_device, add_external_model, add_model_inputs, add_quiet, add_test_subset, external_source_from_args,
     float_list, fraction)
-from robustbench_mm.config import DATASETS, AttackConfig
-from robustbench_mm.config import AA_BUDGETS
-from robustbench_mm.evaluation.attack import attack_summary, run_attacks
+from robustbench_mm.config import AA_BUDGETS, DATASETS, AttackConfig
+from robustbench_mm.evaluation.attack import run_attacks
+from robustbench_mm.evaluation.attack_summary import attack_summary
 from robustbench_mm.sources.external import protocols_for
+
 
 DEFAULTS = AttackConfig()
 

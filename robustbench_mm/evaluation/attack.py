@@ -18,7 +18,6 @@ protocol (pixel scale, cross-entropy, clipping), like AutoAttack.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from functools import cached_property
@@ -33,113 +32,26 @@ from robustbench_mm.attacks import (
     check_eps_zero_is_clean, check_input_gradients, check_iterative_beats_single_step, check_sweep_does_not_rise,
     check_unbounded_pgd, fgsm, fgsm_sweep, percent, pgd_worst_case)
 from robustbench_mm.attacks.autoattack import (
-    BUDGETS, STAGE_LABELS, STAGES, AutoAttackFlags, eps_name, eps_text, run_autoattack)
+    BUDGETS, STAGES, STAGE_LABELS, AutoAttackFlags, eps_text, run_autoattack)
 from robustbench_mm.attacks.checks import check_black_box_not_stronger
 from robustbench_mm.common.progress import progress_bar
 from robustbench_mm.common.runtime import resolve_device, seed_everything
-from robustbench_mm.common.storage import atomic_write_json, ensure_writable_dir, folder_lock, read_json
+from robustbench_mm.common.storage import ensure_writable_dir, folder_lock
 from robustbench_mm.config import AttackConfig
 from robustbench_mm.data.images import ImageSet, load_dataset, to_unit_float
 from robustbench_mm.errors import UsageError
 from robustbench_mm.figures.masking import save_gradient_masking_figure
 from robustbench_mm.models.metrics import accuracy_and_nll, predict
-from robustbench_mm.paper import PGD_UNBOUNDED, TABLE5, TABLE5_EPS
 from robustbench_mm.runs.checkpoints import load_model, resolve_runs, save_tensors, stored_metadata
 from robustbench_mm.runs.files import EXAMPLES_FILE, MASKING_FIGURE
 from robustbench_mm.runs.results import (
-    OWN_COMMAND, ConflictHint, as_json, check_result_targets, check_same_settings, check_target_path, decode_mask,
+    OWN_COMMAND, ConflictHint, as_json, decode_mask,
     encode_mask, eps_label, finished_result, result_path, write_result)
 from robustbench_mm.sources.loading import ModelSource, check_contracts, from_run
-
-ITERATIVE_PROTOCOL = "standard"  # bounded PGD and the saved examples
-VERDICT_PROTOCOL = "paper"  # Appendix D's unbounded-PGD verdict: the authors' convention, when it is run
-
-
-def sweep_grid(config: AttackConfig) -> list[float]:
-    """The accuracy-vs-eps curve: the sweep, every requested eps, and 0, ascending."""
-    return sorted({0.0, *map(float, config.sweep), *map(float, config.eps)})
-
-
-def check_eps(config: AttackConfig) -> float:
-    """Where bounded PGD is compared with FGSM: the first positive --eps, else the largest swept eps."""
-    positive = [float(e) for e in config.eps if e > 0]
-    return positive[0] if positive else max(sweep_grid(config))
-
-
-def examples_protocol(config: AttackConfig) -> str:
-    return ITERATIVE_PROTOCOL if ITERATIVE_PROTOCOL in config.protocols else config.protocols[0]
-
-
-def verdict_protocol(protocols) -> str:
-    """Which unbounded-PGD run decides Appendix D's sanity check: `paper` when run, else the first."""
-    return VERDICT_PROTOCOL if VERDICT_PROTOCOL in protocols else protocols[0]
-
-
-def autoattack_eps(config: AttackConfig) -> list[float]:
-    """Where AutoAttack runs: --aa-eps, then the paper's eps on the pixel scale (once if they coincide)."""
-    if not config.autoattack:
-        return []
-    values = [float(config.aa_eps)] + ([check_eps(config)] if config.aa_paper_eps else [])
-    return list({eps_name(e): e for e in values}.values())
-
-
-def autoattack_evaluation(eps: float) -> str:
-    return f"autoattack-{eps_name(eps)}"
-
-
-def evaluation_settings(config: AttackConfig, evaluation: str, dataset: str) -> dict[str, Any]:
-    """The settings that decide an evaluation's numbers: a stored file is reused only if they match."""
-    common = {"dataset": dataset, "n_examples": config.n_examples, "checkpoint": config.checkpoint,
-              "batch_size": config.batch_size, "seed": config.seed}
-    pgd = {"pgd_steps": config.pgd_steps, "pgd_step_size": config.pgd_step_size,
-           "pgd_pass_threshold": config.pgd_pass_threshold}
-    if evaluation.startswith("fgsm-"):
-        return {**common, "protocol": evaluation[len("fgsm-"):], "eps": list(config.eps), "sweep": sweep_grid(config)}
-    if evaluation.startswith("pgd-unbounded-"):
-        return {**common, "protocol": evaluation[len("pgd-unbounded-"):], **pgd, "robust_accuracy": "worst-case"}
-    if evaluation == "pgd-bounded":
-        return {**common, "protocol": ITERATIVE_PROTOCOL, "eps": check_eps(config), "steps": config.bounded_pgd_steps,
-                "robust_accuracy": "worst-case"}
-    if evaluation == "adversarial-examples":
-        return {**common, "protocol": examples_protocol(config), "eps": float(config.eps[0]),
-                "count": config.save_examples}
-    if evaluation.startswith("autoattack-"):
-        eps = next(e for e in autoattack_eps(config) if autoattack_evaluation(e) == evaluation)
-        return {**common, "eps": eps, "norm": "Linf", "budget": config.aa_budget,
-                "components": BUDGETS[config.aa_budget].to_dict(), "chunk_size": config.batch_size}
-    if evaluation == "gradient-masking":
-        if config.autoattack:
-            common = {**common, "black_box_eps": autoattack_eps(config)[0], "aa_budget": config.aa_budget,
-                      "max_black_box_share": config.max_black_box_share}
-        return {**common, "protocols": list(config.protocols), "eps": list(config.eps), "sweep": sweep_grid(config),
-                **pgd, "bounded_pgd_steps": config.bounded_pgd_steps, "robust_accuracy": "worst-case",
-                "max_fgsm_only_share": config.max_fgsm_only_share, "max_sweep_rise": config.max_sweep_rise,
-                "max_zero_gradient_share": config.max_zero_gradient_share}
-    raise ValueError(f"unknown evaluation {evaluation!r}")
-
-
-def result_evaluations(config: AttackConfig) -> list[str]:
-    """The JSON result files `attack` writes per model."""
-    return [*(f"fgsm-{p}" for p in config.protocols), *(f"pgd-unbounded-{p}" for p in config.protocols), "pgd-bounded",
-            *(autoattack_evaluation(eps) for eps in autoattack_eps(config)), "gradient-masking"]
-
-
-def check_dataset(loaded: ModelSource, dataset: str | None) -> None:
-    trained_on = loaded.dataset
-    if dataset is not None and dataset != trained_on:
-        raise UsageError(f"checkpoint {loaded.name!r} was trained on {trained_on}, not --dataset {dataset}; "
-                         f"drop --dataset or pass --checkpoint with {dataset} models only")
-
-
-def check_num_classes(loaded: ModelSource, data: ImageSet) -> None:
-    """Our models' class count, read from their last layer (any model's output shape: model_sources.check_contracts)."""
-    linear = getattr(loaded.model, "linear", None)
-    if not isinstance(linear, torch.nn.Linear):
-        return
-    outputs = linear.out_features
-    if outputs != data.num_classes:
-        raise UsageError(f"checkpoint {loaded.name!r} predicts {outputs} classes but {data.name} has "
-                         f"{data.num_classes}; evaluate it on the dataset it was trained on")
+from robustbench_mm.evaluation.attack_plan import (
+    ITERATIVE_PROTOCOL, autoattack_eps, autoattack_evaluation, check_attack_targets, check_dataset, check_eps,
+    check_num_classes, evaluation_settings, examples_metadata, sweep_grid, verdict_protocol)
+from robustbench_mm.evaluation.autoattack_state import AutoAttackState, flags_of_result
 
 
 class ModelAttacks:
@@ -279,30 +191,18 @@ class ModelAttacks:
 
         `path`: where they were saved (default the model's partial file; a shard keeps its own).
         """
-        path = path or self.partial_path(evaluation)
-        if self.force or not path.is_file():
+        if self.force:
             return None
-        try:
-            saved = read_json(path)
-            if saved["model"] != as_json(self.summary) or saved["settings"] != as_json(self.settings(evaluation)):
-                return None
-            masks = {k: torch.from_numpy(decode_mask(v)) for k, v in saved["flags"].items()}
-            start, stop = saved["example_range"]
-            return AutoAttackFlags(start, stop, masks["clean"], {s: masks[s] for s in STAGES}, masks["done"],
-                                   {s: float(saved["seconds"].get(s, 0.0)) for s in STAGES},
-                                   {s: int(n) for s, n in saved.get("example_steps", {}).items()})
-        except (UsageError, KeyError, TypeError, ValueError):
-            return None
+        state = AutoAttackState.load(path or self.partial_path(evaluation), self.summary, self.settings(evaluation))
+        return state.flags if state is not None else None
 
     def save_flags(self, evaluation: str, flags: AutoAttackFlags, path: Path | None = None) -> None:
-        masks = {"clean": flags.clean, **flags.after, "done": flags.done}
-        path = path or self.partial_path(evaluation)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, {
-            "model": self.summary, "settings": self.settings(evaluation), "example_range": [flags.start, flags.stop],
-            "device": str(self.device),  # the merge of shards records it as a single run would
-            "seconds": flags.seconds, "example_steps": flags.example_steps,
-            "flags": {k: encode_mask(v) for k, v in masks.items()}})
+        state = AutoAttackState(as_json(self.summary), self.settings(evaluation), str(self.device), flags)
+        state.save(path or self.partial_path(evaluation))
+
+    def use_autoattack_flags(self, evaluation: str, flags: AutoAttackFlags) -> None:
+        """Report `flags` (merged from shards) as this model's AutoAttack at `evaluation`, as if run here."""
+        self.autoattack_runs[evaluation] = {"flags": flags}
 
     def autoattack(self, eps: float) -> dict[str, Any]:
         """{"flags": AutoAttackFlags, "seconds": per stage}, from the stored result when it is there."""
@@ -310,12 +210,7 @@ class ModelAttacks:
         if evaluation not in self.autoattack_runs:
             stored = self.stored(evaluation)
             if stored is not None:
-                masks = {k: torch.from_numpy(decode_mask(v)) for k, v in stored["per_example"]["correct"].items()}
-                flags = AutoAttackFlags(0, len(self.data), masks["clean"], {s: masks[s] for s in STAGES},
-                                        torch.ones(len(self.data), dtype=torch.bool),
-                                        {st["stage"]: st["seconds"] for st in stored["stages"]},
-                                        {st["stage"]: st["example_steps"] for st in stored["stages"]
-                                         if "example_steps" in st})
+                flags = flags_of_result(stored, len(self.data))
             else:
                 resumed = self.resumed_flags(evaluation)
                 done_before = int(resumed.done.sum()) if resumed is not None else 0
@@ -497,45 +392,6 @@ class ModelAttacks:
         written.append(path)
 
 
-def examples_metadata(config: AttackConfig, summary: dict[str, Any], dataset: str) -> dict[str, str]:
-    """The metadata of the adversarial-examples file: the model (weights digest included) and the settings.
-
-    The writer stores it and the pre-check compares a finished file with it, so both see the same plan.
-    """
-    return {"eps": repr(float(config.eps[0])), "protocol": examples_protocol(config),
-            "model": json.dumps(as_json(summary), sort_keys=True),
-            "settings": json.dumps(as_json(evaluation_settings(config, "adversarial-examples", dataset)),
-                                   sort_keys=True)}
-
-
-def check_examples_target(path: Path, metadata: dict[str, str], force: bool, hint: ConflictHint) -> None:
-    """Like `results.check_result_targets` for the examples file: a finished one for the same weights
-    made with other settings is refused unless `force`; one for other weights (or unreadable) is replaced."""
-    check_target_path(path, hint)
-    stored = None if force else stored_metadata(path)
-    if stored is None:
-        return
-    try:
-        stored_model, stored_settings = json.loads(stored["model"]), json.loads(stored["settings"])
-    except (KeyError, TypeError, ValueError):
-        return  # not a file this version wrote with its settings: nothing to compare, it is redone
-    if isinstance(stored_model, dict) and isinstance(stored_settings, dict):
-        check_same_settings(path, stored_model, stored_settings, json.loads(metadata["model"]),
-                            json.loads(metadata["settings"]), hint)
-
-
-def check_attack_targets(config: AttackConfig, models: list[ModelSource], out_root: str | Path, force: bool,
-                         hint: ConflictHint = OWN_COMMAND) -> None:
-    """Refuse, before anything is written, every file `attack` would lose or cannot write (see runs/results.py)."""
-    check_result_targets([(result_path(out_root, loaded.name, evaluation), loaded.summary,
-                           evaluation_settings(config, evaluation, loaded.dataset))
-                          for loaded in models for evaluation in result_evaluations(config)], force, hint)
-    if config.save_examples > 0:
-        for loaded in models:
-            check_examples_target(Path(out_root) / loaded.name / EXAMPLES_FILE,
-                                  examples_metadata(config, loaded.summary, loaded.dataset), force, hint)
-
-
 def load_test_set(loaded: ModelSource, config: AttackConfig, cache: dict) -> ImageSet:
     data_dir = config.data_dir or loaded.data_dir
     key = (loaded.dataset, data_dir)
@@ -586,61 +442,3 @@ def run_attacks(config: AttackConfig, checkpoints_root: str | Path = "checkpoint
 # ---- the terminal summary -------------------------------------------------------------------------
 
 
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
-
-
-def paper_fgsm_value(model: dict[str, Any]) -> tuple[float | None, bool]:
-    """The paper's Table 5 number for this kind of model, and whether it is for the model's own dataset."""
-    own = model["dataset"] in TABLE5
-    return TABLE5[model["dataset"] if own else "cifar10"].get(model["key"]), own
-
-
-def _summary_rows(results: dict[str, dict], run: str) -> list[list[str]]:
-    fgsm_results = [results[f"fgsm-{p}"] for p in PROTOCOLS if f"fgsm-{p}" in results]
-    model = fgsm_results[0]["model"]
-    paper_value, own_dataset = paper_fgsm_value(model)
-    paper_text = _fmt(paper_value) + ("" if own_dataset or paper_value is None else " (CIFAR-10)")
-    masking = results.get("gradient-masking")
-    pgd_runs = {p: results[f"pgd-unbounded-{p}"] for p in PROTOCOLS if f"pgd-unbounded-{p}" in results}
-    pgd_text = "–"
-    if pgd_runs:
-        verdict = verdict_protocol(list(pgd_runs))
-        pgd = pgd_runs[verdict]
-        others = "".join(f"; {p}-protocol {r['final_accuracy']:.2f}" for p, r in pgd_runs.items() if p != verdict)
-        pgd_text = (f"{pgd['final_accuracy']:.2f} {'ok' if pgd['passed'] else 'FAILED'} ({verdict}-protocol{others}; "
-                    f"Appendix D {_fmt(PGD_UNBOUNDED.get(model['key']))})")
-    masking_text = "–" if masking is None else (
-        "FLAGGED: " + ", ".join(masking["failed"]) if masking["flagged"] else f"all {len(masking['checks'])} passed")
-    rows = []
-    for index, result in enumerate(fgsm_results):
-        first = index == 0
-        rows.append([model["key"] if first else "", result["protocol"], _fmt(result["clean"]["accuracy"]),
-                     *(_fmt(a) for a in result["accuracy"]), paper_text,
-                     pgd_text if first else "", masking_text if first else "", run if first else ""])
-    return rows
-
-
-def attack_summary(paths: list[Path]) -> str:
-    """A Table-5-style table of the result files in `paths`: per model and protocol, beside the paper."""
-    by_run: dict[Path, dict[str, dict]] = {}
-    for path in paths:
-        if path.suffix == ".json":
-            by_run.setdefault(path.parent, {})[path.stem] = read_json(path)
-    by_run = {run_dir: results for run_dir, results in sorted(by_run.items())
-              if any(f"fgsm-{p}" in results for p in PROTOCOLS)}
-    if not by_run:
-        return "no FGSM results to summarise"
-    first = next(r for results in by_run.values() for k, r in results.items() if k.startswith("fgsm-"))
-    header = ["model", "protocol", "clean", *(f"FGSM eps={e:g}" for e in first["eps"]), f"paper eps={TABLE5_EPS:g}",
-              "unbounded PGD", "gradient masking", "run"]
-    rows = [row for run_dir, results in by_run.items() for row in _summary_rows(results, run_dir.name)]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [f"Test accuracy (%) under FGSM (Table 5) and unbounded PGD (Appendix D), "
-             f"first {first['n_examples']} test images",
-             "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    if any(not paper_fgsm_value(r["model"])[1] for results in by_run.values() for r in results.values()):
-        lines.append("(CIFAR-10): the paper's CIFAR-10 value beside a model of another dataset, for scale only.")
-    return "\n".join(lines)

@@ -33,6 +33,7 @@ from robustbench_mm.runs.results import (
     write_result)
 from robustbench_mm.sources.loading import ModelSource, from_run
 
+
 EVALUATION = "calibration"
 NOT_RESULT_SETTINGS = ("batch_size", "device", "data_dir")  # how fast, not what
 

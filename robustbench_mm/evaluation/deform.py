@@ -39,6 +39,7 @@ from robustbench_mm.runs.results import (
     OWN_COMMAND, ConflictHint, check_result_targets, encode_mask, finished_result, result_path, write_result)
 from robustbench_mm.sources.loading import ModelSource, check_contracts, from_run
 
+
 SAMPLE_IMAGES = 8
 # Settings that change how fast the numbers come, not what they are: not part of a result's identity.
 NOT_RESULT_SETTINGS = ("sets", "batch_size", "device")

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import torch
 
-from robustbench_mm.attacks.autoattack import BUDGETS, STAGES, AutoAttackFlags, run_autoattack
+from robustbench_mm.attacks.autoattack import BUDGETS, run_autoattack
 from robustbench_mm.common.runtime import resolve_device, seed_everything
-from robustbench_mm.common.storage import folder_lock, read_json
+from robustbench_mm.common.storage import folder_lock
 from robustbench_mm.config import AttackConfig
 from robustbench_mm.errors import MMRobustError
-from robustbench_mm.evaluation.attack import (
-    ModelAttacks, autoattack_eps, autoattack_evaluation, check_num_classes, load_test_set)
+from robustbench_mm.evaluation.attack import ModelAttacks, load_test_set
+from robustbench_mm.evaluation.attack_plan import autoattack_eps, autoattack_evaluation, check_num_classes
+from robustbench_mm.evaluation.autoattack_state import AutoAttackState
 from robustbench_mm.pipeline import reproduce_hint
 from robustbench_mm.runs.checkpoints import load_model
 from robustbench_mm.runs.results import check_result_targets, result_path, write_result
@@ -43,11 +44,11 @@ def _model_and_images(config: AttackConfig, checkpoints_root: str | Path, run: s
     return loaded, data
 
 
-def _shard_flags(attacks: ModelAttacks, evaluation: str, path: Path,
-                 example_range: tuple[int, int]) -> AutoAttackFlags | None:
-    """The flags saved at `path` for this model, settings and exactly this range, else None."""
-    flags = attacks.resumed_flags(evaluation, path)
-    return flags if flags is not None and (flags.start, flags.stop) == tuple(example_range) else None
+def _shard_state(attacks: ModelAttacks, evaluation: str, path: Path,
+                 example_range: tuple[int, int]) -> AutoAttackState | None:
+    """The state saved at `path` for this model, settings and exactly this range, else None."""
+    state = AutoAttackState.load(path, attacks.summary, attacks.settings(evaluation))
+    return state if state is not None and (state.flags.start, state.flags.stop) == tuple(example_range) else None
 
 
 def autoattack_shard(config: AttackConfig, checkpoints_root: str | Path, out_root: str | Path, run: str,
@@ -76,7 +77,8 @@ def autoattack_shard(config: AttackConfig, checkpoints_root: str | Path, out_roo
         if attacks.stored(evaluation) is not None:
             continue  # already merged: the command was run again
         path = autoattack_shard_path(out_root, run, evaluation, example_range)
-        flags = _shard_flags(attacks, evaluation, path, example_range)
+        state = _shard_state(attacks, evaluation, path, example_range)
+        flags = state.flags if state is not None else None
         if flags is None or not flags.complete():
             images = attacks.data
             run_autoattack(attacks.model, images.images, images.labels, eps, images.num_classes, start, stop,
@@ -86,28 +88,6 @@ def autoattack_shard(config: AttackConfig, checkpoints_root: str | Path, out_roo
     return paths
 
 
-def concatenate_flags(parts: list[AutoAttackFlags]) -> AutoAttackFlags:
-    """Shards in index order -> the flags of one run over all their examples (wall times and passes summed)."""
-    counted = [s for s in STAGES if any(s in p.example_steps for p in parts)]
-    return AutoAttackFlags(parts[0].start, parts[-1].stop, torch.cat([p.clean for p in parts]),
-                           {s: torch.cat([p.after[s] for p in parts]) for s in STAGES},
-                           torch.cat([p.done for p in parts]),
-                           {s: sum(p.seconds.get(s, 0.0) for p in parts) for s in STAGES},
-                           {s: sum(p.example_steps.get(s, 0) for p in parts) for s in counted})
-
-
-def _shard_device(paths: list[Path]) -> torch.device:
-    """Where the shards ran, as a single run records it (one device; shards on mixed devices are refused)."""
-    devices = set()
-    for path in paths:
-        with contextlib.suppress(MMRobustError, KeyError, TypeError):
-            devices.add(read_json(path)["device"])
-    if len(devices) > 1:
-        raise MMRobustError(f"AutoAttack shards {', '.join(map(str, paths))} ran on different devices "
-                            f"({', '.join(sorted(devices))}); their flags are not those of one run")
-    return torch.device(devices.pop() if devices else "cpu")
-
-
 def autoattack_merge(config: AttackConfig, checkpoints_root: str | Path, out_root: str | Path, run: str,
                      ranges: list[tuple[int, int]]) -> list[Path]:
     """Write `run`'s autoattack-<eps>.json from its shards over `ranges` (contiguous, from 0); remove the shards."""
@@ -115,18 +95,20 @@ def autoattack_merge(config: AttackConfig, checkpoints_root: str | Path, out_roo
     shard_paths = {e: [autoattack_shard_path(out_root, run, e, r) for r in ranges] for e in evaluations}
     loaded, data = _model_and_images(config, checkpoints_root, run)
     # Computes nothing, so model and images stay on the CPU; the payload records the device the shards ran on.
-    device = _shard_device([p for paths in shard_paths.values() for p in paths])
-    attacks = ModelAttacks(loaded, data, config, Path(out_root) / run, device, force=False, progress=False)
+    attacks = ModelAttacks(loaded, data, config, Path(out_root) / run, torch.device("cpu"), force=False, progress=False)
     with folder_lock(attacks.out_dir):
         for evaluation, eps in evaluations.items():
             if attacks.stored(evaluation) is not None:
                 continue  # written before a retry
-            parts = [_shard_flags(attacks, evaluation, p, r) for p, r in zip(shard_paths[evaluation], ranges)]
-            missing = [str(p) for p, part in zip(shard_paths[evaluation], parts) if part is None or not part.complete()]
+            parts = [_shard_state(attacks, evaluation, p, r) for p, r in zip(shard_paths[evaluation], ranges)]
+            missing = [str(p) for p, part in zip(shard_paths[evaluation], parts)
+                       if part is None or not part.flags.complete()]
             if missing:
                 raise MMRobustError(f"cannot merge {run}'s AutoAttack shards: unfinished, missing or made with other "
                                     f"settings: {', '.join(missing)}; run the shards again")
-            attacks.autoattack_runs[evaluation] = {"flags": concatenate_flags(parts)}
+            merged = AutoAttackState.merge(parts)
+            attacks.device = torch.device(merged.device)  # the payload records where the shards ran
+            attacks.use_autoattack_flags(evaluation, merged.flags)
             write_result(result_path(out_root, run, evaluation), evaluation, attacks.summary,
                          attacks.settings(evaluation), attacks.autoattack_payload(eps))
     for path in (p for paths in shard_paths.values() for p in paths):

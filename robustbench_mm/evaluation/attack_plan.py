@@ -1,0 +1,153 @@
+"""Which result files `mm-robust attack` writes for an `AttackConfig`, with which settings, and the checks
+made before any of them is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robustbench_mm.attacks.autoattack import (
+    BUDGETS, eps_name)
+from robustbench_mm.config import AttackConfig
+from robustbench_mm.data.images import ImageSet
+from robustbench_mm.errors import UsageError
+from robustbench_mm.runs.checkpoints import stored_metadata
+from robustbench_mm.runs.files import EXAMPLES_FILE
+from robustbench_mm.runs.results import (
+    OWN_COMMAND, ConflictHint, as_json, check_result_targets, check_same_settings, check_target_path, result_path)
+from robustbench_mm.sources.loading import ModelSource
+
+
+ITERATIVE_PROTOCOL = "standard"  # bounded PGD and the saved examples
+
+
+VERDICT_PROTOCOL = "paper"  # Appendix D's unbounded-PGD verdict: the authors' convention, when it is run
+
+
+def sweep_grid(config: AttackConfig) -> list[float]:
+    """The accuracy-vs-eps curve: the sweep, every requested eps, and 0, ascending."""
+    return sorted({0.0, *map(float, config.sweep), *map(float, config.eps)})
+
+
+def check_eps(config: AttackConfig) -> float:
+    """Where bounded PGD is compared with FGSM: the first positive --eps, else the largest swept eps."""
+    positive = [float(e) for e in config.eps if e > 0]
+    return positive[0] if positive else max(sweep_grid(config))
+
+
+def examples_protocol(config: AttackConfig) -> str:
+    return ITERATIVE_PROTOCOL if ITERATIVE_PROTOCOL in config.protocols else config.protocols[0]
+
+
+def verdict_protocol(protocols) -> str:
+    """Which unbounded-PGD run decides Appendix D's sanity check: `paper` when run, else the first."""
+    return VERDICT_PROTOCOL if VERDICT_PROTOCOL in protocols else protocols[0]
+
+
+def autoattack_eps(config: AttackConfig) -> list[float]:
+    """Where AutoAttack runs: --aa-eps, then the paper's eps on the pixel scale (once if they coincide)."""
+    if not config.autoattack:
+        return []
+    values = [float(config.aa_eps)] + ([check_eps(config)] if config.aa_paper_eps else [])
+    return list({eps_name(e): e for e in values}.values())
+
+
+def autoattack_evaluation(eps: float) -> str:
+    return f"autoattack-{eps_name(eps)}"
+
+
+def evaluation_settings(config: AttackConfig, evaluation: str, dataset: str) -> dict[str, Any]:
+    """The settings that decide an evaluation's numbers: a stored file is reused only if they match."""
+    common = {"dataset": dataset, "n_examples": config.n_examples, "checkpoint": config.checkpoint,
+              "batch_size": config.batch_size, "seed": config.seed}
+    pgd = {"pgd_steps": config.pgd_steps, "pgd_step_size": config.pgd_step_size,
+           "pgd_pass_threshold": config.pgd_pass_threshold}
+    if evaluation.startswith("fgsm-"):
+        return {**common, "protocol": evaluation[len("fgsm-"):], "eps": list(config.eps), "sweep": sweep_grid(config)}
+    if evaluation.startswith("pgd-unbounded-"):
+        return {**common, "protocol": evaluation[len("pgd-unbounded-"):], **pgd, "robust_accuracy": "worst-case"}
+    if evaluation == "pgd-bounded":
+        return {**common, "protocol": ITERATIVE_PROTOCOL, "eps": check_eps(config), "steps": config.bounded_pgd_steps,
+                "robust_accuracy": "worst-case"}
+    if evaluation == "adversarial-examples":
+        return {**common, "protocol": examples_protocol(config), "eps": float(config.eps[0]),
+                "count": config.save_examples}
+    if evaluation.startswith("autoattack-"):
+        eps = next(e for e in autoattack_eps(config) if autoattack_evaluation(e) == evaluation)
+        return {**common, "eps": eps, "norm": "Linf", "budget": config.aa_budget,
+                "components": BUDGETS[config.aa_budget].to_dict(), "chunk_size": config.batch_size}
+    if evaluation == "gradient-masking":
+        if config.autoattack:
+            common = {**common, "black_box_eps": autoattack_eps(config)[0], "aa_budget": config.aa_budget,
+                      "max_black_box_share": config.max_black_box_share}
+        return {**common, "protocols": list(config.protocols), "eps": list(config.eps), "sweep": sweep_grid(config),
+                **pgd, "bounded_pgd_steps": config.bounded_pgd_steps, "robust_accuracy": "worst-case",
+                "max_fgsm_only_share": config.max_fgsm_only_share, "max_sweep_rise": config.max_sweep_rise,
+                "max_zero_gradient_share": config.max_zero_gradient_share}
+    raise ValueError(f"unknown evaluation {evaluation!r}")
+
+
+def result_evaluations(config: AttackConfig) -> list[str]:
+    """The JSON result files `attack` writes per model."""
+    return [*(f"fgsm-{p}" for p in config.protocols), *(f"pgd-unbounded-{p}" for p in config.protocols), "pgd-bounded",
+            *(autoattack_evaluation(eps) for eps in autoattack_eps(config)), "gradient-masking"]
+
+
+def check_dataset(loaded: ModelSource, dataset: str | None) -> None:
+    trained_on = loaded.dataset
+    if dataset is not None and dataset != trained_on:
+        raise UsageError(f"checkpoint {loaded.name!r} was trained on {trained_on}, not --dataset {dataset}; "
+                         f"drop --dataset or pass --checkpoint with {dataset} models only")
+
+
+def check_num_classes(loaded: ModelSource, data: ImageSet) -> None:
+    """Our models' class count, read from their last layer (any model's output shape: model_sources.check_contracts)."""
+    linear = getattr(loaded.model, "linear", None)
+    if not isinstance(linear, torch.nn.Linear):
+        return
+    outputs = linear.out_features
+    if outputs != data.num_classes:
+        raise UsageError(f"checkpoint {loaded.name!r} predicts {outputs} classes but {data.name} has "
+                         f"{data.num_classes}; evaluate it on the dataset it was trained on")
+
+
+def examples_metadata(config: AttackConfig, summary: dict[str, Any], dataset: str) -> dict[str, str]:
+    """The metadata of the adversarial-examples file: the model (weights digest included) and the settings.
+
+    The writer stores it and the pre-check compares a finished file with it, so both see the same plan.
+    """
+    return {"eps": repr(float(config.eps[0])), "protocol": examples_protocol(config),
+            "model": json.dumps(as_json(summary), sort_keys=True),
+            "settings": json.dumps(as_json(evaluation_settings(config, "adversarial-examples", dataset)),
+                                   sort_keys=True)}
+
+
+def check_examples_target(path: Path, metadata: dict[str, str], force: bool, hint: ConflictHint) -> None:
+    """Like `results.check_result_targets` for the examples file: a finished one for the same weights
+    made with other settings is refused unless `force`; one for other weights (or unreadable) is replaced."""
+    check_target_path(path, hint)
+    stored = None if force else stored_metadata(path)
+    if stored is None:
+        return
+    try:
+        stored_model, stored_settings = json.loads(stored["model"]), json.loads(stored["settings"])
+    except (KeyError, TypeError, ValueError):
+        return  # not a file this version wrote with its settings: nothing to compare, it is redone
+    if isinstance(stored_model, dict) and isinstance(stored_settings, dict):
+        check_same_settings(path, stored_model, stored_settings, json.loads(metadata["model"]),
+                            json.loads(metadata["settings"]), hint)
+
+
+def check_attack_targets(config: AttackConfig, models: list[ModelSource], out_root: str | Path, force: bool,
+                         hint: ConflictHint = OWN_COMMAND) -> None:
+    """Refuse, before anything is written, every file `attack` would lose or cannot write (see runs/results.py)."""
+    check_result_targets([(result_path(out_root, loaded.name, evaluation), loaded.summary,
+                           evaluation_settings(config, evaluation, loaded.dataset))
+                          for loaded in models for evaluation in result_evaluations(config)], force, hint)
+    if config.save_examples > 0:
+        for loaded in models:
+            check_examples_target(Path(out_root) / loaded.name / EXAMPLES_FILE,
+                                  examples_metadata(config, loaded.summary, loaded.dataset), force, hint)
