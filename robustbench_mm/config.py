@@ -13,13 +13,14 @@ from typing import Any
 from robustbench_mm.data.deformations import CONVENTIONS, DEFORM_SETS, FILLS, INTERPOLATIONS, resolve_set_names
 from robustbench_mm.errors import UsageError, check_choice, check_finite, check_positive
 from robustbench_mm.paper import TABLE5_EPS
+from robustbench_mm.presets import PRESETS, TRAINING
+
 
 DATASETS = ("cifar10", "cifar100", "digits")
 METHODS = ("baseline", "input", "manifold")
 ARCHS = ("preactresnet18", "preactresnet34", "preactresnet152")
 LOSSES = ("bce", "ce")
 MIX_LAYER_SETS = ("paper", "all")
-PRESETS = ("paper", "fast", "smoke")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("bf16", "fp32")
 CHECKPOINT_KINDS = ("last", "best")
@@ -149,22 +150,10 @@ def default_run_name(config: TrainConfig) -> str:
     return name
 
 
-# Settings per preset; anything given on the command line wins over these.
-PRESET_SETTINGS: dict[str, dict[str, Any]] = {
-    "paper": dict(epochs=1200, lr=0.1, milestones=(400, 800), batch_size=100),
-    "fast": dict(epochs=200, lr=0.1, milestones=(100, 150), batch_size=100),
-    # Offline digits at a quarter of the width: all four table models train on 2 CPU cores in minutes.
-    "smoke": dict(
-        dataset="digits", epochs=12, lr=0.05, milestones=(8,), batch_size=64, width=16,
-        eval_batch_size=500, device="auto",
-    ),
-}
-
-
 def train_config_for_preset(preset: str, **overrides: Any) -> TrainConfig:
     """The preset's settings with `overrides` (None values ignored) on top."""
     check_choice("preset", preset, PRESETS)
-    settings = {"preset": preset, **PRESET_SETTINGS[preset]}
+    settings = {"preset": preset, **TRAINING[preset]}
     settings.update({k: v for k, v in overrides.items() if v is not None})
     if "alpha" not in settings or settings["alpha"] is None:
         settings["alpha"] = DEFAULT_ALPHA[settings.get("method", TrainConfig.method)]
@@ -344,5 +333,5 @@ def config_from_dict(cls, data: dict[str, Any]):
 
 __all__ = [
     "AttackConfig", "CalibrationConfig", "DeformConfig", "TrainConfig", "train_config_for_preset", "config_from_dict",
-    "DATASETS", "METHODS", "ARCHS", "PRESETS", "TABLE_MODELS", "DEFAULT_ALPHA",
+    "DATASETS", "METHODS", "ARCHS", "TABLE_MODELS", "DEFAULT_ALPHA",
 ]

@@ -18,33 +18,13 @@ from robustbench_mm.evaluation.attack import run_attacks
 from robustbench_mm.evaluation.attack_plan import check_attack_targets
 from robustbench_mm.evaluation.calibrate import check_calibration_targets, run_calibration
 from robustbench_mm.evaluation.deform import check_deform_targets, run_deform
+from robustbench_mm.presets import AUTOATTACK, EVALUATION_EXAMPLES, PRESETS, deform_convention
 from robustbench_mm.report.build import write_report
 from robustbench_mm.runs.checkpoints import META_FILE, load_model, read_meta
 from robustbench_mm.runs.results import ConflictHint
 from robustbench_mm.runs.seeds import for_seeds
 from robustbench_mm.sources.loading import ModelSource, from_run
 from robustbench_mm.train.trainer import RESUME_FREE, train
-
-
-# Evaluation sizes per preset: every test image (the smoke preset's 357 digits too: with the active
-# set, 200-step unbounded PGD costs a few passes per example, not 200).
-EVALUATION_EXAMPLES = {
-    "smoke": {"attack": None, "deform": None},
-    "fast": {"attack": None, "deform": None},
-    "paper": {"attack": None, "deform": None},
-}
-# AutoAttack per preset. The reference settings (APGD-T and FAB-T with 9 targets x 100 steps, Square
-# with 5000 queries on whatever survives) take tens of minutes per model on two CPU cores, so the
-# smoke demo runs the same four stages with the small "smoke" budget, at 8/255 only; the tables say so.
-AUTOATTACK = {
-    "smoke": {"autoattack": True, "aa_budget": "smoke", "aa_paper_eps": False},
-    "fast": {"autoattack": True, "aa_budget": "standard", "aa_paper_eps": True},
-    "paper": {"autoattack": True, "aa_budget": "standard", "aa_paper_eps": True},
-}
-
-# The paper preset deforms with the authors' warp, so Tables 3 and 7 compare like with like (the
-# report shows it as the main table, `report_data.MAIN_DEFORM`); the others keep ours.
-DEFORM_CONVENTION = {"smoke": "ours", "fast": "ours", "paper": "authors"}
 
 
 @dataclass(frozen=True)
@@ -73,7 +53,7 @@ def plan_for_preset(preset: str, dataset: str | None = None, arch: str | None = 
     accuracy seen during training, what the paper reported). `seeds` trains each model once per
     seed, in folders ``<run name>-s<seed>``; None trains one run per model, as before.
     """
-    check_choice("preset", preset, tuple(EVALUATION_EXAMPLES))
+    check_choice("preset", preset, PRESETS)
     models = tuple(for_seeds([
         train_config_for_preset(preset, method=method, alpha=alpha, dataset=dataset, arch=arch, device=device,
                                 out=str(checkpoints), data_dir=data_dir)
@@ -81,9 +61,9 @@ def plan_for_preset(preset: str, dataset: str | None = None, arch: str | None = 
     examples = EVALUATION_EXAMPLES[preset]
     return Plan(models, AttackConfig(n_examples=examples["attack"], checkpoint=weights, device=device,
                                      **AUTOATTACK[preset]),
-                DeformConfig(n_examples=examples["deform"], convention=DEFORM_CONVENTION[preset], checkpoint=weights,
+                DeformConfig(n_examples=examples["deform"], convention=deform_convention(preset), checkpoint=weights,
                              device=device),
-                CalibrationConfig(convention=DEFORM_CONVENTION[preset], checkpoint=weights, device=device))
+                CalibrationConfig(convention=deform_convention(preset), checkpoint=weights, device=device))
 
 
 def reproduce_hint(command: str) -> ConflictHint:

@@ -8,16 +8,17 @@ import json
 from dataclasses import replace
 
 import pytest
-
 from conftest import TINY
+from test_reporting import assert_real_png, leading_number, table_by_header
+
 from robustbench_mm import pipeline
 from robustbench_mm.cli import main
 from robustbench_mm.data.deformations import evaluation_name
 from robustbench_mm.paper import TABLE7
 from robustbench_mm.pipeline import Folders, plan_for_preset, reproduce
-from robustbench_mm.report.records import MAIN_DEFORM
+from robustbench_mm.report.records import Group, deform_evaluations
 from robustbench_mm.runs.results import result_path
-from test_reporting import assert_real_png, leading_number, table_by_header
+
 
 TINY_TRAIN = {**TINY, "epochs": 2, "milestones": (1,)}
 TINY_ATTACK = dict(n_examples=40, pgd_steps=5, pgd_step_size=0.1, bounded_pgd_steps=2,
@@ -48,7 +49,8 @@ def test_smoke_plan_matches_the_documented_settings():
     # The paper preset deforms with the authors' warp, the report's main table for that preset; the others keep ours.
     assert (plan.deform.convention, plan.deform.fill) == ("ours", "black")
     assert (paper.deform.convention, paper.deform.fill) == ("authors", "black")
-    assert MAIN_DEFORM["paper"] == evaluation_name(paper.deform.convention, paper.deform.fill)
+    assert deform_evaluations(Group("cifar100", "preactresnet34", "paper", []))[0] == evaluation_name(
+        paper.deform.convention, paper.deform.fill)
 
 
 def test_reproduce_end_to_end_resumes_after_a_stop(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ from robustbench_mm.config import CalibrationConfig
 from robustbench_mm.data.deformations import DEFORM_SETS
 from robustbench_mm.evaluation.calibrate import run_calibration
 
+
 DEFAULTS = CalibrationConfig()
 
 

@@ -9,6 +9,7 @@ from robustbench_mm.config import DeformConfig
 from robustbench_mm.data.deformations import DEFORM_SETS, FILLS
 from robustbench_mm.evaluation.deform import format_summary, load_results, run_deform
 
+
 DEFAULTS = DeformConfig()
 
 

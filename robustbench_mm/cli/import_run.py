@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from robustbench_mm.cli.common import add_checkpoints_root, add_normalization
-from robustbench_mm.config import DATASETS, METHODS, PRESETS
+from robustbench_mm.config import DATASETS, METHODS
+from robustbench_mm.presets import PRESETS
 from robustbench_mm.sources.authors import import_authors_run
+
 
 LAYOUTS = ("authors",)
 

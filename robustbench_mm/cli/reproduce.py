@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from robustbench_mm.cli.common import add_checkpoints_root, add_device, add_quiet, int_list
-from robustbench_mm.config import ARCHS, DATASETS, PRESETS
+from robustbench_mm.config import ARCHS, DATASETS
 from robustbench_mm.errors import UsageError
 from robustbench_mm.pipeline import Folders, plan_for_preset, reproduce
+from robustbench_mm.presets import PRESETS
 from robustbench_mm.scheduling.options import ClusterOptions
 
 

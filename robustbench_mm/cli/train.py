@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from robustbench_mm.cli.common import add_device, add_quiet, int_list, require
-from robustbench_mm.config import (
-    ARCHS, DATASETS, METHODS, PRESET_SETTINGS, PRESETS, TABLE_MODELS, TrainConfig, train_config_for_preset)
+from robustbench_mm.config import ARCHS, DATASETS, METHODS, TABLE_MODELS, TrainConfig, train_config_for_preset
 from robustbench_mm.errors import UsageError, check_choice
+from robustbench_mm.presets import PRESETS, TRAINING
 from robustbench_mm.runs.seeds import for_seeds
 from robustbench_mm.train.trainer import train
 
@@ -22,7 +22,7 @@ def _shown(value) -> str:
 
 def _default(name: str) -> str:
     """'default: <the fast preset's value>', plus the presets that set another value."""
-    values = {p: PRESET_SETTINGS[p].get(name, getattr(TrainConfig, name)) for p in PRESETS}
+    values = {p: TRAINING[p].get(name, getattr(TrainConfig, name)) for p in PRESETS}
     others = [f"{p}: {_shown(v)}" for p, v in values.items() if p != "fast" and v != values["fast"]]
     return f"default: {_shown(values['fast'])}" + (f"; {', '.join(others)}" if others else "")
 

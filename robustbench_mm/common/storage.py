@@ -10,14 +10,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from robustbench_mm.errors import MMRobustError, UsageError
+
 
 TEMP_PREFIX = ".mm-robust-"  # every temporary file we create starts so; the lock's clean-up removes only these
 
@@ -139,3 +142,22 @@ def folder_lock(folder: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+class NotARegularFile(OSError):
+    """A path to digest or load that is a folder, a FIFO, a socket or a device: it holds no weights."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a regular file, streamed: how a result names the exact weights it measured.
+
+    Anything else is refused before it is opened (a link to /dev/zero would be hashed forever); the
+    error says what the path is, not that it is missing."""
+    path = Path(path)
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket"
+                if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+        raise NotARegularFile(errno.EINVAL, f"not a regular file ({kind})", str(path))
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -145,7 +145,8 @@ def evaluation_name(convention: str = "ours", fill: str = "black") -> str:
                                   if part != default])
 
 
-DEFORM_EVALUATIONS = tuple(evaluation_name(c, f) for c in CONVENTIONS for f in FILLS)
+DEFORM_VARIANTS = {evaluation_name(c, f): (c, f) for c in CONVENTIONS for f in FILLS}  # result name -> (convention, fill)
+DEFORM_EVALUATIONS = tuple(DEFORM_VARIANTS)
 
 
 def rotation_maps(degrees: torch.Tensor, convention: str = "ours") -> torch.Tensor:

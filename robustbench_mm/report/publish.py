@@ -8,9 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from robustbench_mm.common.storage import atomic_write_json, read_json
+from robustbench_mm.common.storage import atomic_write_json, file_sha256, read_json
 from robustbench_mm.errors import UsageError
-from robustbench_mm.runs.checkpoints import file_sha256
 
 
 REPORT_FORMAT = "mm-robust-report/1"

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from robustbench_mm.attacks.core import PROTOCOLS as ATTACK_PROTOCOLS
-from robustbench_mm.common.storage import read_json
+from robustbench_mm.common.storage import file_sha256, read_json
 from robustbench_mm.config import TABLE_MODELS
-from robustbench_mm.data.deformations import DEFORM_EVALUATIONS, DEFORM_SETS, evaluation_name
+from robustbench_mm.data.deformations import DEFORM_EVALUATIONS, DEFORM_SETS, DEFORM_VARIANTS, evaluation_name
 from robustbench_mm.errors import UsageError
 from robustbench_mm.paper import TABLE5_EPS, TABLE7_COLUMNS, model_key
+from robustbench_mm.presets import deform_convention
 from robustbench_mm.report.orderings import Comparison, compare_group
-from robustbench_mm.runs.checkpoints import WEIGHT_FILES, file_sha256, find_runs, read_meta, stored_metadata
+from robustbench_mm.runs.checkpoints import WEIGHT_FILES, find_runs, read_meta, stored_metadata
 from robustbench_mm.runs.files import EXAMPLES_FILE
 from robustbench_mm.runs.results import RESULT_FORMAT, attacked_eps, result_path
 from robustbench_mm.runs.seeds import split_seed_suffix
@@ -434,11 +435,6 @@ def table7_columns(group: Group) -> list[tuple[str, ModelRuns | None]]:
     return columns
 
 
-# Which deform result a table shows first: the authors' warp for the paper preset (what `reproduce --preset
-# paper` runs, to compare with the paper like for like), ours otherwise; every other variant present follows.
-MAIN_DEFORM = {"paper": evaluation_name("authors", "black")}
-
-
 WARP_TEXT = {"ours": "our warp (exact centre, pixels out to their edges)",
              "authors": "the authors' warp (their scipy code's centre, border and rotation sign)"}
 
@@ -447,16 +443,15 @@ FILL_TEXT = {"black": "black fill", "mean": "mean-pixel fill"}
 
 
 def deform_evaluations(group: Group) -> list[str]:
-    """The deform results shown for `group`, the main one first."""
-    main = MAIN_DEFORM.get(group.preset, evaluation_name())
+    """The deform results shown for `group`, the main one first: the one its preset's `reproduce` makes."""
+    main = evaluation_name(deform_convention(group.preset))
     present = [e for e in DEFORM_EVALUATIONS if any(e in r.results for r in group.runs)]
     return [main] + [e for e in present if e != main]
 
 
 def deform_look(evaluation: str, command: bool = True) -> str:
     """'the authors' warp (...), black fill' for a deform result name, with the command that makes it."""
-    convention = "authors" if "-authors" in evaluation else "ours"
-    fill = "mean" if evaluation.endswith("-mean") else "black"
+    convention, fill = DEFORM_VARIANTS[evaluation]
     text = f"{WARP_TEXT[convention]}, {FILL_TEXT[fill]}"
     return text + f" (`mm-robust deform --convention {convention} --fill {fill}`)" if command else text
 

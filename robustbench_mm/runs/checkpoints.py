@@ -81,12 +81,6 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
     return metadata
 
 
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, streamed: how a result names the exact weights it measured."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def save_weights(path: Path, model: torch.nn.Module) -> None:
     save_tensors(path, model.state_dict())
 

@@ -21,14 +21,15 @@ from typing import Any
 import torch
 
 from robustbench_mm.common.runtime import provenance
-from robustbench_mm.common.storage import ensure_writable_dir
+from robustbench_mm.common.storage import ensure_writable_dir, file_sha256
 from robustbench_mm.config import METHODS, train_config_for_preset
-from robustbench_mm.errors import UsageError, check_choice
 from robustbench_mm.data.images import NORMALIZATION
+from robustbench_mm.errors import UsageError, check_choice
 from robustbench_mm.models.preact import ARCHITECTURES, PreActBlock, PreActBottleneck, model_from_config
 from robustbench_mm.runs.checkpoints import META_FORMAT, STATE_FILE, WEIGHT_FILES, save_weights, write_meta
 from robustbench_mm.sources.loading import NUM_CLASSES, check_dataset_name, check_name, parse_normalization
-from robustbench_mm.sources.weights import file_sha256, load_strict, read_state_dict
+from robustbench_mm.sources.weights import load_strict, read_state_dict
+
 
 AUTHORS_STAGE = re.compile(r"^layer([1-4])\.(\d+)\.(.+)$")
 

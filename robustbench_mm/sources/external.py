@@ -9,12 +9,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustbench_mm.common.storage import file_sha256
 from robustbench_mm.errors import UsageError
 from robustbench_mm.sources.factory import build_from_factory, split_spec
 from robustbench_mm.sources.loading import (
     ModelSource, Normalization, check_name, check_no_collision, check_not_a_run, external_source,
     parse_normalization)
-from robustbench_mm.sources.weights import file_sha256, load_strict, read_state_dict, state_dict_sha256
+from robustbench_mm.sources.weights import load_strict, read_state_dict, state_dict_sha256
+
 
 PAPER_PROTOCOL = "paper"
 

@@ -27,14 +27,6 @@ DATA_PARALLEL_PREFIX = "module."
 LISTED = 4  # keys named per kind in a mismatch message
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
     """A digest of tensor names, dtypes, shapes and values, independent of how they were stored."""
     digest = hashlib.sha256()
