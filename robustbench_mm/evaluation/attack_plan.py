@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
-from robustbench_mm.attacks.autoattack import (
-    BUDGETS, eps_name)
+from robustbench_mm.attacks.autoattack import BUDGETS, eps_name
 from robustbench_mm.config import AttackConfig
 from robustbench_mm.data.images import ImageSet
 from robustbench_mm.errors import UsageError
 from robustbench_mm.runs.checkpoints import stored_metadata
+from robustbench_mm.runs.evaluations import Evaluation, Family
 from robustbench_mm.runs.files import EXAMPLES_FILE
 from robustbench_mm.runs.results import (
     OWN_COMMAND, ConflictHint, as_json, check_result_targets, check_same_settings, check_target_path, result_path)
@@ -56,7 +56,7 @@ def autoattack_eps(config: AttackConfig) -> list[float]:
 
 
 def autoattack_evaluation(eps: float) -> str:
-    return f"autoattack-{eps_name(eps)}"
+    return Evaluation(Family.AUTOATTACK, eps_name(eps)).name
 
 
 def evaluation_settings(config: AttackConfig, evaluation: str, dataset: str) -> dict[str, Any]:
@@ -65,21 +65,23 @@ def evaluation_settings(config: AttackConfig, evaluation: str, dataset: str) -> 
               "batch_size": config.batch_size, "seed": config.seed}
     pgd = {"pgd_steps": config.pgd_steps, "pgd_step_size": config.pgd_step_size,
            "pgd_pass_threshold": config.pgd_pass_threshold}
-    if evaluation.startswith("fgsm-"):
-        return {**common, "protocol": evaluation[len("fgsm-"):], "eps": list(config.eps), "sweep": sweep_grid(config)}
-    if evaluation.startswith("pgd-unbounded-"):
-        return {**common, "protocol": evaluation[len("pgd-unbounded-"):], **pgd, "robust_accuracy": "worst-case"}
-    if evaluation == "pgd-bounded":
+    parsed = Evaluation.of(evaluation)
+    family = parsed.family if parsed is not None else None
+    if family is Family.FGSM:
+        return {**common, "protocol": parsed.variant, "eps": list(config.eps), "sweep": sweep_grid(config)}
+    if family is Family.PGD_UNBOUNDED:
+        return {**common, "protocol": parsed.variant, **pgd, "robust_accuracy": "worst-case"}
+    if family is Family.PGD_BOUNDED:
         return {**common, "protocol": ITERATIVE_PROTOCOL, "eps": check_eps(config), "steps": config.bounded_pgd_steps,
                 "robust_accuracy": "worst-case"}
-    if evaluation == "adversarial-examples":
+    if family is Family.ADVERSARIAL_EXAMPLES:
         return {**common, "protocol": examples_protocol(config), "eps": float(config.eps[0]),
                 "count": config.save_examples}
-    if evaluation.startswith("autoattack-"):
+    if family is Family.AUTOATTACK:
         eps = next(e for e in autoattack_eps(config) if autoattack_evaluation(e) == evaluation)
         return {**common, "eps": eps, "norm": "Linf", "budget": config.aa_budget,
                 "components": BUDGETS[config.aa_budget].to_dict(), "chunk_size": config.batch_size}
-    if evaluation == "gradient-masking":
+    if family is Family.GRADIENT_MASKING:
         if config.autoattack:
             common = {**common, "black_box_eps": autoattack_eps(config)[0], "aa_budget": config.aa_budget,
                       "max_black_box_share": config.max_black_box_share}
@@ -92,8 +94,9 @@ def evaluation_settings(config: AttackConfig, evaluation: str, dataset: str) -> 
 
 def result_evaluations(config: AttackConfig) -> list[str]:
     """The JSON result files `attack` writes per model."""
-    return [*(f"fgsm-{p}" for p in config.protocols), *(f"pgd-unbounded-{p}" for p in config.protocols), "pgd-bounded",
-            *(autoattack_evaluation(eps) for eps in autoattack_eps(config)), "gradient-masking"]
+    return [*(Evaluation(Family.FGSM, p).name for p in config.protocols),
+            *(Evaluation(Family.PGD_UNBOUNDED, p).name for p in config.protocols), Family.PGD_BOUNDED.value,
+            *(autoattack_evaluation(eps) for eps in autoattack_eps(config)), Family.GRADIENT_MASKING.value]
 
 
 def check_dataset(loaded: ModelSource, dataset: str | None) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
-from robustbench_mm.attacks import (
-    PROTOCOLS)
+from robustbench_mm.attacks import PROTOCOLS
 from robustbench_mm.common.storage import read_json
-from robustbench_mm.paper import PGD_UNBOUNDED, TABLE5, TABLE5_EPS
 from robustbench_mm.evaluation.attack_plan import verdict_protocol
+from robustbench_mm.paper import PGD_UNBOUNDED, TABLE5, TABLE5_EPS
+from robustbench_mm.runs.evaluations import Family, in_family
 
 
 def _fmt(value: float | None) -> str:
@@ -58,7 +57,7 @@ def attack_summary(paths: list[Path]) -> str:
               if any(f"fgsm-{p}" in results for p in PROTOCOLS)}
     if not by_run:
         return "no FGSM results to summarise"
-    first = next(r for results in by_run.values() for k, r in results.items() if k.startswith("fgsm-"))
+    first = next(r for results in by_run.values() for k, r in results.items() if in_family(k, Family.FGSM))
     header = ["model", "protocol", "clean", *(f"FGSM eps={e:g}" for e in first["eps"]), f"paper eps={TABLE5_EPS:g}",
               "unbounded PGD", "gradient masking", "run"]
     rows = [row for run_dir, results in by_run.items() for row in _summary_rows(results, run_dir.name)]

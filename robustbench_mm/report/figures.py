@@ -15,6 +15,7 @@ from robustbench_mm.report.records import (
     Group, ModelRuns, RunRecord, column_label, deform_cell, deform_evaluations, deform_look, deform_set_label,
     table7_columns)
 from robustbench_mm.report.tables.robustness import stage_series
+from robustbench_mm.runs.evaluations import Family, in_family
 from robustbench_mm.runs.files import MASKING_FIGURE, deform_samples_file
 from robustbench_mm.stats.estimates import SeedValue, estimate
 
@@ -122,7 +123,7 @@ def draw_autoattack_stages(group: Group, colors: dict[str, str], path: Path) -> 
             panels.setdefault(label, []).append(Series(record.label, colors[record.name], names, values))
     if not panels:
         return False
-    n = sorted({str(r.results[e]["n_examples"]) for r in group.runs for e in r.results if e.startswith("autoattack-")})
+    n = sorted({str(r.results[e]["n_examples"]) for r in group.runs for e in r.results if in_family(e, Family.AUTOATTACK)})
     title = _group_title(group, f"AutoAttack, robust accuracy after each stage ({'/'.join(n)} test images)")
     save_png(autoattack_stages_figure(dict(sorted(panels.items())), title), path)
     return True

@@ -27,6 +27,7 @@ from robustbench_mm.paper import TABLE5_EPS, TABLE7_COLUMNS, model_key
 from robustbench_mm.presets import deform_convention
 from robustbench_mm.report.orderings import Comparison, compare_group
 from robustbench_mm.runs.checkpoints import WEIGHT_FILES, find_runs, read_meta, stored_metadata
+from robustbench_mm.runs.evaluations import Evaluation, Family
 from robustbench_mm.runs.files import EXAMPLES_FILE
 from robustbench_mm.runs.results import RESULT_FORMAT, attacked_eps, result_path
 from robustbench_mm.runs.seeds import split_seed_suffix
@@ -47,7 +48,7 @@ REQUIRED_KEYS = {
 }
 EVALUATIONS = tuple(REQUIRED_KEYS)
 # Evaluations with one file per setting (autoattack-8_255.json, autoattack-0.03.json): loaded by prefix.
-FAMILY_REQUIRED_KEYS = {"autoattack-": ("n_examples", "eps", "clean", "stages", "robust_accuracy")}
+FAMILY_REQUIRED_KEYS = {Family.AUTOATTACK: ("n_examples", "eps", "clean", "stages", "robust_accuracy")}
 KEY_ORDER = tuple(model_key(method, alpha) for method, alpha in TABLE_MODELS)
 METHOD_LABELS = {"baseline": "No mixup (baseline)", "input": "Input mixup", "manifold": "Manifold mixup"}
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits (scikit-learn, offline)"}
@@ -165,8 +166,7 @@ def read_result(path: Path, evaluation: str) -> tuple[dict[str, Any] | None, str
         return None, f"{path.name} is not valid JSON" if path.is_file() else f"{path.name} is not a file"
     if not isinstance(result, dict) or result.get("format") != RESULT_FORMAT:
         return None, f"{path.name} is not an mm-robust result"
-    required = REQUIRED_KEYS.get(evaluation) or next(
-        keys for prefix, keys in FAMILY_REQUIRED_KEYS.items() if evaluation.startswith(prefix))
+    required = REQUIRED_KEYS.get(evaluation) or FAMILY_REQUIRED_KEYS[Evaluation.of(evaluation).family]
     absent = [k for k in (*required, "model", "settings") if k not in result]
     if absent:
         return None, f"{path.name} lacks {', '.join(absent)}"

@@ -14,11 +14,11 @@ from typing import Any, Callable
 from robustbench_mm.attacks.autoattack import STAGES, STAGE_LABELS
 from robustbench_mm.report.records import Group
 from robustbench_mm.report.sections import Block, Section, cell_status, estimate_cell, header_facts, table_csv_row
+from robustbench_mm.runs.evaluations import Family, in_family
 from robustbench_mm.runs.results import eps_label, fgsm_accuracy
 
 
 TITLE = "How robust is it really? — FGSM, PGD-20 and AutoAttack on the same models"
-AUTOATTACK_PREFIX = "autoattack-"
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def autoattack_evaluations(all_results: list[dict[str, dict[str, Any]]]) -> list
     found: dict[str, dict[str, Any]] = {}
     for results in all_results:
         for name, result in results.items():
-            if name.startswith(AUTOATTACK_PREFIX):
+            if in_family(name, Family.AUTOATTACK):
                 found.setdefault(name, result)
     return sorted(found.items(), key=lambda item: item[1]["eps"])
 
@@ -132,7 +132,8 @@ def robustness_section(group: Group) -> Section:
         for evaluation, stage_columns in breakdowns:
             stages = [(c, model.cell(evaluation, c.value_of, "")[0]) for c in stage_columns]
             if all(cell is not None for _, cell in stages):
-                stage_texts.append(f"{evaluation[len('autoattack-'):].replace('_', '/')}: " +
+                eps = next(r.results[evaluation]["eps_text"] for r in model.runs if evaluation in r.results)
+                stage_texts.append(f"{eps}: " +
                                    " → ".join(f"{c.label} {cell.mean:.1f}" for c, cell in stages))
                 rows += [table_csv_row(group, model, model.key, evaluation, c.setting, cell, None, cell_status(cell, ""),
                                   "not in the paper") for c, cell in stages]
