@@ -11,44 +11,29 @@ on this module and nothing here imports them.
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
-from robustbench_mm.attacks.core import PROTOCOLS as ATTACK_PROTOCOLS
-from robustbench_mm.common.storage import file_sha256, read_json
+from robustbench_mm.common.storage import file_sha256
 from robustbench_mm.config import TABLE_MODELS
 from robustbench_mm.data.deformations import DEFORM_EVALUATIONS, DEFORM_SETS, DEFORM_VARIANTS, evaluation_name
 from robustbench_mm.errors import UsageError
 from robustbench_mm.paper import TABLE5_EPS, TABLE7_COLUMNS, model_key
 from robustbench_mm.presets import deform_convention
 from robustbench_mm.report.orderings import Comparison, compare_group
+from robustbench_mm.report.result_checks import EVALUATIONS, FAMILY_REQUIRED_KEYS, PROTOCOLS, read_result
 from robustbench_mm.runs.checkpoints import WEIGHT_FILES, find_runs, read_meta, stored_metadata
-from robustbench_mm.runs.evaluations import Evaluation, Family
 from robustbench_mm.runs.files import EXAMPLES_FILE
-from robustbench_mm.runs.results import RESULT_FORMAT, attacked_eps, result_path
+from robustbench_mm.runs.results import attacked_eps, result_path
 from robustbench_mm.runs.seeds import split_seed_suffix
 from robustbench_mm.stats.estimates import Estimate, SeedValue, estimate
 
 
-PROTOCOLS = tuple(ATTACK_PROTOCOLS)  # the FGSM protocols, in the tables' column order
 # Keys each evaluation's payload must have for the report to use it.
-REQUIRED_KEYS = {
-    "fgsm-standard": ("n_examples", "clean", "eps", "accuracy"),
-    "fgsm-paper": ("n_examples", "clean", "eps", "accuracy"),
-    "pgd-unbounded-paper": ("n_examples", "steps", "accuracy_per_step", "final_accuracy"),
-    "pgd-unbounded-standard": ("n_examples", "steps", "accuracy_per_step", "final_accuracy"),
-    "pgd-bounded": ("n_examples", "eps", "steps", "accuracy", "clean"),
-    "gradient-masking": ("checks", "flagged"),
-    **{evaluation: ("n_examples", "clean", "sets") for evaluation in DEFORM_EVALUATIONS},
-    "calibration": ("n_examples", "bins", "conditions"),
-}
-EVALUATIONS = tuple(REQUIRED_KEYS)
 # Evaluations with one file per setting (autoattack-8_255.json, autoattack-0.03.json): loaded by prefix.
-FAMILY_REQUIRED_KEYS = {Family.AUTOATTACK: ("n_examples", "eps", "clean", "stages", "robust_accuracy")}
 KEY_ORDER = tuple(model_key(method, alpha) for method, alpha in TABLE_MODELS)
 METHOD_LABELS = {"baseline": "No mixup (baseline)", "input": "Input mixup", "manifold": "Manifold mixup"}
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits (scikit-learn, offline)"}
@@ -156,87 +141,10 @@ def _identity_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
             "preset": config["preset"], "width": config["width"], "method": config["method"], "alpha": alpha}
 
 
-def read_result(path: Path, evaluation: str) -> tuple[dict[str, Any] | None, str | None]:
-    """(result, None) for a usable file, else (None, why not) in words fit for a table cell."""
-    if not path.exists():
-        return None, f"no {path.name}"
-    try:
-        result = read_json(path)
-    except UsageError:
-        return None, f"{path.name} is not valid JSON" if path.is_file() else f"{path.name} is not a file"
-    if not isinstance(result, dict) or result.get("format") != RESULT_FORMAT:
-        return None, f"{path.name} is not an mm-robust result"
-    required = REQUIRED_KEYS.get(evaluation) or FAMILY_REQUIRED_KEYS[Evaluation.of(evaluation).family]
-    absent = [k for k in (*required, "model", "settings") if k not in result]
-    if absent:
-        return None, f"{path.name} lacks {', '.join(absent)}"
-    wrong = malformed_fields(result, evaluation)
-    if wrong:
-        return None, f"{path.name} has malformed {', '.join(wrong)}"
-    return result, None
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _numbers(value: Any) -> bool:
-    return isinstance(value, list) and all(map(_number, value))
-
-
-def _accuracy_dict(value: Any) -> bool:
-    return isinstance(value, dict) and _number(value.get("accuracy"))
-
-
-def _fgsm_ok(result: dict[str, Any]) -> dict[str, bool]:
-    sweep = result.get("sweep", {"eps": [], "accuracy": []})
-    return {"clean": _accuracy_dict(result["clean"]),
-            "eps": _numbers(result["eps"]) and _numbers(result["accuracy"]) and
-            len(result["eps"]) == len(result["accuracy"]),
-            "sweep": isinstance(sweep, dict) and _numbers(sweep.get("eps")) and _numbers(sweep.get("accuracy"))}
-
-
 # What the report reads from each evaluation, checked for type before a table uses it.
-FIELD_CHECKS = {
-    "fgsm-standard": _fgsm_ok,
-    "fgsm-paper": _fgsm_ok,
-    **{f"pgd-unbounded-{protocol}": lambda r: {
-        "steps": isinstance(r["steps"], int), "accuracy_per_step": _numbers(r["accuracy_per_step"]),
-        "final_accuracy": _number(r["final_accuracy"])} for protocol in PROTOCOLS},
-    "gradient-masking": lambda r: {"checks": isinstance(r["checks"], list) and all(
-        isinstance(c, dict) and isinstance(c.get("name"), str) for c in r["checks"]),
-        "flagged": isinstance(r["flagged"], bool)},
-    **{evaluation: lambda r: {"clean": _accuracy_dict(r["clean"]), "sets": isinstance(r["sets"], dict) and all(
-        _accuracy_dict(entry) for entry in r["sets"].values())} for evaluation in DEFORM_EVALUATIONS},
-}
 
 
-MODEL_FIELDS = ("run", "key", "dataset", "arch", "preset", "method")
 # Fields of a result's model summary that may be absent or null (external models lack some), else of this type.
-OPTIONAL_MODEL_FIELDS = {"checkpoint": str, "weights_sha256": str, "train_git_commit": str, "width": int,
-                         "epochs_trained": int, "checkpoint_epoch": int, "train_seed": int, "alpha": (int, float),
-                         "external": bool}
-
-
-def _model_ok(model: Any) -> bool:
-    if not isinstance(model, dict) or not all(isinstance(model.get(k), str) for k in MODEL_FIELDS):
-        return False
-    for key, kind in OPTIONAL_MODEL_FIELDS.items():
-        value = model.get(key)
-        if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
-            return False
-    return True
-
-
-def malformed_fields(result: dict[str, Any], evaluation: str) -> list[str]:
-    """Names of the fields of a result that have the wrong type (nulls included)."""
-    wrong = [] if isinstance(result["settings"], dict) else ["settings"]
-    if not _model_ok(result["model"]):
-        wrong.append("model")
-    if "n_examples" in result and (not isinstance(result["n_examples"], int) or isinstance(result["n_examples"], bool)):
-        wrong.append("n_examples")
-    checks = FIELD_CHECKS.get(evaluation)
-    return wrong + ([name for name, ok in checks(result).items() if not ok] if checks else [])
 
 
 def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tuple[list[RunRecord], list[str]]:
@@ -266,8 +174,8 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
                     problems.append(f"unreadable result {str(path)!r}: {why}")
             else:
                 results[evaluation] = result
-        for prefix in FAMILY_REQUIRED_KEYS:
-            for path in sorted((attacks_root / name).glob(f"{prefix}*.json")):
+        for family in FAMILY_REQUIRED_KEYS:  # one file per setting, e.g. autoattack-8_255.json
+            for path in sorted((attacks_root / name).glob(f"{family.value}-*.json")):
                 if path.name.endswith(".partial.json"):
                     continue  # a run still going (or killed): not a result yet
                 result, why = read_result(path, path.stem)

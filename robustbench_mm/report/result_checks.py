@@ -1,0 +1,119 @@
+"""What a result file must hold before the report shows a number from it: required keys and the
+type of every field a table reads. A file that fails is listed under Problems, never rendered."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from robustbench_mm.attacks.core import PROTOCOLS as ATTACK_PROTOCOLS
+from robustbench_mm.common.storage import read_json
+from robustbench_mm.data.deformations import DEFORM_EVALUATIONS
+from robustbench_mm.errors import UsageError
+from robustbench_mm.runs.evaluations import Evaluation, Family
+from robustbench_mm.runs.results import RESULT_FORMAT
+
+
+PROTOCOLS = tuple(ATTACK_PROTOCOLS)  # the FGSM protocols, in the tables' column order
+
+
+REQUIRED_KEYS = {
+    "fgsm-standard": ("n_examples", "clean", "eps", "accuracy"),
+    "fgsm-paper": ("n_examples", "clean", "eps", "accuracy"),
+    "pgd-unbounded-paper": ("n_examples", "steps", "accuracy_per_step", "final_accuracy"),
+    "pgd-unbounded-standard": ("n_examples", "steps", "accuracy_per_step", "final_accuracy"),
+    "pgd-bounded": ("n_examples", "eps", "steps", "accuracy", "clean"),
+    "gradient-masking": ("checks", "flagged"),
+    **{evaluation: ("n_examples", "clean", "sets") for evaluation in DEFORM_EVALUATIONS},
+    "calibration": ("n_examples", "bins", "conditions"),
+}
+
+
+EVALUATIONS = tuple(REQUIRED_KEYS)
+
+
+FAMILY_REQUIRED_KEYS = {Family.AUTOATTACK: ("n_examples", "eps", "clean", "stages", "robust_accuracy")}
+
+
+def read_result(path: Path, evaluation: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(result, None) for a usable file, else (None, why not) in words fit for a table cell."""
+    if not path.exists():
+        return None, f"no {path.name}"
+    try:
+        result = read_json(path)
+    except UsageError:
+        return None, f"{path.name} is not valid JSON" if path.is_file() else f"{path.name} is not a file"
+    if not isinstance(result, dict) or result.get("format") != RESULT_FORMAT:
+        return None, f"{path.name} is not an mm-robust result"
+    required = REQUIRED_KEYS.get(evaluation) or FAMILY_REQUIRED_KEYS[Evaluation.of(evaluation).family]
+    absent = [k for k in (*required, "model", "settings") if k not in result]
+    if absent:
+        return None, f"{path.name} lacks {', '.join(absent)}"
+    wrong = malformed_fields(result, evaluation)
+    if wrong:
+        return None, f"{path.name} has malformed {', '.join(wrong)}"
+    return result, None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, list) and all(map(_number, value))
+
+
+def _accuracy_dict(value: Any) -> bool:
+    return isinstance(value, dict) and _number(value.get("accuracy"))
+
+
+def _fgsm_ok(result: dict[str, Any]) -> dict[str, bool]:
+    sweep = result.get("sweep", {"eps": [], "accuracy": []})
+    return {"clean": _accuracy_dict(result["clean"]),
+            "eps": _numbers(result["eps"]) and _numbers(result["accuracy"]) and
+            len(result["eps"]) == len(result["accuracy"]),
+            "sweep": isinstance(sweep, dict) and _numbers(sweep.get("eps")) and _numbers(sweep.get("accuracy"))}
+
+
+FIELD_CHECKS = {
+    "fgsm-standard": _fgsm_ok,
+    "fgsm-paper": _fgsm_ok,
+    **{f"pgd-unbounded-{protocol}": lambda r: {
+        "steps": isinstance(r["steps"], int), "accuracy_per_step": _numbers(r["accuracy_per_step"]),
+        "final_accuracy": _number(r["final_accuracy"])} for protocol in PROTOCOLS},
+    "gradient-masking": lambda r: {"checks": isinstance(r["checks"], list) and all(
+        isinstance(c, dict) and isinstance(c.get("name"), str) for c in r["checks"]),
+        "flagged": isinstance(r["flagged"], bool)},
+    **{evaluation: lambda r: {"clean": _accuracy_dict(r["clean"]), "sets": isinstance(r["sets"], dict) and all(
+        _accuracy_dict(entry) for entry in r["sets"].values())} for evaluation in DEFORM_EVALUATIONS},
+}
+
+
+MODEL_FIELDS = ("run", "key", "dataset", "arch", "preset", "method")
+
+
+OPTIONAL_MODEL_FIELDS = {"checkpoint": str, "weights_sha256": str, "train_git_commit": str, "width": int,
+                         "epochs_trained": int, "checkpoint_epoch": int, "train_seed": int, "alpha": (int, float),
+                         "external": bool}
+
+
+def _model_ok(model: Any) -> bool:
+    if not isinstance(model, dict) or not all(isinstance(model.get(k), str) for k in MODEL_FIELDS):
+        return False
+    for key, kind in OPTIONAL_MODEL_FIELDS.items():
+        value = model.get(key)
+        if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+            return False
+    return True
+
+
+def malformed_fields(result: dict[str, Any], evaluation: str) -> list[str]:
+    """Names of the fields of a result that have the wrong type (nulls included)."""
+    wrong = [] if isinstance(result["settings"], dict) else ["settings"]
+    if not _model_ok(result["model"]):
+        wrong.append("model")
+    if "n_examples" in result and (not isinstance(result["n_examples"], int) or isinstance(result["n_examples"], bool)):
+        wrong.append("n_examples")
+    checks = FIELD_CHECKS.get(evaluation)
+    return wrong + ([name for name, ok in checks(result).items() if not ok] if checks else [])
