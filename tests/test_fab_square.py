@@ -5,10 +5,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from test_attacks import small  # noqa: F401  (the fixture: a small trained MLP and 60 test images)
+from test_attacks import RoundsInput, small  # noqa: F401  (the fixture: a small trained MLP and 60 test images)
 
 from robustbench_mm.attacks import autoattack as aa
 from robustbench_mm.attacks import square as square_module
+from robustbench_mm.attacks.apgd import apgd
 from robustbench_mm.attacks.fab import FabSettings, fab, linf_projection
 from robustbench_mm.attacks.square import SquareSettings, p_selection, square, square_side
 from robustbench_mm.data import load_dataset
@@ -157,3 +158,51 @@ def test_square_gives_torchattacks_flags_and_images(request, fixture, eps):
         assert correct <= ours.example_queries <= correct * (queries + 1) * restarts
         if queries == 150:
             assert len(labels) - correct < int(ours.fooled.sum()) < len(labels), "needs fooled and robust examples"
+
+
+# --- the runner ---
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_runner_gives_the_flags_of_the_torchattacks_components(small, masked):
+    """run_autoattack with our FAB-T and Square: the same flags after every stage as chaining torchattacks'
+    FAB and Square (after our APGD stages, checked against torchattacks elsewhere) by hand, as the runner did
+    before. APGD gets one step, so that FAB-T has examples to fool on the plain model; on the model that rounds
+    its input (no gradient) Square is the stage that fools."""
+    model, x, labels = small
+    if masked:
+        model = RoundsInput(model)
+    eps, n, seed = 0.05, 48, 4
+    images = (x[:n] * 255).round().to(torch.uint8)
+    x, labels = images.float() / 255, labels[:n]
+    settings = aa.AutoAttackSettings(apgd_ce_steps=1, apgd_t_steps=1, apgd_t_targets=1, fab_t_steps=15,
+                                     fab_t_targets=3, square_queries=200)
+    flags = aa.run_autoattack(model, images, labels, eps, 10, 0, n, n, seed=seed, settings=settings)
+
+    stages = aa.build_stages(model, eps, 10, seed, settings)
+    fab_t = torchattacks.FAB(model, norm="Linf", eps=eps, steps=15, n_restarts=1, seed=seed, multi_targeted=True,
+                             n_classes=10)
+    fab_t.n_target_classes = 3
+    square_reference = torchattacks.Square(model, norm="Linf", eps=eps, n_queries=200, n_restarts=1, p_init=0.8,
+                                           loss="margin", seed=seed)
+    with torch.no_grad():
+        robust = model(x).argmax(1) == labels
+    expected = {}
+    for name in aa.STAGES:
+        index = robust.nonzero().flatten()
+        x_stage, labels_stage = x[index], labels[index]
+        if name in ("apgd-ce", "apgd-t"):
+            adversarial = apgd(model, x_stage, labels_stage, stages[name]).adversarial
+        elif name == "fab-t":
+            adversarial = fab_t.perturb(x_stage, labels_stage)
+        else:
+            adversarial = square_reference.perturb(x_stage, labels_stage)
+        robust[index] = aa.still_robust(model, x_stage, adversarial, labels_stage, eps)
+        expected[name] = robust.clone()
+    for name in aa.STAGES:
+        assert torch.equal(flags.after[name], expected[name]), name
+    before, stage = ("apgd-t", "fab-t") if not masked else ("fab-t", "square")
+    assert int(flags.after[before].sum()) > int(flags.after[stage].sum()), f"{stage} must fool some examples"
+    assert set(flags.example_steps) == set(aa.STAGES)
+    standing = int(flags.after["apgd-t"].sum())
+    assert 0 < flags.example_steps["fab-t"] <= 15 * 3 * standing
+    assert int(flags.after["fab-t"].sum()) <= flags.example_steps["square"] <= 201 * int(flags.after["fab-t"].sum())
