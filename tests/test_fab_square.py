@@ -8,6 +8,7 @@ from torch import nn
 from test_attacks import RoundsInput, small  # noqa: F401  (the fixture: a small trained MLP and 60 test images)
 
 from robustbench_mm.attacks import autoattack as aa
+from robustbench_mm.attacks import fab as fab_module
 from robustbench_mm.attacks import square as square_module
 from robustbench_mm.attacks.apgd import apgd
 from robustbench_mm.attacks.fab import FabSettings, fab, linf_projection
@@ -138,6 +139,29 @@ def test_fab_t_gives_torchattacks_flags(request, fixture, eps):
         # without the active set every run spends a pass per step on each example no earlier run fooled
         assert steps * correct <= full.example_steps <= steps * targets * restarts * correct
         assert active.example_steps < full.example_steps
+
+
+@pytest.mark.parametrize("fixture", ["small", "conv"])
+def test_fab_t_run_from_a_random_start_gives_torchattacks_flags(request, fixture):
+    """A restart's run alone (random start in half the ball, then the steps), target ranked 2nd, over a sweep
+    of radii: the restarts in the test above mostly meet examples no run can fool, so the start is checked here."""
+    model, x, labels = request.getfixturevalue(fixture)
+    with torch.no_grad():
+        correct = model(x).argmax(1) == labels
+        x, labels = x[correct], labels[correct]
+        target = model(x).sort(dim=-1)[1][:, -2]
+    counts = []
+    for eps in (0.01, 0.02, 0.04, 0.08):
+        reference = torchattacks.FAB(model, norm="Linf", eps=eps, steps=10, seed=0, multi_targeted=True)
+        reference.target_class = 2
+        torch.manual_seed(5)
+        expected = fooled_by(model, x, labels, reference.attack_single_run_targeted(x, labels, True), eps)
+        torch.manual_seed(5)
+        settings = FabSettings(eps=eps, steps=10, restarts=2, targets=1, seed=0)
+        run = fab_module.single_run(model, x, labels, target, settings, use_random_start=True)
+        assert torch.equal(run.fooled, expected), f"eps {eps}"
+        counts.append(int(run.fooled.sum()))
+    assert any(0 < count < len(labels) for count in counts), counts
 
 
 @pytest.mark.parametrize("fixture, eps", CASES)
