@@ -2,7 +2,9 @@
 (forward + backward to the input, times the steps), and the active-set runner against its bound
 (1.25 x the forward+backward passes of the examples still standing, summed over steps) and against
 a plain torchattacks PGD loop over the same images; AutoAttack's APGD-CE (100 steps at 8/255), ours
-with the active set against torchattacks' APGD, which attacks every image for every step.
+with the active set against torchattacks' APGD, which attacks every image for every step; likewise
+AutoAttack's FAB-T (one target run of the 9, each costs about the same) and Square (the queries cut to
+the profile's PGD steps), ours against torchattacks' FAB and Square, with the examples fooled compared.
 
 The active set only pays off on a model that classifies correctly to begin with (an untrained one
 is fooled at step 0), so the stand-in model is first trained briefly on the benchmark's training
@@ -20,6 +22,9 @@ from bench_data import benchmark_dataset, benchmark_model
 from report import figure, ratio_figure, section
 from robustbench_mm.attacks import PROTOCOLS, REFERENCE, fgsm, pgd, pgd_worst_case
 from robustbench_mm.attacks.apgd import ApgdSettings, apgd
+from robustbench_mm.attacks.autoattack import still_robust
+from robustbench_mm.attacks.fab import FabSettings, fab
+from robustbench_mm.attacks.square import SquareSettings, square
 from robustbench_mm.data.images import ImageSet, to_unit_float
 from timing import interleaved, median, ratio, repeated
 
@@ -32,6 +37,7 @@ REPEATS = 10  # single-step variants are timed as this many calls in a row
 TRAIN_STEPS = 150  # untimed: enough for the stand-in to classify most digits, so the attack has work to do
 ACTIVE_SET_BOUND = 1.25  # runner time <= this x (example-steps x one example's forward+backward)
 APGD_EPS = 8 / 255
+FAB_TARGETS = 1  # of AutoAttack's 9: every target run costs about the same, and the CPU bench stays short
 
 
 def input_gradient_pass(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -83,6 +89,22 @@ def torchattacks_apgd_loop(attack, data: ImageSet, batch: int, out: dict[str, ob
     out["fooled"] = ~torch.cat(robust).cpu()
 
 
+def our_stage_loop(attack, data: ImageSet, batch: int, out: dict[str, object]) -> None:
+    """Our FAB-T or Square (`attack(x, labels)`) as `mm-robust attack` runs it: one chunk at a time."""
+    out["fooled"] = torch.cat([attack(to_unit_float(data.images[start:start + batch]), data.labels[start:start + batch])
+                               .fooled for start in range(0, len(data), batch)]).cpu()
+
+
+def torchattacks_stage_loop(model: torch.nn.Module, attack, eps: float, data: ImageSet, batch: int,
+                            out: dict[str, object]) -> None:
+    """torchattacks' FAB or Square per chunk; fooled as AutoAttack reads their images (wrong, in the ball)."""
+    fooled = []
+    for start in range(0, len(data), batch):
+        x, labels = to_unit_float(data.images[start:start + batch]), data.labels[start:start + batch]
+        fooled.append(~still_robust(model, x, attack.perturb(x, labels), labels, eps))
+    out["fooled"] = torch.cat(fooled).cpu()
+
+
 def attack_costs(profile, device: torch.device, data_dir: str) -> dict:
     batch, steps = profile.attack_batch, profile.pgd_steps
     data = benchmark_dataset(device, data_dir, train=False, n=RUNNER_BATCHES * batch).to(device)
@@ -125,6 +147,30 @@ def attack_costs(profile, device: torch.device, data_dir: str) -> dict:
         "torchattacks": partial(torchattacks_apgd_loop, reference_apgd, data, batch, theirs_out),
     }, device, profile.attack_rounds, warmup=0)
     apgd_disagree = int((ours_out["fooled"] != theirs_out["fooled"]).sum())
+    fab_steps, square_queries = min(REFERENCE.fab_t_steps, steps), min(REFERENCE.square_queries, steps)
+    fab_settings = FabSettings(eps=APGD_EPS, steps=fab_steps, restarts=REFERENCE.fab_t_restarts, targets=FAB_TARGETS,
+                               seed=0)
+    reference_fab = torchattacks.FAB(trained, norm="Linf", eps=APGD_EPS, steps=fab_steps,
+                                     n_restarts=REFERENCE.fab_t_restarts, seed=0, multi_targeted=True)
+    reference_fab.n_target_classes = FAB_TARGETS
+    square_settings = SquareSettings(eps=APGD_EPS, queries=square_queries, p_init=REFERENCE.square_p_init,
+                                     restarts=REFERENCE.square_restarts, seed=0)
+    reference_square = torchattacks.Square(trained, norm="Linf", eps=APGD_EPS, n_queries=square_queries,
+                                           n_restarts=REFERENCE.square_restarts, p_init=REFERENCE.square_p_init,
+                                           loss="margin", seed=0)
+    stage_out: dict[str, dict[str, object]] = {name: {} for name in ("fab", "torchattacks-fab", "square",
+                                                                     "torchattacks-square")}
+    stage_rounds = interleaved({
+        "fab": partial(our_stage_loop, partial(fab, trained, settings=fab_settings), data, batch, stage_out["fab"]),
+        "torchattacks-fab": partial(torchattacks_stage_loop, trained, reference_fab, APGD_EPS, data, batch,
+                                    stage_out["torchattacks-fab"]),
+        "square": partial(our_stage_loop, partial(square, trained, settings=square_settings), data, batch,
+                          stage_out["square"]),
+        "torchattacks-square": partial(torchattacks_stage_loop, trained, reference_square, APGD_EPS, data, batch,
+                                       stage_out["torchattacks-square"]),
+    }, device, profile.attack_rounds, warmup=0)
+    stages_disagree = {name: int((stage_out[name]["fooled"] != stage_out[f"torchattacks-{name}"]["fooled"]).sum())
+                       for name in ("fab", "square")}
     example_steps = spent[0]  # the same in every round: the attack is deterministic
     per_example = [t / (REPEATS * batch) for t in iterative["trained-gradient"]]
     bound = [ACTIVE_SET_BOUND * example_steps * t for t in per_example]
@@ -149,6 +195,17 @@ def attack_costs(profile, device: torch.device, data_dir: str) -> dict:
                      "same model)", ratio(apgd_rounds["torchattacks"], apgd_rounds["ours"])),
         figure("attacks.apgd_flags_differ", "examples whose APGD-CE outcome differs between ours and torchattacks'",
                apgd_disagree, "examples", ("<=", 0)),
+        ratio_figure("attacks.torchattacks_fab_over_ours",
+                     f"torchattacks FAB-T-{fab_steps} ({FAB_TARGETS} target) time / our active-set FAB-T "
+                     f"({len(data)} images, eps 8/255, same model)",
+                     ratio(stage_rounds["torchattacks-fab"], stage_rounds["fab"])),
+        figure("attacks.fab_flags_differ", "examples whose FAB-T outcome differs between ours and torchattacks'",
+               stages_disagree["fab"], "examples", ("<=", 0)),
+        ratio_figure("attacks.torchattacks_square_over_ours",
+                     f"torchattacks Square-{square_queries} time / our Square ({len(data)} images, eps 8/255, "
+                     "same model)", ratio(stage_rounds["torchattacks-square"], stage_rounds["square"])),
+        figure("attacks.square_flags_differ", "examples whose Square outcome differs between ours and torchattacks'",
+               stages_disagree["square"], "examples", ("<=", 0)),
         figure("attacks.apgd_example_steps_share",
                f"our APGD-CE's example-steps / {apgd_steps + 1} x images (torchattacks spends all of them)",
                100.0 * ours_out["example_steps"] / ((apgd_steps + 1) * len(data)), "%"),
@@ -174,4 +231,5 @@ def attack_costs(profile, device: torch.device, data_dir: str) -> dict:
              f"torchattacks PGD runs with eps={UNBOUNDED_EPS:g} (never binds on [0, 1] images), no random start."]
     return section(TITLE, settings, figures, notes, {**{f"single.{k}": v for k, v in single.items()},
                                                      **{f"iterative.{k}": v for k, v in iterative.items()},
-                                                     **{f"apgd.{k}": v for k, v in apgd_rounds.items()}})
+                                                     **{f"apgd.{k}": v for k, v in apgd_rounds.items()},
+                                                     **{f"stages.{k}": v for k, v in stage_rounds.items()}})

@@ -10,7 +10,10 @@ from test_attacks import RoundsInput, small  # noqa: F401  (the fixture: a small
 from robustbench_mm.attacks import PROTOCOLS, bounded_pgd_step_size, pgd_worst_case
 from robustbench_mm.attacks import apgd
 from robustbench_mm.attacks import autoattack as aa
+from robustbench_mm.attacks import fab
 from robustbench_mm.attacks.apgd import ApgdSettings
+from robustbench_mm.attacks.fab import FabSettings
+from robustbench_mm.attacks.square import SquareSettings
 from robustbench_mm.attacks.checks import check_black_box_not_stronger
 
 torchattacks = pytest.importorskip("torchattacks")
@@ -41,15 +44,13 @@ def test_every_reference_setting_is_pinned(small):
         assert apgd_ce == ApgdSettings(loss="ce", eps=8 / 255, steps=100, restarts=1, rho=0.75, seed=0, targets=0)
         assert apgd_t == ApgdSettings(loss="dlr-targeted", eps=8 / 255, steps=100, restarts=1, rho=0.75, seed=0,
                                       targets=9)
-        assert isinstance(fab_t, torchattacks.FAB) and fab_t.multi_targeted
-        assert (fab_t.norm, fab_t.eps, fab_t.steps, fab_t.n_restarts, fab_t.n_target_classes, fab_t.seed) == \
-            ("Linf", 8 / 255, 100, 1, 9, 0)
-        assert isinstance(square, torchattacks.Square)
-        assert (square.norm, square.eps, square.n_queries, square.p_init, square.n_restarts, square.loss,
-                square.seed) == ("Linf", 8 / 255, 5000, 0.8, 1, "margin", 0)
+        assert fab_t == FabSettings(eps=8 / 255, steps=100, restarts=1, targets=9, seed=0, alpha_max=0.1, eta=1.05,
+                                    beta=0.9)
+        assert square == SquareSettings(eps=8 / 255, queries=5000, p_init=0.8, restarts=1, seed=0)
     assert aa.build_stages(model, 0.03, 3, seed=0)["apgd-t"].targets == 2  # never more than there are
-    assert aa.build_stages(model, 0.03, 3, seed=0)["fab-t"].n_target_classes == 2
+    assert aa.build_stages(model, 0.03, 3, seed=0)["fab-t"].targets == 2
     assert (apgd.MOMENTUM, apgd.INITIAL_STEP_FACTOR) == (0.75, 2.0)
+    assert (fab.ALPHA_MAX, fab.ETA, fab.BETA, fab.RANDOM_START_SCALE) == (0.1, 1.05, 0.9, 0.5)
 
 
 def test_apgd_checkpoints_are_the_reference_schedule():
@@ -152,7 +153,7 @@ def test_autoattack_is_at_most_pgd20_per_example(small):
     assert flags.complete()
     assert not (flags.final & ~pgd20.final).any(), "AutoAttack left an example robust that PGD-20 fooled"
     assert not (flags.final & ~flags.clean).any()  # clean errors are never robust
-    assert set(flags.example_steps) == {"apgd-ce", "apgd-t"}  # our APGD counts its passes, on the active set:
+    assert set(flags.example_steps) == set(aa.STAGES)  # every stage counts its passes (Square its queries):
     assert 0 < flags.example_steps["apgd-ce"] < (QUICK.apgd_ce_steps + 1) * int(flags.clean.sum())
     previous = flags.clean
     for stage in aa.STAGES:  # each stage only removes examples

@@ -4,7 +4,9 @@
 - `fgsm`: FGSM at one eps or over a sweep from one gradient.
 - `pgd`: bounded and unbounded PGD, worst case over iterates, the active set.
 - `apgd`: APGD-CE and APGD-T at the reference arithmetic, with the active set.
-- `autoattack`: AutoAttack "standard" L-inf at the reference settings (our APGD, torchattacks' FAB-T and Square).
+- `fab`: FAB-T (targeted FAB, L-inf) at the reference arithmetic, with the active set.
+- `square`: the Square attack (L-inf, margin loss) at the reference arithmetic, with the active set.
+- `autoattack`: AutoAttack "standard" L-inf at the reference settings (our APGD-CE, APGD-T, FAB-T and Square).
 - `checks`: the gradient-masking checks.
 
 The attacks work on the model's device and never wait for it except where the active set must

@@ -1,18 +1,25 @@
 """AutoAttack, "standard" L-inf (Croce & Hein, 2020), at the reference settings.
 
-torchattacks 3.5.1's own ``AutoAttack`` class differs from the reference (APGD, APGD-T and FAB
-at 10 steps instead of 100, n_classes - 1 targets instead of 9, a seed from the clock), so the
-four components are configured here one by one (`REFERENCE`, pinned by a test) and run in the
-reference order, each only on the examples every earlier stage failed to fool. APGD-CE and
-APGD-T are our own (`apgd`): the reference arithmetic with the active set inside the stage, the
-same flags as torchattacks' APGD/APGDT (tested) for a fraction of the passes; FAB-T and Square
-are torchattacks'. A clean error counts as not robust. Every stage's output is checked the same
-way before an example counts as fooled: misclassified, inside the eps-ball (up to float
-rounding) and inside [0, 1].
+The four components are configured one by one (`REFERENCE`, pinned by a test) and run in the
+reference order, each only on the examples every earlier stage failed to fool; torchattacks
+3.5.1's own ``AutoAttack`` class is not the reference (APGD, APGD-T and FAB at 10 steps instead
+of 100, n_classes - 1 targets instead of 9, a seed from the clock). All four components are our
+own, each the reference arithmetic with the active set inside the stage, and each gives the same
+per-example flags as its torchattacks counterpart from the same seed (tested; torchattacks is
+only the tests' and benchmarks' reference, not a dependency):
+
+- APGD-CE and APGD-T (`apgd`): an example leaves at the first iterate that fools it;
+- FAB-T (`fab`): an example leaves at the first misclassified iterate inside the eps-ball;
+- Square (`square`): queries only the examples not yet fooled, as the reference does.
+
+`AutoAttackFlags.example_steps` counts forward+backward passes for the white-box stages and
+queries (forward passes) for Square, summed over examples. A clean error counts as not robust.
+Every stage's output is checked the same way before an example counts as fooled: misclassified,
+inside the eps-ball (up to float rounding) and inside [0, 1].
 
 The runner works on an explicit half-open range of test indices [start, stop), split into
 chunks aligned to absolute multiples of `chunk_size`; every stage reseeds torch from `seed` at
-the start of every chunk (as each torchattacks component does on every call). A chunk's result
+the start of every chunk (as the reference's components do on every call). A chunk's result
 therefore depends only on the chunk, so shards over ranges whose ends are multiples of
 `chunk_size` merge into exactly the flags one run over the whole range gives, and a killed run
 that kept the flags of its finished chunks resumes with the same result.
@@ -27,7 +34,9 @@ from typing import Callable
 import torch
 
 from robustbench_mm.attacks.apgd import ApgdSettings, apgd
+from robustbench_mm.attacks.fab import FabSettings, fab
 from robustbench_mm.attacks.pgd import unit_images
+from robustbench_mm.attacks.square import SquareSettings, square
 
 STAGES = ("apgd-ce", "apgd-t", "fab-t", "square")
 STAGE_LABELS = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square"}
@@ -61,8 +70,8 @@ REFERENCE = AutoAttackSettings()
 # A budget small enough for the 2-core smoke demo, same stages in the same order: its numbers are an
 # upper bound on what the reference settings give, and every table that shows them says so.
 # Measured on the digits baseline (357 images, 2 loaded cores): with 20 steps and 300 queries AutoAttack
-# took 515 of the attack stage's 882 s (APGD-CE alone 297 s: torchattacks' APGD attacks every example
-# for every step), so the demo budget is 10 steps and 100 queries.
+# took 515 of the attack stage's 882 s (APGD-CE alone 297 s: torchattacks' APGD, which this package then used,
+# attacks every example for every step), so the demo budget is 10 steps and 100 queries.
 SMOKE = AutoAttackSettings(apgd_ce_steps=10, apgd_t_steps=10, apgd_t_targets=3, fab_t_steps=10, fab_t_targets=3,
                            square_queries=100)
 BUDGETS = {"standard": REFERENCE, "smoke": SMOKE}
@@ -79,38 +88,39 @@ def eps_text(eps: float) -> str:
 
 
 def build_stages(model: torch.nn.Module, eps: float, num_classes: int, seed: int,
-                 settings: AutoAttackSettings = REFERENCE) -> dict[str, object]:
+                 settings: AutoAttackSettings = REFERENCE) -> dict[str, ApgdSettings | FabSettings | SquareSettings]:
     """The four components, configured; targets are capped at the classes there are.
 
-    APGD-CE and APGD-T are `ApgdSettings` for our active-set `apgd`; FAB-T and Square are
-    torchattacks objects.
+    `model` is unused (the stages are plain settings, the model is given when they run); it stays
+    so that callers need not change.
     """
-    import torchattacks
-
     s = settings
     targets = {"apgd-t": min(s.apgd_t_targets, num_classes - 1), "fab-t": min(s.fab_t_targets, num_classes - 1)}
     apgd_ce = ApgdSettings(loss="ce", eps=eps, steps=s.apgd_ce_steps, restarts=s.apgd_ce_restarts, rho=s.apgd_rho,
                            seed=seed)
     apgd_t = ApgdSettings(loss="dlr-targeted", eps=eps, steps=s.apgd_t_steps, restarts=s.apgd_t_restarts,
                           rho=s.apgd_rho, seed=seed, targets=targets["apgd-t"])
-    fab_t = torchattacks.FAB(model, norm=s.norm, eps=eps, steps=s.fab_t_steps, n_restarts=s.fab_t_restarts,
-                             seed=seed, multi_targeted=True, n_classes=num_classes)
-    fab_t.n_target_classes = targets["fab-t"]  # the constructor would set n_classes - 1
-    square = torchattacks.Square(model, norm=s.norm, eps=eps, n_queries=s.square_queries,
-                                 n_restarts=s.square_restarts, p_init=s.square_p_init, loss="margin", seed=seed)
-    return {"apgd-ce": apgd_ce, "apgd-t": apgd_t, "fab-t": fab_t, "square": square}
+    fab_t = FabSettings(eps=eps, steps=s.fab_t_steps, restarts=s.fab_t_restarts, targets=targets["fab-t"], seed=seed)
+    square_stage = SquareSettings(eps=eps, queries=s.square_queries, p_init=s.square_p_init,
+                                  restarts=s.square_restarts, seed=seed)
+    return {"apgd-ce": apgd_ce, "apgd-t": apgd_t, "fab-t": fab_t, "square": square_stage}
 
 
-def stage_adversarials(model: torch.nn.Module, attack, x: torch.Tensor,
-                       labels: torch.Tensor) -> tuple[torch.Tensor, int | None]:
-    """(what one component returns for (x, labels), its forward+backward passes where it counts them).
+def stage_adversarials(model: torch.nn.Module, attack: ApgdSettings | FabSettings | SquareSettings, x: torch.Tensor,
+                       labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(what one component returns for (x, labels), the example-steps it spent).
 
-    The images are adversarial where the component found one, else x-like.
+    The images are adversarial where the component found one, else x. An example-step is one
+    forward+backward pass for the white-box stages and one query (a forward pass) for Square.
     """
     if isinstance(attack, ApgdSettings):
         outcome = apgd(model, x, labels, attack)
         return outcome.adversarial, outcome.example_steps
-    return attack.perturb(x, labels), None
+    if isinstance(attack, FabSettings):
+        run = fab(model, x, labels, attack)
+        return run.adversarial, run.example_steps
+    queried = square(model, x, labels, attack)
+    return queried.adversarial, queried.example_queries
 
 
 def still_robust(model: torch.nn.Module, x: torch.Tensor, adversarial: torch.Tensor, labels: torch.Tensor,
@@ -140,7 +150,8 @@ class AutoAttackFlags:
     after: dict[str, torch.Tensor]  # stage -> bool (n,)
     done: torch.Tensor  # bool (n,): the example's chunk has finished every stage
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, summed over the chunks this run did
-    example_steps: dict[str, int] = field(default_factory=dict)  # per APGD stage, likewise
+    # per stage, likewise: forward+backward passes (APGD-CE, APGD-T, FAB-T) or queries (Square), summed over examples
+    example_steps: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, start: int, stop: int) -> "AutoAttackFlags":
@@ -182,8 +193,7 @@ def run_autoattack(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
             if len(index):
                 adversarial, passes = stage_adversarials(model, attack, x[index], y[index])
                 robust[index] = still_robust(model, x[index], adversarial, y[index], eps)
-                if passes is not None:
-                    flags.example_steps[name] = flags.example_steps.get(name, 0) + passes
+                flags.example_steps[name] = flags.example_steps.get(name, 0) + passes
             flags.after[name][local] = robust.cpu()
             flags.seconds[name] = flags.seconds.get(name, 0.0) + time.perf_counter() - began
         flags.done[local] = True

@@ -323,9 +323,10 @@ class ModelAttacks:
         return {
             "eps": eps, "eps_text": eps_text(eps), "norm": "Linf", "threat_model": "Linf", "version": "standard",
             "budget": budget, "components": BUDGETS[budget].to_dict(),
-            "implementation": "APGD-CE and APGD-T: mm-robust's active-set APGD (the reference arithmetic; fooled "
-                              "examples leave the batch); FAB-T (multi-targeted) and Square: torchattacks 3.5.1; "
-                              "configured one by one",
+            "implementation": "mm-robust's own APGD-CE, APGD-T, FAB-T (multi-targeted) and Square: the reference "
+                              "arithmetic with the active set (an example leaves a stage once it is fooled; Square "
+                              "queries only the examples not yet fooled), the same per-example outcome as "
+                              "torchattacks 3.5.1's components from the same seed; configured one by one",
             "robust_accuracy_definition": "an example is robust if it is classified correctly and no stage found "
                                           "a misclassified image inside the eps-ball and [0, 1]; each stage runs "
                                           "only on the examples every earlier stage failed to fool",

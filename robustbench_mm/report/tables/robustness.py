@@ -73,9 +73,8 @@ NOTES = [
     "clipping; `paper`: the authors' convention (ε on the normalized input, ≈ 4× weaker on CIFAR). PGD-20 and "
     "AutoAttack count an example as fooled if any iterate fooled it. AutoAttack is the \"standard\" L-inf version "
     "(APGD-CE, APGD-T on the targeted DLR loss with 9 targets, FAB-T with 9 targets, Square with 5000 queries, "
-    "each on the examples still robust, fixed seed): our active-set APGD-CE and APGD-T, torchattacks' FAB-T and "
-    "Square; a column marked with "
-    "another budget ran the same stages with fewer steps and queries, so its numbers are an upper bound on the "
+    "each on the examples still robust, fixed seed), all four stages our own active-set implementations; a column "
+    "marked with another budget ran the same stages with fewer steps and queries, so its numbers are an upper bound on the "
     "standard ones.",
 ]
 
