@@ -42,6 +42,20 @@ def test_the_fixture_holds_every_table_of_the_release():
     assert len([p for p in RENDERED if p.parent.name == "model_info"]) == 2
 
 
+# Deliberate changes to what a table says since the release, each with its reason; everything else must match.
+INTENDED_CHANGES = (
+    # FAB-T and Square became our own code (issue 22): the robustness table's note says so.
+    ("fixed seed): our active-set APGD-CE and APGD-T, torchattacks' FAB-T and Square;",
+     "fixed seed), all four stages our own active-set implementations;"),
+)
+
+
+def as_rendered_now(release_text: str) -> str:
+    for before, after in INTENDED_CHANGES:
+        release_text = release_text.replace(before, after)
+    return release_text
+
+
 def without_build_stamp(text: str) -> str:
     """index.md's first line says when and at which commit the report was built; all else must match."""
     return re.sub(r"on \d{4}-\d\d-\d\d \d\d:\d\d UTC at commit `[0-9a-f]+(?:\+dirty)?`", "on <date> at commit <commit>", text)
@@ -50,7 +64,7 @@ def without_build_stamp(text: str) -> str:
 @pytest.mark.parametrize("name", [p for p in RENDERED if p.name != "summary.json"], ids=str)
 def test_each_table_renders_byte_for_byte_as_the_release_did(rerendered, name):
     assert without_build_stamp((rerendered / name).read_text()) == without_build_stamp(
-        (FIXTURE / "reports" / name).read_text())
+        as_rendered_now((FIXTURE / "reports" / name).read_text()))
 
 
 def kept(release: object, ours: object, where: str = "summary") -> list[str]:
