@@ -20,7 +20,8 @@ from robustbench_mm.evaluation.calibrate import check_calibration_targets, run_c
 from robustbench_mm.evaluation.deform import check_deform_targets, run_deform
 from robustbench_mm.presets import AUTOATTACK, EVALUATION_EXAMPLES, PRESETS, deform_convention
 from robustbench_mm.report.build import write_report
-from robustbench_mm.runs.checkpoints import META_FILE, load_model, read_meta
+from robustbench_mm.runs.checkpoints import load_model
+from robustbench_mm.runs.meta import META_FILE, read_meta
 from robustbench_mm.runs.results import ConflictHint
 from robustbench_mm.runs.seeds import for_seeds
 from robustbench_mm.sources.loading import ModelSource, from_run
