@@ -18,9 +18,11 @@ from robustbench_mm.evaluation.attack import run_attacks
 from robustbench_mm.evaluation.attack_plan import check_attack_targets
 from robustbench_mm.evaluation.calibrate import check_calibration_targets, run_calibration
 from robustbench_mm.evaluation.deform import check_deform_targets, run_deform
+from robustbench_mm.evaluation.test_sets import TestSets
 from robustbench_mm.presets import AUTOATTACK, EVALUATION_EXAMPLES, PRESETS, deform_convention
 from robustbench_mm.report.build import write_report
-from robustbench_mm.runs.checkpoints import META_FILE, load_model, read_meta
+from robustbench_mm.runs.checkpoints import load_model
+from robustbench_mm.runs.meta import META_FILE, read_meta
 from robustbench_mm.runs.results import ConflictHint
 from robustbench_mm.runs.seeds import for_seeds
 from robustbench_mm.sources.loading import ModelSource, from_run
@@ -105,14 +107,15 @@ def reproduce(plan: Plan, folders: Folders = Folders(), progress: bool = True) -
         train(config, resume=True, progress=progress)  # continues a stopped run; refuses one with other settings
     _stage(progress, f"attack: FGSM and unbounded PGD (both protocols), PGD-{plan.attack.bounded_pgd_steps}, "
                      f"AutoAttack ({plan.attack.aa_budget} budget), gradient-masking checks on {len(runs)} models")
+    test_sets = TestSets()  # the three evaluation stages read the same test images: load them once
     run_attacks(plan.attack, folders.checkpoints, folders.attacks, runs=runs, progress=progress,
-                hint=reproduce_hint("attack"))
+                hint=reproduce_hint("attack"), test_sets=test_sets)
     _stage(progress, f"deform: the 17 deformation test sets on {len(runs)} models ({plan.deform.convention} warp)")
     run_deform(plan.deform, folders.checkpoints, folders.attacks, runs=runs, progress=progress,
-               hint=reproduce_hint("deform"))
+               hint=reproduce_hint("deform"), test_sets=test_sets)
     _stage(progress, f"calibrate: ECE and reliability bins (clean, {plan.calibration.deform_set}, FGSM) on {len(runs)} models")
     run_calibration(plan.calibration, folders.checkpoints, folders.attacks, runs=runs, progress=progress,
-                    hint=reproduce_hint("calibrate"))
+                    hint=reproduce_hint("calibrate"), test_sets=test_sets)
     _stage(progress, "report: tables 1, 2, 3, 5, 7 and plots")
     index = write_report(folders.checkpoints, folders.attacks, folders.reports)
     _stage(progress, f"done in {time.perf_counter() - started:.0f} s")

@@ -7,14 +7,14 @@ import io
 import json
 
 import pytest
+from test_reporting import assert_real_png, model_dict, table_by_header, write_model
 
 from robustbench_mm.evaluation.calibrate import reliability_bins
 from robustbench_mm.paper import SUPERVISED
 from robustbench_mm.report.build import write_report
 from robustbench_mm.report.epoch_curves import cost_share
-from robustbench_mm.runs.checkpoints import write_meta
+from robustbench_mm.runs.meta import write_meta
 from robustbench_mm.runs.results import result_path, write_result
-from test_reporting import assert_real_png, model_dict, table_by_header, write_model
 
 CONDITIONS = ("clean", "rotate-60", "fgsm-standard eps=0.03")
 

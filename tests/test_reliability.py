@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from robustbench_mm.cli import main
 from robustbench_mm.common.storage import folder_lock
 from robustbench_mm.errors import UsageError
-from robustbench_mm.runs.checkpoints import load_model, read_meta, resolve_runs
+from robustbench_mm.runs.checkpoints import load_model, resolve_runs
+from robustbench_mm.runs.meta import read_meta
 from robustbench_mm.train import trainer as train_module
 
 HERE = Path(__file__).parent

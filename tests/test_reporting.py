@@ -21,7 +21,7 @@ from robustbench_mm.paper import TABLE3_SETS, TABLE5, TABLE7, model_key, paper_t
 from robustbench_mm.report.build import build_report, write_report
 from robustbench_mm.report.records import RunRecord, deform_set_label, group_records, load_records
 from robustbench_mm.report.sections import CSV_COLUMNS, comparison_cell
-from robustbench_mm.runs.checkpoints import META_FORMAT, write_meta
+from robustbench_mm.runs.meta import META_FORMAT, write_meta
 from robustbench_mm.runs.results import fgsm_accuracy, result_path, write_result
 from robustbench_mm.stats.significance import clopper_pearson
 

@@ -28,9 +28,9 @@ from robustbench_mm.models import preact as models_module
 from robustbench_mm.pipeline import finished_training, plan_for_preset
 from robustbench_mm.report.publish import REPORT_MANIFEST
 from robustbench_mm.report.records import load_records
-from robustbench_mm.runs.checkpoints import read_meta, stored_metadata
+from robustbench_mm.runs.checkpoints import stored_metadata
 from robustbench_mm.runs.files import EXAMPLES_FILE
-
+from robustbench_mm.runs.meta import read_meta
 
 HERE = Path(__file__).parent
 RUN = "digits-preactresnet18-baseline"

@@ -31,27 +31,26 @@ from robustbench_mm.attacks import (
     PROTOCOLS, WORST_CASE_DEFINITION, Check, WorstCase, bounded_pgd_step_size, check_deterministic,
     check_eps_zero_is_clean, check_input_gradients, check_iterative_beats_single_step, check_sweep_does_not_rise,
     check_unbounded_pgd, fgsm, fgsm_sweep, percent, pgd_worst_case)
-from robustbench_mm.attacks.autoattack import (
-    BUDGETS, STAGES, STAGE_LABELS, AutoAttackFlags, eps_text, run_autoattack)
+from robustbench_mm.attacks.autoattack import BUDGETS, STAGES, STAGE_LABELS, AutoAttackFlags, eps_text, run_autoattack
 from robustbench_mm.attacks.checks import check_black_box_not_stronger
 from robustbench_mm.common.progress import progress_bar
 from robustbench_mm.common.runtime import resolve_device, seed_everything
 from robustbench_mm.common.storage import ensure_writable_dir, folder_lock
 from robustbench_mm.config import AttackConfig
-from robustbench_mm.data.images import ImageSet, load_dataset, to_unit_float
-from robustbench_mm.errors import UsageError
+from robustbench_mm.data.images import ImageSet, to_unit_float
+from robustbench_mm.evaluation.attack_plan import (
+    ITERATIVE_PROTOCOL, autoattack_eps, autoattack_evaluation, check_attack_targets, check_dataset, check_eps,
+    check_num_classes, evaluation_settings, examples_metadata, sweep_grid, verdict_protocol)
+from robustbench_mm.evaluation.autoattack_state import AutoAttackState, flags_of_result
+from robustbench_mm.evaluation.test_sets import TestSets
 from robustbench_mm.figures.masking import save_gradient_masking_figure
 from robustbench_mm.models.metrics import accuracy_and_nll, predict
 from robustbench_mm.runs.checkpoints import load_model, resolve_runs, save_tensors, stored_metadata
 from robustbench_mm.runs.files import EXAMPLES_FILE, MASKING_FIGURE
 from robustbench_mm.runs.results import (
-    OWN_COMMAND, ConflictHint, as_json, decode_mask,
-    encode_mask, eps_label, finished_result, result_path, write_result)
+    OWN_COMMAND, ConflictHint, as_json, decode_mask, encode_mask, eps_label, finished_result, result_path,
+    write_result)
 from robustbench_mm.sources.loading import ModelSource, check_contracts, from_run
-from robustbench_mm.evaluation.attack_plan import (
-    ITERATIVE_PROTOCOL, autoattack_eps, autoattack_evaluation, check_attack_targets, check_dataset, check_eps,
-    check_num_classes, evaluation_settings, examples_metadata, sweep_grid, verdict_protocol)
-from robustbench_mm.evaluation.autoattack_state import AutoAttackState, flags_of_result
 
 
 class ModelAttacks:
@@ -393,21 +392,14 @@ class ModelAttacks:
         written.append(path)
 
 
-def load_test_set(loaded: ModelSource, config: AttackConfig, cache: dict) -> ImageSet:
-    data_dir = config.data_dir or loaded.data_dir
-    key = (loaded.dataset, data_dir)
-    if key not in cache:
-        full = load_dataset(loaded.dataset, False, data_dir, loaded.download)
-        if config.n_examples is not None and config.n_examples > len(full):
-            raise UsageError(f"--n-examples {config.n_examples} is more than the {len(full)} images of the "
-                             f"{full.name} test set; give at most {len(full)} or leave it out for all of them")
-        cache[key] = full.subset(config.n_examples)
-    return cache[key]
+def load_test_set(loaded: ModelSource, config: AttackConfig, test_sets: TestSets) -> ImageSet:
+    return test_sets.get(loaded.dataset, config.data_dir or loaded.data_dir, loaded.download, config.n_examples)
 
 
 def run_attacks(config: AttackConfig, checkpoints_root: str | Path = "checkpoints", out_root: str | Path = "attacks",
                 runs: list[str] | None = None, force: bool = False, progress: bool = True,
-                sources: list[ModelSource] | None = None, hint: ConflictHint = OWN_COMMAND) -> list[Path]:
+                sources: list[ModelSource] | None = None, hint: ConflictHint = OWN_COMMAND,
+                test_sets: TestSets | None = None) -> list[Path]:
     """Attack every model in `checkpoints_root` (or the named `runs`, or the given `sources`);
     returns the result files of those models.
 
@@ -419,7 +411,7 @@ def run_attacks(config: AttackConfig, checkpoints_root: str | Path = "checkpoint
         from_run(load_model(run_dir, config.checkpoint, "cpu")) for run_dir in resolve_runs(checkpoints_root, runs)]
     for loaded in models:
         check_dataset(loaded, config.dataset)
-    test_sets: dict = {}
+    test_sets = test_sets or TestSets()
     datasets = [load_test_set(loaded, config, test_sets) for loaded in models]
     for loaded, data in zip(models, datasets):
         check_num_classes(loaded, data)

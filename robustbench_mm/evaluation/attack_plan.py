@@ -20,7 +20,6 @@ from robustbench_mm.runs.results import (
     OWN_COMMAND, ConflictHint, as_json, check_result_targets, check_same_settings, check_target_path, result_path)
 from robustbench_mm.sources.loading import ModelSource
 
-
 ITERATIVE_PROTOCOL = "standard"  # bounded PGD and the saved examples
 
 

@@ -26,13 +26,13 @@ from robustbench_mm.common.runtime import resolve_device
 from robustbench_mm.common.storage import ensure_writable_dir, folder_lock
 from robustbench_mm.config import CalibrationConfig
 from robustbench_mm.data.deformations import DEFORM_SETS, plan_warp, set_matrices, set_seed
-from robustbench_mm.data.images import ImageSet, load_dataset, to_unit_float
+from robustbench_mm.data.images import ImageSet, to_unit_float
+from robustbench_mm.evaluation.test_sets import TestSets
 from robustbench_mm.runs.checkpoints import load_model, resolve_runs
 from robustbench_mm.runs.results import (
     OWN_COMMAND, ConflictHint, check_result_targets, encode_mask, finished_result, model_summary, result_path,
     write_result)
 from robustbench_mm.sources.loading import ModelSource, from_run
-
 
 EVALUATION = "calibration"
 NOT_RESULT_SETTINGS = ("batch_size", "device", "data_dir")  # how fast, not what
@@ -153,14 +153,16 @@ def check_calibration_targets(config: CalibrationConfig, models: list[ModelSourc
 
 def run_calibration(config: CalibrationConfig, checkpoints_root: str | Path = "checkpoints",
                     out_root: str | Path = "attacks", runs: list[str] | None = None, force: bool = False,
-                    progress: bool = True, hint: ConflictHint = OWN_COMMAND) -> list[Path]:
+                    progress: bool = True, hint: ConflictHint = OWN_COMMAND,
+                    test_sets: TestSets | None = None) -> list[Path]:
     """Measure every model under `checkpoints_root` (or the named `runs`); one calibration.json per model.
     `hint` names the options a refusal points to."""
     device = resolve_device(config.device)
     models = [load_model(run_dir, config.checkpoint, "cpu") for run_dir in resolve_runs(checkpoints_root, runs)]
     check_calibration_targets(config, [from_run(loaded) for loaded in models], out_root, force, hint)
     out_root = ensure_writable_dir(Path(out_root), hint.out_option)
-    test_sets: dict[tuple[str, str], ImageSet] = {}
+    test_sets = test_sets or TestSets()
+    on_device: dict[tuple[str, str], ImageSet] = {}
     paths = []
     for loaded in models:
         path = result_path(out_root, loaded.name, EVALUATION)
@@ -171,13 +173,12 @@ def run_calibration(config: CalibrationConfig, checkpoints_root: str | Path = "c
             _log(progress, f"{loaded.name}: {path} already made with these settings; skipped")
             continue
         key = (loaded.config.dataset, config.data_dir or loaded.config.data_dir)
-        if key not in test_sets:
-            test_sets[key] = load_dataset(key[0], False, key[1], loaded.config.download).subset(
-                config.n_examples).to(device)
+        if key not in on_device:
+            on_device[key] = test_sets.get(*key, loaded.config.download, config.n_examples).to(device)
         model = loaded.model.to(device)
         if device.type == "cuda":
             model.to(memory_format=torch.channels_last)
-        payload = calibration_payload(model, test_sets[key], config, device)
+        payload = calibration_payload(model, on_device[key], config, device)
         loaded.model.to("cpu")
         with folder_lock(path.parent):
             write_result(path, EVALUATION, summary, settings, payload)

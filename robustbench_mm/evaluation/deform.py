@@ -30,7 +30,8 @@ from robustbench_mm.common.storage import ensure_writable_dir, folder_lock, read
 from robustbench_mm.config import DeformConfig
 from robustbench_mm.data.deformations import (
     DEFORM_SETS, Warp, evaluation_name, fill_values, plan_warp, set_matrices, set_seed)
-from robustbench_mm.data.images import ImageSet, load_dataset, to_unit_float
+from robustbench_mm.data.images import ImageSet, to_unit_float
+from robustbench_mm.evaluation.test_sets import TestSets
 from robustbench_mm.figures.deform_samples import grid_is_current, save_sample_grid
 from robustbench_mm.paper import paper_table7
 from robustbench_mm.runs.checkpoints import load_model, resolve_runs
@@ -38,7 +39,6 @@ from robustbench_mm.runs.files import deform_samples_file
 from robustbench_mm.runs.results import (
     OWN_COMMAND, ConflictHint, check_result_targets, encode_mask, finished_result, result_path, write_result)
 from robustbench_mm.sources.loading import ModelSource, check_contracts, from_run
-
 
 SAMPLE_IMAGES = 8
 # Settings that change how fast the numbers come, not what they are: not part of a result's identity.
@@ -210,13 +210,13 @@ def _log(message: str) -> None:
 
 
 class _TestDataCache:
-    """Each dataset's test images loaded once per invocation, on the device once, and its sample grid."""
+    """Each dataset's test images (from the shared `TestSets`), on the device once, and its sample grid."""
 
-    def __init__(self, config: DeformConfig, device: torch.device, out_root: Path):
+    def __init__(self, config: DeformConfig, device: torch.device, out_root: Path, test_sets: TestSets):
         self.config = config
         self.device = device
         self.out_root = out_root
-        self.images: dict[tuple[str, str], ImageSet] = {}
+        self.test_sets = test_sets
         self.on_device: dict[tuple[str, str], DeformTestData] = {}
         self.grids_checked: set[str] = set()
 
@@ -224,11 +224,8 @@ class _TestDataCache:
         return loaded.dataset, self.config.data_dir or loaded.data_dir
 
     def test_images(self, loaded: ModelSource) -> ImageSet:
-        key = self._key(loaded)
-        if key not in self.images:
-            data = load_dataset(key[0], train=False, data_dir=key[1], download=loaded.download)
-            self.images[key] = data.subset(self.config.n_examples)
-        return self.images[key]
+        dataset, data_dir = self._key(loaded)
+        return self.test_sets.get(dataset, data_dir, loaded.download, self.config.n_examples)
 
     def get(self, loaded: ModelSource) -> DeformTestData:
         key = self._key(loaded)
@@ -261,7 +258,8 @@ def check_deform_targets(config: DeformConfig, models: list[ModelSource], out_ro
 
 def run_deform(config: DeformConfig, checkpoints_root: str | Path = "checkpoints", out_root: str | Path = "attacks",
                runs: list[str] | None = None, force: bool = False, progress: bool = True,
-               sources: list[ModelSource] | None = None, hint: ConflictHint = OWN_COMMAND) -> list[Path]:
+               sources: list[ModelSource] | None = None, hint: ConflictHint = OWN_COMMAND,
+               test_sets: TestSets | None = None) -> list[Path]:
     """Evaluate every model under `checkpoints_root` (or those named in `runs`, or the given `sources`); one
     result file per model, named by the convention and fill (`deformations.evaluation_name`). `hint` names
     the options a refusal points to."""
@@ -270,7 +268,7 @@ def run_deform(config: DeformConfig, checkpoints_root: str | Path = "checkpoints
     models = sources if sources is not None else [
         from_run(load_model(run_dir, config.checkpoint, "cpu")) for run_dir in resolve_runs(checkpoints_root, runs)]
     settings = result_settings(config)
-    cache = _TestDataCache(config, device, Path(out_root))
+    cache = _TestDataCache(config, device, Path(out_root), test_sets or TestSets())
     contracts = check_contracts(models, [cache.test_images(loaded) for loaded in models])
     check_deform_targets(config, models, out_root, force, hint)
     evaluation = evaluation_name(config.convention, config.fill)

@@ -25,12 +25,12 @@ from robustbench_mm.paper import TABLE5_EPS, TABLE7_COLUMNS, model_key
 from robustbench_mm.presets import deform_convention
 from robustbench_mm.report.orderings import Comparison, compare_group
 from robustbench_mm.report.result_checks import EVALUATIONS, FAMILY_REQUIRED_KEYS, PROTOCOLS, read_result
-from robustbench_mm.runs.checkpoints import WEIGHT_FILES, find_runs, read_meta, stored_metadata
+from robustbench_mm.runs.checkpoints import WEIGHT_FILES, find_runs, stored_metadata
 from robustbench_mm.runs.files import EXAMPLES_FILE
+from robustbench_mm.runs.meta import read_meta
 from robustbench_mm.runs.results import attacked_eps, result_path
 from robustbench_mm.runs.seeds import split_seed_suffix
 from robustbench_mm.stats.estimates import Estimate, SeedValue, estimate
-
 
 # Keys each evaluation's payload must have for the report to use it.
 # Evaluations with one file per setting (autoattack-8_255.json, autoattack-0.03.json): loaded by prefix.

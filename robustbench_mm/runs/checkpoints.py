@@ -22,20 +22,16 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load as load_bytes
-from safetensors.torch import save_file
+from safetensors.torch import load as load_bytes, save_file
 
-from robustbench_mm.common.storage import atomic_write, atomic_write_json, read_json
+from robustbench_mm.common.storage import atomic_write
 from robustbench_mm.config import TrainConfig
 from robustbench_mm.errors import UsageError
 from robustbench_mm.models.preact import PreActResNet, model_from_config
+from robustbench_mm.runs.meta import META_FILE, read_meta
 
-META_FILE = "meta.json"
 STATE_FILE = "state.safetensors"
 WEIGHT_FILES = {"last": "last.safetensors", "best": "best.safetensors"}
-META_FORMAT = "mm-robust-checkpoint/1"
-REQUIRED_META = {"format": str, "run": str, "config": dict, "epoch": int, "complete": bool, "checkpoints": dict,
-                 "history": list}
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 
 
@@ -85,54 +81,6 @@ def save_weights(path: Path, model: torch.nn.Module) -> None:
     save_tensors(path, model.state_dict())
 
 
-def read_meta(run_dir: Path) -> dict[str, Any]:
-    """meta.json with every required key present and of the right type."""
-    path = Path(run_dir) / META_FILE
-    meta = read_json(path)
-    if not isinstance(meta, dict):
-        raise UsageError(f"invalid {str(path)!r}: expected a JSON object")
-    for key, kind in REQUIRED_META.items():
-        if key not in meta:
-            raise UsageError(f"invalid {str(path)!r}: missing key {key!r}")
-        if not isinstance(meta[key], kind) or (kind is int and isinstance(meta[key], bool)):
-            raise UsageError(f"invalid {str(path)!r}: {key!r} must be {kind.__name__}, got {type(meta[key]).__name__}")
-    if meta["format"] != META_FORMAT:
-        raise UsageError(f"invalid {str(path)!r}: format {meta['format']!r}, expected {META_FORMAT!r}")
-    for kind, entry in meta["checkpoints"].items():
-        if not isinstance(entry, dict) or not _is_int(entry.get("epoch")):
-            raise UsageError(f"invalid {str(path)!r}: checkpoints.{kind} must be an object with an integer 'epoch'")
-        _check_metrics(path, f"checkpoints.{kind}", entry)
-    for index, entry in enumerate(meta["history"]):
-        if not isinstance(entry, dict) or not _is_int(entry.get("epoch")):
-            raise UsageError(f"invalid {str(path)!r}: history[{index}] must be an object with an integer 'epoch'")
-        _check_metrics(path, f"history[{index}]", entry)
-    try:
-        meta["config"] = TrainConfig.from_dict(meta["config"]).to_dict()
-    except UsageError as exc:
-        raise UsageError(f"invalid {str(path)!r}: {exc}") from None
-    except TypeError as exc:
-        raise UsageError(f"invalid {str(path)!r}: bad config ({exc})") from None
-    return meta
-
-
-METRIC_KEYS = ("test_accuracy", "test_nll", "train_loss", "train_accuracy", "lr", "seconds", "images_per_second")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_metrics(path: Path, where: str, entry: dict[str, Any]) -> None:
-    """The numbers the report and the tables read from an entry are numbers (JSON has no NaN)."""
-    for key in METRIC_KEYS:
-        value = entry.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise UsageError(f"invalid {str(path)!r}: {where}.{key} must be a number, got {value!r}")
-    fgsm = entry.get("fgsm")
-    if fgsm is not None and not (isinstance(fgsm, dict) and isinstance(fgsm.get("accuracy"), dict)):
-        raise UsageError(f"invalid {str(path)!r}: {where}.fgsm must be an object with an 'accuracy' object")
-
-
 def stored_metadata(path: Path) -> dict[str, str] | None:
     """The metadata of a safetensors file, or None when it is absent or unreadable (then it is redone)."""
     if not path.is_file():
@@ -142,10 +90,6 @@ def stored_metadata(path: Path) -> dict[str, str] | None:
             return handle.metadata() or {}
     except (SafetensorError, OSError, ValueError):
         return None
-
-
-def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
-    atomic_write_json(Path(run_dir) / META_FILE, meta)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from robustbench_mm.errors import MMRobustError
 from robustbench_mm.evaluation.attack import ModelAttacks, load_test_set
 from robustbench_mm.evaluation.attack_plan import autoattack_eps, autoattack_evaluation, check_num_classes
 from robustbench_mm.evaluation.autoattack_state import AutoAttackState
+from robustbench_mm.evaluation.test_sets import TestSets
 from robustbench_mm.pipeline import reproduce_hint
 from robustbench_mm.runs.checkpoints import load_model
 from robustbench_mm.runs.results import check_result_targets, result_path, write_result
@@ -39,7 +40,7 @@ def autoattack_shard_path(out_root: str | Path, run: str, evaluation: str, examp
 
 def _model_and_images(config: AttackConfig, checkpoints_root: str | Path, run: str):
     loaded = from_run(load_model(Path(checkpoints_root) / run, config.checkpoint, "cpu"))
-    data = load_test_set(loaded, config, {})
+    data = load_test_set(loaded, config, TestSets())
     check_num_classes(loaded, data)
     return loaded, data
 

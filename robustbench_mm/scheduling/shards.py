@@ -25,6 +25,7 @@ from robustbench_mm.errors import MMRobustError
 from robustbench_mm.evaluation.deform import (
     Measured, _TestDataCache, build_test_data, measure_model, result_entries, result_settings, store_result,
     stored_sets)
+from robustbench_mm.evaluation.test_sets import TestSets
 from robustbench_mm.runs.checkpoints import load_model, load_tensors, save_tensors
 from robustbench_mm.runs.results import as_json, finished_result, result_path
 from robustbench_mm.sources.loading import ModelSource, from_run
@@ -110,7 +111,7 @@ def deform_merge(config: DeformConfig, checkpoints_root: str | Path, out_root: s
     loaded = from_run(load_model(Path(checkpoints_root) / run, config.checkpoint, "cpu"))
     summary = loaded.summary
     path = result_path(out_root, run, evaluation_name(config.convention, config.fill))
-    _TestDataCache(config, torch.device("cpu"), out_root).ensure_grid(loaded)
+    _TestDataCache(config, torch.device("cpu"), out_root, TestSets()).ensure_grid(loaded)
     if _finished(config, out_root, summary, run):
         return path
     shard_paths = [shard_path(out_root, run, config, r) for r in ranges]

@@ -14,22 +14,20 @@ Tiny-ImageNet setting); neither leaves a trace in the weights, so say so rather 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from robustbench_mm.common.runtime import provenance
 from robustbench_mm.common.storage import ensure_writable_dir, file_sha256
 from robustbench_mm.config import METHODS, train_config_for_preset
 from robustbench_mm.data.images import NORMALIZATION
 from robustbench_mm.errors import UsageError, check_choice
 from robustbench_mm.models.preact import ARCHITECTURES, PreActBlock, PreActBottleneck, model_from_config
-from robustbench_mm.runs.checkpoints import META_FORMAT, STATE_FILE, WEIGHT_FILES, save_weights, write_meta
+from robustbench_mm.runs.checkpoints import STATE_FILE, WEIGHT_FILES, save_weights
+from robustbench_mm.runs.meta import RunMeta
 from robustbench_mm.sources.loading import NUM_CLASSES, check_dataset_name, check_name, parse_normalization
 from robustbench_mm.sources.weights import load_strict, read_state_dict
-
 
 AUTHORS_STAGE = re.compile(r"^layer([1-4])\.(\d+)\.(.+)$")
 
@@ -95,19 +93,13 @@ def import_authors_run(weights: str | Path, dataset: str, name: str, method: str
     ensure_writable_dir(Path(checkpoints_root))
     run_dir.mkdir(exist_ok=True)
     save_weights(run_dir / WEIGHT_FILES["last"], model)
-    write_meta(run_dir, {
-        "format": META_FORMAT, "run": name, "dataset": dataset, "method": method,
-        "alpha": config.alpha if method != "baseline" else None, "arch": arch, "num_classes": classes,
-        "seed": config.seed, "preset": preset, "epoch": config.epochs, "epochs": config.epochs, "complete": True,
-        "checkpoints": {"last": {"file": WEIGHT_FILES["last"], "epoch": config.epochs, "test_accuracy": None,
-                                 "test_nll": None, "selection": "imported from the authors' layout"}},
-        "history": [], "config": config.to_dict(),
-        "imported": {"from": "authors", "weights_file": str(weights), "weights_sha256": file_sha256(Path(weights)),
-                     "normalization": {"mean": list(mean), "std": list(std)},
-                     "note": "trained with the authors' code; epochs, seed and preset are not known from the weights"},
-        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **provenance(),
-    })
+    RunMeta(config, config.epochs,
+            {"last": {"file": WEIGHT_FILES["last"], "epoch": config.epochs, "test_accuracy": None, "test_nll": None,
+                      "selection": "imported from the authors' layout"}},
+            imported={"from": "authors", "weights_file": str(weights), "weights_sha256": file_sha256(Path(weights)),
+                      "normalization": {"mean": list(mean), "std": list(std)},
+                      "note": "trained with the authors' code; epochs, seed and preset are not known from the weights"},
+            ).write(run_dir)
     for stale in (WEIGHT_FILES["best"], STATE_FILE):  # from a run this one replaced (--force)
         (run_dir / stale).unlink(missing_ok=True)
     return run_dir

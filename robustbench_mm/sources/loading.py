@@ -20,10 +20,10 @@ from torch import nn
 
 from robustbench_mm.common.storage import read_json
 from robustbench_mm.config import DATASETS
-from robustbench_mm.data.images import ImageSet, to_unit_float
+from robustbench_mm.data.images import NORMALIZATION, ImageSet, to_unit_float
 from robustbench_mm.errors import UsageError
-from robustbench_mm.data.images import NORMALIZATION
-from robustbench_mm.runs.checkpoints import META_FILE, LoadedModel
+from robustbench_mm.runs.checkpoints import LoadedModel
+from robustbench_mm.runs.meta import META_FILE
 from robustbench_mm.runs.results import RESULT_FORMAT, finished_result, model_summary, result_path, write_result
 from robustbench_mm.sources.contract import ContractReport, check_model_contract
 

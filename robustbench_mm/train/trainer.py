@@ -12,7 +12,6 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,18 @@ import numpy as np
 import torch
 
 from robustbench_mm.common.progress import progress_bar
-from robustbench_mm.common.runtime import provenance, resolve_device, seed_everything
+from robustbench_mm.common.runtime import resolve_device, seed_everything
 from robustbench_mm.common.storage import ensure_writable_dir, folder_lock
 from robustbench_mm.config import TrainConfig
 from robustbench_mm.data.images import DeviceBatches, ImageSet, check_batch_size, load_dataset
 from robustbench_mm.errors import MMRobustError, UsageError
+from robustbench_mm.models.losses import LOSSES
 from robustbench_mm.models.metrics import evaluate
 from robustbench_mm.models.preact import MixSpec, model_from_config
 from robustbench_mm.runs.checkpoints import (
-    META_FILE, META_FORMAT, STATE_FILE, WEIGHT_FILES, load_tensors, parse_state_metadata, save_tensors, save_weights,
-    state_metadata, write_meta)
+    STATE_FILE, WEIGHT_FILES, load_tensors, parse_state_metadata, save_tensors, save_weights, state_metadata)
+from robustbench_mm.runs.meta import META_FILE, RunMeta
 from robustbench_mm.train.fgsm_monitor import fgsm_during_training, resolve_fgsm_examples
-from robustbench_mm.models.losses import LOSSES
 from robustbench_mm.train.mixup import eligible_mix_points, soft_targets
 
 # Settings that may differ between a run and its --resume without changing the result.
@@ -154,27 +153,7 @@ class Trainer:
         if self.state.best is not None:
             checkpoints["best"] = {"file": WEIGHT_FILES["best"], **self.state.best,
                                    "selection": "highest test accuracy seen during training (what the paper reports)"}
-        meta = {
-            "format": META_FORMAT,
-            "run": c.run_name,
-            "dataset": c.dataset,
-            "method": c.method,
-            "alpha": c.alpha if c.method != "baseline" else None,
-            "arch": c.arch,
-            "num_classes": c.num_classes,
-            "seed": c.seed,
-            "preset": c.preset,
-            "epoch": self.state.epoch,
-            "epochs": c.epochs,
-            "complete": self.state.epoch >= c.epochs,
-            "checkpoints": checkpoints,
-            "history": self.state.history,
-            "config": c.to_dict(),
-            "device": str(self.device),
-            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **provenance(),
-        }
-        write_meta(self.run_dir, meta)
+        RunMeta(c, self.state.epoch, checkpoints, self.state.history, device=str(self.device)).write(self.run_dir)
 
     def _prepare_run_dir(self, resume: bool, force: bool) -> bool:
         """Returns True when training should continue from saved state. Writes nothing."""
