@@ -22,7 +22,8 @@ from PIL import Image as PILImage
 from scipy.ndimage import map_coordinates
 from scipy.ndimage import zoom as scizoom
 
-from robustbench_mm.data.corruptions import PARAMETERS, frost_textures
+from robustbench_mm.data.corruption_families import frost_textures
+from robustbench_mm.data.corruptions import PARAMETERS
 
 
 def _skimage():

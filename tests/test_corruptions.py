@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from robustbench_mm.data import corruptions as C
+from robustbench_mm.data.corruption_families import frost_textures
 from robustbench_mm.errors import UsageError
 
 EXACT = {"shot_noise", "impulse_noise", "pixelate", "jpeg_compression", "frost", "fog", "brightness", "saturate"}
@@ -176,7 +177,7 @@ def test_frost_textures_are_the_references_shrunk():
     if spec is None or spec.origin is None:
         pytest.skip("imagecorruptions (its frost images) is not installed")
     folder = Path(spec.origin).parent / "frost"
-    for k, texture in enumerate(C.frost_textures(), start=1):
+    for k, texture in enumerate(frost_textures(), start=1):
         path = next(folder.glob(f"frost{k}.*"))
         shrunk = cv2.resize(cv2.imread(str(path)), (0, 0), fx=0.2, fy=0.2)[..., ::-1]
         assert np.array_equal(texture, shrunk), path.name

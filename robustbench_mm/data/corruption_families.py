@@ -1,0 +1,350 @@
+"""The 19 corruptions of CIFAR-10-C, one function each: `f(images, parameters, generators)` on
+[0, 255]-scale float images, with make_cifar_c.py's arithmetic (data/corruptions.py holds the
+parameters and the public API)."""
+
+from __future__ import annotations
+
+import io
+from functools import cache, lru_cache
+from pathlib import Path
+
+import numpy as np
+import scipy.ndimage as ndi
+import torch
+
+from robustbench_mm.data.corruption_ops import (
+    affine_sources, bilinear_gather, clipped_zoom, correlate_taps, gaussian_blur, hsv2rgb, hwc_draws,
+    motion_blur_planes, reflect, reflect101, rgb2hsv, spatter_water_masks, to_device)
+from robustbench_mm.errors import UsageError
+
+
+def _gaussian_noise(x, c, rngs):
+    noise = to_device(hwc_draws(rngs, lambda r: r.normal(size=(x.shape[2], x.shape[3], 3), scale=c)), x)
+    return (x / 255 + noise).clamp(0, 1) * 255
+
+
+def _shot_noise(x, c, rngs):
+    """Poisson counts need the image on the host; the whole reference arithmetic runs there in float64."""
+    lam = x.cpu().numpy().astype(np.float64).transpose(0, 2, 3, 1) / 255.0 * c
+    counts = np.stack([rng.poisson(image) for rng, image in zip(rngs, lam)])
+    out = np.floor(np.clip(counts / c, 0, 1) * 255)
+    return to_device(out.transpose(0, 3, 1, 2), x)
+
+
+def _impulse_noise(x, c, rngs):
+    """skimage.util.random_noise(mode='s&p', amount=c): flip with probability c, salt vs pepper 1/2."""
+    shape = (x.shape[2], x.shape[3], 3)
+    draws = [(rng.random(shape) <= c, rng.random(shape) <= 0.5) for rng in rngs]
+    flipped = to_device(np.stack([d[0] for d in draws]).transpose(0, 3, 1, 2), x, torch.bool)
+    salted = to_device(np.stack([d[1] for d in draws]).transpose(0, 3, 1, 2), x, torch.bool)
+    return torch.where(flipped, torch.where(salted, 255.0, 0.0), x)
+
+
+def _speckle_noise(x, c, rngs):
+    noise = to_device(hwc_draws(rngs, lambda r: r.normal(size=(x.shape[2], x.shape[3], 3), scale=c)), x)
+    unit = x / 255
+    return (unit + unit * noise).clamp(0, 1) * 255
+
+
+def _gaussian_blur_corruption(x, c, rngs):
+    return (gaussian_blur(x / 255, c)).clamp(0, 1) * 255
+
+
+def _glass_blur(x, c, rngs):
+    """Blur, `iterations` passes of local pixel moves, blur. The reference's swap is a copy (see the
+    module's docstring), so each pass is x[h, w] <- x[h + dy, w + dx] for h, w from the far end down
+    to max_delta + 1, with (dx, dy) = randint(-1, 1, size=2) drawn in that loop order."""
+    sigma, max_delta, iterations = c
+    if max_delta != 1:
+        raise NotImplementedError("glass_blur's gather is exact for max_delta 1, all CIFAR severities use")
+    n, _, h, w = x.shape
+    # np.uint8(gaussian(x / 255) * 255); float64 as the reference, since a level lost to float32 here
+    # is moved and blurred again (it came out two levels apart)
+    out = (gaussian_blur(x.double() / 255, sigma) * 255).floor()
+    ys = np.arange(h - max_delta, max_delta, -1)
+    xs = np.arange(w - max_delta, max_delta, -1)
+    positions = len(ys) * len(xs)
+    draws = np.stack([rng.integers(-max_delta, max_delta, size=(iterations, positions, 2)) for rng in rngs])
+    grid_y = np.repeat(ys, len(xs))
+    grid_x = np.tile(xs, len(ys))
+    base = np.arange(h * w).reshape(h, w)
+    for iteration in range(iterations):
+        index = np.broadcast_to(base, (n, h, w)).copy()
+        dx, dy = draws[:, iteration, :, 0], draws[:, iteration, :, 1]
+        index[:, grid_y, grid_x] = (grid_y + dy) * w + (grid_x + dx)
+        flat = torch.from_numpy(index.reshape(n, 1, h * w)).to(x.device).expand(n, 3, h * w)
+        out = out.reshape(n, 3, h * w).gather(2, flat).reshape(n, 3, h, w)
+    return gaussian_blur(out / 255, sigma).clamp(0, 1) * 255
+
+
+@cache
+def _defocus_kernel(radius: float, alias_blur: float) -> np.ndarray:
+    """make_cifar_c's disk(): an aliased disk on a 17x17 grid, normalised, then cv2.GaussianBlur
+    (3x3, sigma alias_blur, reflect-101 border); cropped to its non-zero square."""
+    grid = np.arange(-8, 9) if radius <= 8 else np.arange(-radius, radius + 1)
+    xx, yy = np.meshgrid(grid, grid)
+    disk = ((xx ** 2 + yy ** 2) <= radius ** 2).astype(np.float32)
+    disk /= disk.sum()
+    taps = np.exp(-np.arange(-1, 2) ** 2 / (2 * alias_blur ** 2))
+    taps = (taps / taps.sum()).astype(np.float32)
+    smoothed = ndi.correlate1d(ndi.correlate1d(disk, taps, axis=1, mode="mirror"), taps, axis=0, mode="mirror")
+    nonzero = np.argwhere(smoothed != 0)
+    reach = int(np.abs(nonzero - len(grid) // 2).max())
+    middle = len(grid) // 2
+    return smoothed[middle - reach:middle + reach + 1, middle - reach:middle + reach + 1].astype(np.float64)
+
+
+def _defocus_blur(x, c, rngs):
+    """cv2.filter2D with the disk kernel: a correlation with reflect-101 borders."""
+    return correlate_taps(x / 255, _defocus_kernel(*c), "reflect").clamp(0, 1) * 255
+
+
+def _motion_blur(x, c, rngs):
+    """imagecorruptions' re-implementation of ImageMagick's motion blur (make_cifar_c calls Wand)."""
+    radius, sigma = c
+    angles = np.array([rng.uniform(-45, 45) for rng in rngs])
+    return motion_blur_planes(x, radius, sigma, angles).clamp(0, 255)
+
+
+def _zoom_blur(x, c, rngs):
+    factors = np.arange(*c)
+    unit = x / 255
+    out = torch.zeros_like(unit)
+    for factor in factors:
+        out += clipped_zoom(unit, factor)
+    return ((unit + out) / (len(factors) + 1)).clamp(0, 1) * 255
+
+
+def _snow(x, c, rngs):
+    mean, std, zoom, threshold, radius, sigma, blend = c
+    h, w = x.shape[2:]
+    layers = np.stack([rng.normal(size=(h, w), loc=mean, scale=std) for rng in rngs])
+    angles = np.array([rng.uniform(-135, -45) for rng in rngs])
+    layer = clipped_zoom(to_device(layers, x), zoom)
+    layer = torch.where(layer < threshold, 0.0, layer)
+    layer = (layer.clamp(0, 1) * 255).floor()  # .astype(np.uint8) before the PNG that goes to ImageMagick
+    layer = motion_blur_planes(layer[:, None], radius, sigma, angles)
+    layer = layer.round() / 255  # ImageMagick writes an 8-bit PNG
+    unit = x / 255
+    gray = 0.299 * unit[:, 0:1] + 0.587 * unit[:, 1:2] + 0.114 * unit[:, 2:3]  # cv2.COLOR_RGB2GRAY
+    unit = blend * unit + (1 - blend) * torch.maximum(unit, gray * 1.5 + 0.5)
+    return (unit + layer + layer.flip(-1, -2)).clamp(0, 1) * 255
+
+
+FROST_FILE = Path(__file__).resolve().parent / "corruptions_frost.npz"
+
+
+FROST_TEXTURES = ("frost1", "frost2", "frost3", "frost4", "frost5")
+
+
+@lru_cache(maxsize=1)
+def frost_textures() -> tuple[np.ndarray, ...]:
+    """The reference's frost1..frost5 after cv2.resize(fx=0.2, fy=0.2), RGB uint8 (H, W, 3)."""
+    with np.load(FROST_FILE, allow_pickle=False) as archive:
+        return tuple(archive[name] for name in FROST_TEXTURES)
+
+
+def _frost(x, c, rngs):
+    h, w = x.shape[2:]
+    textures = frost_textures()
+    crops = []
+    for rng in rngs:
+        texture = textures[rng.integers(len(textures))]
+        if texture.shape[0] <= h or texture.shape[1] <= w:
+            raise UsageError(f"frost textures are {texture.shape[1]}x{texture.shape[0]}; images of {w}x{h} are too big")
+        top, left = rng.integers(0, texture.shape[0] - h), rng.integers(0, texture.shape[1] - w)
+        crops.append(texture[top:top + h, left:left + w])
+    frost = to_device(np.stack(crops).transpose(0, 3, 1, 2), x)
+    return (c[0] * x.double() + c[1] * frost.double()).clamp(0, 255)  # float64: 0.9 x + 0.4 f lands on integers
+
+
+def _plasma_fractals(rngs, mapsize: int, wibbledecay: float) -> np.ndarray:
+    """make_cifar_c's plasma_fractal (diamond-square) for every image at once, in float64, with each
+    image's uniform draws taken in the reference's order, so the maps are the reference's bit for bit."""
+    n = len(rngs)
+    steps = []
+    stepsize = mapsize
+    while stepsize >= 2:
+        steps.append(stepsize)
+        stepsize //= 2
+    sizes = [(mapsize // s) ** 2 for s in steps]
+    uniforms = np.stack([rng.random(3 * sum(sizes)) for rng in rngs])
+    maparray = np.empty((n, mapsize, mapsize), dtype=np.float64)
+    maparray[:, 0, 0] = 0
+    wibble = 100
+    used = 0
+
+    def wibbledmean(array):
+        nonlocal used
+        count = array.shape[1] * array.shape[2]
+        draw = uniforms[:, used:used + count].reshape(array.shape)
+        used += count
+        return array / 4 + wibble * (-wibble + (wibble - -wibble) * draw)  # Generator.uniform(-w, w)
+
+    for stepsize in steps:
+        half = stepsize // 2
+        cornerref = maparray[:, 0:mapsize:stepsize, 0:mapsize:stepsize]
+        squareaccum = cornerref + np.roll(cornerref, shift=-1, axis=1)
+        squareaccum += np.roll(squareaccum, shift=-1, axis=2)
+        maparray[:, half:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(squareaccum)
+        drgrid = maparray[:, half:mapsize:stepsize, half:mapsize:stepsize]
+        ulgrid = maparray[:, 0:mapsize:stepsize, 0:mapsize:stepsize]
+        ltsum = (drgrid + np.roll(drgrid, 1, axis=1)) + (ulgrid + np.roll(ulgrid, -1, axis=2))
+        maparray[:, 0:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(ltsum)
+        ttsum = (drgrid + np.roll(drgrid, 1, axis=2)) + (ulgrid + np.roll(ulgrid, -1, axis=1))
+        maparray[:, half:mapsize:stepsize, 0:mapsize:stepsize] = wibbledmean(ttsum)
+        wibble /= wibbledecay
+    maparray -= maparray.min(axis=(1, 2), keepdims=True)
+    return maparray / maparray.max(axis=(1, 2), keepdims=True)
+
+
+def _fog(x, c, rngs):
+    h, w = x.shape[2:]
+    mapsize = 1 << (max(h, w) - 1).bit_length()
+    plasma = to_device(_plasma_fractals(rngs, mapsize, c[1])[:, :h, :w], x, torch.float64)[:, None]
+    unit = x.double() / 255  # float64, as the reference: cheap here, and it keeps the floor where theirs falls
+    max_value = unit.amax(dim=(1, 2, 3), keepdim=True)
+    return ((unit + c[0] * plasma) * max_value / (max_value + c[0])).clamp(0, 1) * 255
+
+
+def _brightness(x, c, rngs):
+    """skimage's HSV round trip with the value raised by c, in float64 as the reference computes it."""
+    hue, saturation, value = rgb2hsv(x.double() / 255)
+    return hsv2rgb(hue, saturation, (value + c).clamp(0, 1)).clamp(0, 1) * 255
+
+
+def _saturate(x, c, rngs):
+    """skimage's HSV round trip with the saturation scaled by a and raised by b, in float64."""
+    hue, saturation, value = rgb2hsv(x.double() / 255)
+    return hsv2rgb(hue, (saturation * c[0] + c[1]).clamp(0, 1), value).clamp(0, 1) * 255
+
+
+def _contrast(x, c, rngs):
+    unit = x.double() / 255
+    # the levels' sum is exact in any order, so an image's mean never depends on its batch
+    means = x.double().sum(dim=(2, 3), keepdim=True) / (x.shape[2] * x.shape[3]) / 255
+    return ((unit - means) * c + means).clamp(0, 1) * 255
+
+
+def _jpeg_compression(x, c, rngs):
+    """PIL's JPEG encoder and decoder, image by image (there is no batched libjpeg)."""
+    from PIL import Image
+
+    images = x.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "JPEG", quality=c)
+        buffer.seek(0)
+        out.append(np.asarray(Image.open(buffer).convert("RGB")))
+    return to_device(np.stack(out).transpose(0, 3, 1, 2), x)
+
+
+@cache
+def _pil_box_coefficients(in_size: int, out_size: int) -> np.ndarray:
+    """Pillow's resample coefficients for the BOX filter (precompute_coeffs, normalize_coeffs_8bpc)
+    as an integer (out, in) matrix in units of 2**-22."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 0.5 * filterscale
+    matrix = np.zeros((out_size, in_size), dtype=np.int64)
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size) - xmin
+        weights = []
+        for k in range(xmax):
+            position = (k + xmin - center + 0.5) / filterscale
+            weights.append(1.0 if -0.5 < position <= 0.5 else 0.0)
+        total = sum(weights)
+        for k, weight in enumerate(weights):
+            weight = weight / total if total != 0 else weight
+            matrix[xx, xmin + k] = int(0.5 + weight * (1 << 22)) if weight >= 0 else int(-0.5 + weight * (1 << 22))
+    return matrix
+
+
+def _pil_box_resize(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """PIL's Image.resize(BOX) on uint8 levels: horizontal pass then vertical, each in 22-bit fixed point
+    rounded and clipped to uint8. float64 holds every sum exactly (255 * 2**22 * side < 2**53)."""
+    h, w = x.shape[-2:]
+    values = x.double()
+    if out_w != w:
+        cols = torch.as_tensor(_pil_box_coefficients(w, out_w), dtype=torch.float64, device=x.device)
+        values = (torch.floor((values @ cols.T + (1 << 21)) / (1 << 22))).clamp(0, 255)
+    if out_h != h:
+        rows = torch.as_tensor(_pil_box_coefficients(h, out_h), dtype=torch.float64, device=x.device)
+        values = (torch.floor((rows @ values + (1 << 21)) / (1 << 22))).clamp(0, 255)
+    return values.to(x.dtype)
+
+
+def _pixelate(x, c, rngs):
+    h, w = x.shape[-2:]
+    small = _pil_box_resize(x, int(h * c), int(w * c))
+    return _pil_box_resize(small, h, w)
+
+
+def _elastic_transform(x, c, rngs):
+    """A random affine warp (cv2.warpAffine, reflect-101), then a smooth random displacement field
+    (scipy.ndimage.map_coordinates, order 1, 'reflect'), both as gathers."""
+    h, w = x.shape[2:]
+    imsize = min(h, w)
+    alpha, sigma, jitter = (value * imsize for value in c)
+    center = np.float32([h, w]) // 2
+    square = min(h, w) // 3
+    pts1 = np.float32([center + square, [center[0] + square, center[1] - square], center - square])
+    affine, fields = [], []
+    for rng in rngs:
+        affine.append(rng.uniform(-jitter, jitter, size=pts1.shape).astype(np.float32))
+        fields.append((rng.uniform(-1, 1, size=(h, w)), rng.uniform(-1, 1, size=(h, w))))
+    pts2 = pts1[None] + np.stack(affine)  # (N, 3, 2) float32, as (x, y) pairs
+    system = np.concatenate([pts1.astype(np.float64), np.ones((3, 1))], axis=1)  # cv2.getAffineTransform
+    matrices = np.linalg.solve(system[None], pts2.astype(np.float64)).transpose(0, 2, 1)  # (N, 2, 3)
+    sy, sx, fy, fx = affine_sources(matrices, h, w)
+    table = np.float32(np.arange(32)) / np.float32(32)  # cv2's INTER_TAB_SIZE linear weights, float32
+    warped = bilinear_gather(x / 255, sy, sx, table[fy], table[fx], reflect101)
+
+    raw = np.stack([np.stack(pair) for pair in fields])  # (N, 2, H, W): dx's draw, then dy's
+    if sigma > 0:
+        smooth = ndi.gaussian_filter(raw, sigma=(0, 0, sigma, sigma), mode="reflect", truncate=3)
+    else:
+        smooth = raw.copy()
+    displacement = (smooth * alpha).astype(np.float32).astype(np.float64)
+    rows = np.arange(h)[None, :, None] + displacement[:, 1]
+    cols = np.arange(w)[None, None, :] + displacement[:, 0]
+    y0, x0 = np.floor(rows), np.floor(cols)
+    out = bilinear_gather(warped, y0.astype(np.int64), x0.astype(np.int64), rows - y0, cols - x0, reflect,
+                           dtype=torch.float64)
+    return out.clamp(0, 1) * 255
+
+
+def _spatter(x, c, rngs):
+    mean, std, sigma, threshold, intensity, mud = c
+    h, w = x.shape[2:]
+    liquid = np.stack([rng.normal(size=(h, w), loc=mean, scale=std) for rng in rngs])
+    liquid = ndi.gaussian_filter(liquid, sigma=(0, sigma, sigma), mode="nearest", truncate=4.0)
+    liquid[liquid < threshold] = 0
+    unit = x / 255
+    if mud == 0:
+        m = spatter_water_masks(liquid)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = m / m.max(axis=(1, 2), keepdims=True) * intensity
+        mask = to_device(m, x)[:, None]
+        # the reference adds (175, 238, 238) / 255 in "BGR" order to an RGB image: red gets 175
+        color = torch.tensor([175 / 255, 238 / 255, 238 / 255], device=x.device).view(1, 3, 1, 1)
+        return torch.nan_to_num((unit + mask * color).clamp(0, 1) * 255, nan=0.0)
+    m = (liquid > threshold).astype(np.float32)
+    m = ndi.gaussian_filter(m, sigma=(0, intensity, intensity), mode="nearest", truncate=4.0)
+    m[m < 0.8] = 0
+    mask = to_device(m, x)[:, None]
+    color = torch.tensor([63 / 255, 42 / 255, 20 / 255], device=x.device).view(1, 3, 1, 1) * mask
+    return (unit * (1 - mask) + color).clamp(0, 1) * 255
+
+
+FUNCTIONS = {
+    "gaussian_noise": _gaussian_noise, "shot_noise": _shot_noise, "impulse_noise": _impulse_noise,
+    "defocus_blur": _defocus_blur, "glass_blur": _glass_blur, "motion_blur": _motion_blur, "zoom_blur": _zoom_blur,
+    "snow": _snow, "frost": _frost, "fog": _fog, "brightness": _brightness, "contrast": _contrast,
+    "elastic_transform": _elastic_transform, "pixelate": _pixelate, "jpeg_compression": _jpeg_compression,
+    "speckle_noise": _speckle_noise, "gaussian_blur": _gaussian_blur_corruption, "spatter": _spatter,
+    "saturate": _saturate,
+}

@@ -1,0 +1,312 @@
+"""The image operations the corruptions are built from, batched on tensors: separable and tap
+convolutions, zooms, motion-blur shifts, HSV, OpenCV's warpAffine sampling and the OpenCV steps of
+spatter (Canny, distance transform, histogram equalisation), each transcribed to match its reference."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import scipy.ndimage as ndi
+import torch
+import torch.nn.functional as F
+
+
+def to_device(array: np.ndarray, like: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device=like.device, dtype=dtype)
+
+
+def hwc_draws(rngs, draw) -> np.ndarray:
+    """Per-image draws of shape (H, W, C) (the reference's layout) stacked and turned to (N, C, H, W)."""
+    return np.stack([draw(rng) for rng in rngs]).transpose(0, 3, 1, 2)
+
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """scipy.ndimage.gaussian_filter1d's weights (what skimage.filters.gaussian uses)."""
+    radius = int(truncate * float(sigma) + 0.5)
+    grid = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (sigma * sigma) * grid ** 2)
+    return phi / phi.sum()
+
+
+def correlate_taps(x: torch.Tensor, kernel: np.ndarray, mode: str) -> torch.Tensor:
+    """Correlate every (H, W) plane of x (..., H, W) with a 2-D kernel by shifted adds, tap by tap in a
+    fixed order: no convolution algorithm or matrix-product blocking chosen by the batch size, so an
+    image's result never depends on what else is in the batch."""
+    kh, kw = kernel.shape
+    ph, pw = kh // 2, kw // 2
+    h, w = x.shape[-2:]
+    shape = x.shape
+    padded = F.pad(x.reshape(-1, 1, h, w), (pw, pw, ph, ph), mode=mode)[:, 0] if (ph or pw) else x.reshape(-1, h, w)
+    out = torch.zeros(padded.shape[0], h, w, dtype=x.dtype, device=x.device)
+    for i in range(kh):
+        for j in range(kw):
+            if kernel[i, j] != 0:
+                out.add_(padded[:, i:i + h, j:j + w], alpha=float(kernel[i, j]))  # no temporary
+    return out.reshape(shape)
+
+
+def separable(x: torch.Tensor, kernel: np.ndarray, mode: str) -> torch.Tensor:
+    """Correlate every (H, W) plane of x (..., H, W) with `kernel` along columns (axis H), then rows."""
+    x = correlate_taps(x, kernel[:, None], mode)
+    return correlate_taps(x, kernel[None, :], mode)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """skimage.filters.gaussian(channel_axis=-1): scipy's kernel, truncate 4, 'nearest' border."""
+    return separable(x, gaussian_kernel1d(sigma), "replicate")
+
+
+@cache
+def zoom_taps(size: int, factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """make_cifar_c's clipped_zoom along one axis: crop the centre ceil(size / factor), scipy.ndimage.zoom
+    (order=1) it, keep the middle `size` samples. Per output sample: its two source samples and weights."""
+    crop = int(np.ceil(size / factor))
+    top = (size - crop) // 2
+    zoomed = round(crop * factor)  # scipy.ndimage.zoom's output length
+    trim = (zoomed - size) // 2
+    step = (crop - 1) / (zoomed - 1) if zoomed > 1 else 0.0  # scipy, grid_mode=False
+    position = (trim + np.arange(size)) * step
+    low = np.minimum(np.floor(position).astype(np.int64), crop - 1)
+    fraction = position - low
+    high = np.minimum(low + 1, crop - 1)
+    fraction = np.where(low + 1 < crop, fraction, 0.0)
+    return top + low, top + high, 1 - fraction, fraction
+
+
+def clipped_zoom(planes: torch.Tensor, factor: float) -> torch.Tensor:
+    """clipped_zoom of (..., H, W) planes, as two gathers and weighted adds per axis."""
+    h, w = planes.shape[-2:]
+    low, high, w_low, w_high = (torch.as_tensor(a, device=planes.device) for a in zoom_taps(h, factor))
+    planes = (planes.index_select(-2, low) * w_low.to(planes.dtype)[:, None]
+              + planes.index_select(-2, high) * w_high.to(planes.dtype)[:, None])
+    low, high, w_low, w_high = (torch.as_tensor(a, device=planes.device) for a in zoom_taps(w, factor))
+    return planes.index_select(-1, low) * w_low.to(planes.dtype) + planes.index_select(-1, high) * w_high.to(planes.dtype)
+
+
+def motion_shifts(width: int, angles_degrees: np.ndarray, height_limit: int, width_limit: int):
+    """imagecorruptions' _motion_blur: each tap's (dy, dx) per image, and whether the tap counts
+    (the loop stops at the first tap that leaves the image)."""
+    i = np.arange(width)
+    radians = np.deg2rad(angles_degrees)[:, None]
+    point0, point1 = width * np.sin(radians), width * np.cos(radians)
+    hypot = np.hypot(point0, point1)
+    dy = -np.ceil((i * point0) / hypot - 0.5).astype(np.int64)
+    dx = -np.ceil((i * point1) / hypot - 0.5).astype(np.int64)
+    inside = (np.abs(dy) < height_limit) & (np.abs(dx) < width_limit)
+    counts = np.cumprod(inside, axis=1).astype(bool)
+    return dy, dx, counts
+
+
+def motion_blur_planes(planes: torch.Tensor, radius: int, sigma: float, angles: np.ndarray) -> torch.Tensor:
+    """imagecorruptions' _motion_blur on (N, C, H, W) with one angle per image, as per-tap gathers."""
+    n, c, h, w = planes.shape
+    width = 2 * radius + 1
+    kernel = np.exp(-np.arange(width) ** 2 / (2 * sigma ** 2)) / (np.sqrt(2 * np.pi) * sigma)
+    kernel = kernel / kernel.sum()
+    dy, dx, counts = motion_shifts(width, angles, h, w)
+    rows = np.clip(np.arange(h)[None, None, :] - dy[:, :, None], 0, h - 1)  # shifted[y] = image[clip(y - dy)]
+    cols = np.clip(np.arange(w)[None, None, :] - dx[:, :, None], 0, w - 1)
+    flat = torch.from_numpy(rows[:, :, :, None] * w + cols[:, :, None, :]).to(planes.device)  # (N, T, H, W)
+    weights = torch.from_numpy(kernel[None, :] * counts).to(planes.device, planes.dtype)  # (N, T)
+    source = planes.reshape(n, c, h * w)
+    out = torch.zeros_like(source)
+    for tap in range(width):
+        index = flat[:, tap].reshape(n, 1, h * w).expand(n, c, h * w)
+        out += weights[:, tap, None, None] * source.gather(2, index)
+    return out.reshape(n, c, h, w)
+
+
+def rgb2hsv(unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """skimage.color.rgb2hsv's arithmetic, op for op, on (N, 3, H, W) float64: hue, saturation, value."""
+    r, g, b = unit[:, 0], unit[:, 1], unit[:, 2]
+    value = unit.amax(1)
+    delta = value - unit.amin(1)
+    flat = delta == 0
+    safe = torch.where(flat, 1.0, delta)
+    saturation = torch.where(flat, 0.0, delta / torch.where(value == 0, 1.0, value))
+    hue = (g - b) / safe
+    hue = torch.where(g == value, 2.0 + (b - r) / safe, hue)
+    hue = torch.where(b == value, 4.0 + (r - g) / safe, hue)  # later cases win, as in skimage
+    hue = torch.where(flat, 0.0, torch.remainder(hue / 6.0, 1.0))
+    return hue, saturation, value
+
+
+def hsv2rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """skimage.color.hsv2rgb's arithmetic on (N, H, W) planes; returns (N, 3, H, W)."""
+    sector = torch.floor(hue * 6)
+    f = hue * 6 - sector
+    p = value * (1 - saturation)
+    q = value * (1 - f * saturation)
+    t = value * (1 - (1 - f) * saturation)
+    v = value
+    sector = torch.remainder(sector, 6).long()
+    choices = torch.stack([torch.stack(channels, 1) for channels in
+                           ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])  # (6, N, 3, H, W)
+    index = sector[None, :, None].expand(1, -1, 3, -1, -1)
+    return choices.gather(0, index)[0]
+
+
+def affine_sources(matrices: np.ndarray, h: int, w: int):
+    """cv2.warpAffine's source positions (INTER_LINEAR): the inverse matrix in 10-bit fixed point,
+    rounded to 1/32 pixel; returns integer (y, x) and the 1/32 fractions, each (N, H, W)."""
+    m = matrices
+    det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
+    det = np.where(det != 0, 1.0 / np.where(det != 0, det, 1.0), 0.0)
+    a11, a22 = m[:, 1, 1] * det, m[:, 0, 0] * det
+    a12, a21 = -m[:, 0, 1] * det, -m[:, 1, 0] * det
+    b1 = -a11 * m[:, 0, 2] - a12 * m[:, 1, 2]
+    b2 = -a21 * m[:, 0, 2] - a22 * m[:, 1, 2]
+    scale = 1024  # AB_SCALE
+    cols = np.arange(w)
+    rows = np.arange(h)
+    adelta = np.rint(a11[:, None] * cols[None, :] * scale).astype(np.int64)  # (N, W)
+    bdelta = np.rint(a21[:, None] * cols[None, :] * scale).astype(np.int64)
+    x0 = np.rint((a12[:, None] * rows[None, :] + b1[:, None]) * scale).astype(np.int64) + 16  # (N, H)
+    y0 = np.rint((a22[:, None] * rows[None, :] + b2[:, None]) * scale).astype(np.int64) + 16
+    big_x = (x0[:, :, None] + adelta[:, None, :]) >> 5
+    big_y = (y0[:, :, None] + bdelta[:, None, :]) >> 5
+    return big_y >> 5, big_x >> 5, big_y & 31, big_x & 31
+
+
+def reflect101(index: np.ndarray, size: int) -> np.ndarray:
+    if size == 1:
+        return np.zeros_like(index)
+    period = 2 * size - 2
+    index = np.abs(index) % period
+    return np.where(index >= size, period - index, index)
+
+
+def reflect(index: np.ndarray, size: int) -> np.ndarray:
+    """scipy.ndimage's 'reflect' (half-sample symmetric) on integer sample positions."""
+    period = 2 * size
+    index = index % period
+    return np.where(index >= size, period - 1 - index, index)
+
+
+def bilinear_gather(planes: torch.Tensor, y0, x0, fy, fx, fold, dtype=torch.float32) -> torch.Tensor:
+    """sum over the 4 neighbours of planes[n, :, fold(y), fold(x)] * weight; y0, x0 integer (N, H, W),
+    fy, fx float fractions (N, H, W) given as numpy."""
+    n, c, h, w = planes.shape
+    flat = planes.reshape(n, c, h * w)
+    out = torch.zeros_like(flat)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            index = fold(y0 + dy, h) * w + fold(x0 + dx, w)
+            weight = torch.from_numpy(np.ascontiguousarray(wy * wx)).to(planes.device, dtype).reshape(n, 1, h * w)
+            gather_index = torch.from_numpy(index.reshape(n, 1, h * w)).to(planes.device).expand(n, c, h * w)
+            out += weight * flat.gather(2, gather_index)
+    return out.reshape(n, c, h, w)
+
+
+CANNY_TG22 = int(0.4142135623730950488016887242097 * (1 << 15) + 0.5)
+
+
+def correlate_int(images: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarray:
+    """3x3 correlation of (N, H, W) in integers; mode 'nearest' (replicate) or 'mirror' (reflect-101)."""
+    padded = np.pad(images.astype(np.int64), ((0, 0), (1, 1), (1, 1)), mode="edge" if mode == "nearest" else "reflect")
+    h, w = images.shape[1:]
+    out = np.zeros(images.shape, dtype=np.int64)
+    for i in range(3):
+        for j in range(3):
+            if kernel[i, j]:
+                out += int(kernel[i, j]) * padded[:, i:i + h, j:j + w]
+    return out
+
+
+def canny(images: np.ndarray, low: int = 50, high: int = 150) -> np.ndarray:
+    """cv2.Canny(img, 50, 150) (aperture 3, L1 gradient) on (N, H, W) uint8: Sobel with replicated
+    borders, non-maximum suppression in OpenCV's fixed-point sectors, hysteresis over 8-neighbours."""
+    sobel = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]])
+    dx = correlate_int(images, sobel, "nearest")
+    dy = correlate_int(images, sobel.T, "nearest")
+    mag = np.abs(dx) + np.abs(dy)
+    padded = np.pad(mag, ((0, 0), (1, 1), (1, 1)))
+    h, w = images.shape[1:]
+
+    def neighbour(oy, ox):
+        return padded[:, 1 + oy:1 + oy + h, 1 + ox:1 + ox + w]
+
+    ax = np.abs(dx)
+    ay = np.abs(dy) << 15
+    tg22x = ax * CANNY_TG22
+    tg67x = tg22x + (ax << 16)
+    s = np.where((dx ^ dy) < 0, -1, 1)
+    horizontal = (mag > neighbour(0, -1)) & (mag >= neighbour(0, 1))
+    vertical = (mag > neighbour(-1, 0)) & (mag >= neighbour(1, 0))
+    diagonal_plus = (mag > neighbour(-1, -1)) & (mag > neighbour(1, 1))  # s = 1: previous row j-1, next row j+1
+    diagonal_minus = (mag > neighbour(-1, 1)) & (mag > neighbour(1, -1))
+    diagonal = np.where(s > 0, diagonal_plus, diagonal_minus)
+    keep = np.where(ay < tg22x, horizontal, np.where(ay > tg67x, vertical, diagonal))
+    candidate = (mag > low) & keep
+    strong = candidate & (mag > high)
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = True
+    labels, count = ndi.label(candidate, structure=structure)
+    kept = np.zeros(count + 1, dtype=bool)
+    kept[np.unique(labels[strong])] = True
+    kept[0] = False
+    return np.where(kept[labels], 255, 0).astype(np.uint8)
+
+
+def distance_5x5(images: np.ndarray) -> np.ndarray:
+    """cv2.distanceTransform(img, DIST_L2, 5): OpenCV's two-pass 5x5 chamfer in 16-bit fixed point, to the
+    nearest zero pixel, for (N, H, W) at once."""
+    hv, diag, long = (round(m * 65536) for m in (1.0, 1.4, 2.1969))
+    n, h, w = images.shape
+    far = 2 ** 31 - 1
+    tmp = np.full((n, h + 4, w + 4), far, dtype=np.int64)
+    forward = ((-2, -1, long), (-2, 1, long), (-1, -2, long), (-1, -1, diag), (-1, 0, hv), (-1, 1, diag),
+               (-1, 2, long), (0, -1, hv))
+    for i in range(h):
+        for j in range(w):
+            y, x = i + 2, j + 2
+            best = np.min(np.stack([tmp[:, y + oy, x + ox] + d for oy, ox, d in forward]), axis=0)
+            tmp[:, y, x] = np.where(images[:, i, j] == 0, 0, best)
+    for i in range(h - 1, -1, -1):
+        for j in range(w - 1, -1, -1):
+            y, x = i + 2, j + 2
+            current = tmp[:, y, x]
+            best = np.min(np.stack([current] + [tmp[:, y - oy, x - ox] + d for oy, ox, d in forward]), axis=0)
+            tmp[:, y, x] = np.where(current > hv, best, current)
+    return (tmp[:, 2:h + 2, 2:w + 2] * np.float32(1 / 65536)).astype(np.float32)
+
+
+def box3(images: np.ndarray) -> np.ndarray:
+    """cv2.blur(img, (3, 3))'s sums over a reflect-101 border (the caller scales and rounds)."""
+    if np.issubdtype(images.dtype, np.integer):
+        return correlate_int(images, np.ones((3, 3), dtype=np.int64), "mirror")
+    h, w = images.shape[1:]
+    padded = np.pad(images.astype(np.float64), ((0, 0), (1, 1), (1, 1)), mode="reflect")
+    return sum(padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3))
+
+
+def equalize_hist(images: np.ndarray) -> np.ndarray:
+    out = np.empty_like(images)
+    for k, image in enumerate(images):
+        hist = np.bincount(image.ravel(), minlength=256)
+        first = int(np.flatnonzero(hist)[0])
+        total = image.size
+        if hist[first] == total:
+            out[k] = first
+            continue
+        scale = np.float32(255.0 / (total - hist[first]))
+        lut = np.zeros(256, dtype=np.uint8)
+        sums = np.cumsum(hist[first + 1:])
+        lut[first + 1:] = np.clip(np.rint(sums.astype(np.float32) * scale), 0, 255).astype(np.uint8)
+        out[k] = lut[image]
+    return out
+
+
+def spatter_water_masks(liquid: np.ndarray) -> np.ndarray:
+    """make_cifar_c's water branch up to m (before /max): OpenCV's chain, transcribed, for (N, H, W)."""
+    liquid8 = (liquid * 255).astype(np.uint8)
+    dist = (255 - canny(liquid8)).astype(np.uint8)
+    dist = distance_5x5(dist)
+    dist = np.minimum(dist, np.float32(20))
+    dist = (box3(dist) * (1 / 9)).astype(np.float32).astype(np.uint8)
+    dist = equalize_hist(dist)
+    ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
+    dist = np.clip(correlate_int(dist, ker, "mirror"), 0, 255).astype(np.uint8)
+    dist = np.clip(np.rint(box3(dist) / 9.0), 0, 255).astype(np.uint8).astype(np.float32)
+    return liquid8 * dist
