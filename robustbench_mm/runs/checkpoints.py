@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from robustbench_mm.common.storage import atomic_write, atomic_write_json, read_json
 from robustbench_mm.config import TrainConfig
 from robustbench_mm.errors import UsageError
-from robustbench_mm.models.preact import PreActResNet, model_from_config
+from robustbench_mm.models.factory import model_from_config
 
 META_FILE = "meta.json"
 STATE_FILE = "state.safetensors"
@@ -158,7 +158,7 @@ def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
 class LoadedModel:
     """A trained model ready for evaluation, with the settings it was trained with."""
 
-    model: PreActResNet
+    model: torch.nn.Module  # a PreActResNet, or a ThermometerPreActResNet for a thermometer run
     config: TrainConfig
     meta: dict[str, Any]
     run_dir: Path

@@ -1,4 +1,6 @@
-"""Training: baseline, input mixup and manifold mixup PreActResNets, resumable and reproducible.
+"""Training: baseline, input mixup and manifold mixup PreActResNets, and Table 5's two controls (PGD
+adversarial training, `train.adversarial`; thermometer encoding, `models.thermometer`), resumable
+and reproducible.
 
 The loop follows airbench's recipe for speed: the dataset sits on the device, batches are
 augmented there, mixup randomness for a whole epoch is drawn up front on the host and copied
@@ -22,14 +24,16 @@ import torch
 from robustbench_mm.common.progress import progress_bar
 from robustbench_mm.common.runtime import provenance, resolve_device, seed_everything
 from robustbench_mm.common.storage import ensure_writable_dir, folder_lock
-from robustbench_mm.config import TrainConfig
+from robustbench_mm.config import MIXUP_METHODS, TrainConfig
 from robustbench_mm.data.images import DeviceBatches, ImageSet, check_batch_size, load_dataset
 from robustbench_mm.errors import MMRobustError, UsageError
 from robustbench_mm.models.metrics import evaluate
-from robustbench_mm.models.preact import MixSpec, model_from_config
+from robustbench_mm.models.factory import model_from_config
+from robustbench_mm.models.preact import MixSpec
 from robustbench_mm.runs.checkpoints import (
     META_FILE, META_FORMAT, STATE_FILE, WEIGHT_FILES, load_tensors, parse_state_metadata, save_tensors, save_weights,
     state_metadata, write_meta)
+from robustbench_mm.train.adversarial import adversarial_examples, adversarial_training_meta
 from robustbench_mm.train.fgsm_monitor import fgsm_during_training, resolve_fgsm_examples
 from robustbench_mm.models.losses import LOSSES
 from robustbench_mm.train.mixup import eligible_mix_points, soft_targets
@@ -97,6 +101,7 @@ class Trainer:
         self.step_model = torch.compile(self.model) if c.compile else self.model
         self.loss_fn = LOSSES[c.loss]
         self.mix_points = eligible_mix_points(c.method, c.mix_layers)
+        self.adversarial = c.method == "adversarial"
 
     # ---- checkpoints -------------------------------------------------------------------
 
@@ -159,7 +164,7 @@ class Trainer:
             "run": c.run_name,
             "dataset": c.dataset,
             "method": c.method,
-            "alpha": c.alpha if c.method != "baseline" else None,
+            "alpha": c.alpha if c.method in MIXUP_METHODS else None,
             "arch": c.arch,
             "num_classes": c.num_classes,
             "seed": c.seed,
@@ -170,11 +175,22 @@ class Trainer:
             "checkpoints": checkpoints,
             "history": self.state.history,
             "config": c.to_dict(),
+            **self._method_meta(),
             "device": str(self.device),
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **provenance(),
         }
         write_meta(self.run_dir, meta)
+
+    def _method_meta(self) -> dict[str, Any]:
+        """The two controls' settings, spelled out for the tables (they are in `config` too)."""
+        c = self.config
+        if c.method == "adversarial":
+            return {"adversarial_training": adversarial_training_meta(c)}
+        if c.method == "thermometer":
+            return {"input_encoding": {"kind": "thermometer", "levels": c.thermometer_levels,
+                                       "differentiable": False, "bpda_surrogate": "Athalye et al. (2018)"}}
+        return {}
 
     def _prepare_run_dir(self, resume: bool, force: bool) -> bool:
         """Returns True when training should continue from saved state. Writes nothing."""
@@ -239,10 +255,15 @@ class Trainer:
 
         Returns the detached loss and the number of correct predictions (under mixup each image
         counts lam towards its own label and 1 - lam towards its partner's), both still on the
-        device so that the caller never waits for it.
+        device so that the caller never waits for it. With ``--method adversarial`` the batch is first
+        replaced by its PGD adversarial examples (`train.adversarial`, model in train mode), and the
+        loss and accuracy are those of the adversarial batch.
         """
         c = self.config
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_cuda and c.precision == "bf16"):
+            if self.adversarial:
+                x = adversarial_examples(self.step_model, x, y, c.adv_eps, c.adv_step_size, c.adv_steps,
+                                         self.generator)
             logits = self.step_model(x, mix)
         loss = self.loss_fn(logits, soft_targets(y, c.num_classes, mix))
         self.optimizer.zero_grad(set_to_none=True)
