@@ -15,6 +15,7 @@ from robustbench_mm.attacks import PROTOCOLS, input_gradient, pgd, random_start
 from robustbench_mm.cli import main
 from robustbench_mm.config import train_config_for_preset
 from robustbench_mm.errors import UsageError
+from robustbench_mm.models.factory import model_from_config
 from robustbench_mm.models.thermometer import ThermometerPreActResNet, bpda
 from robustbench_mm.runs.checkpoints import load_model
 from robustbench_mm.train.trainer import Trainer, train
@@ -145,6 +146,15 @@ def test_presets_state_the_inner_attack():
         assert (config.adv_eps, config.adv_step_size, config.adv_steps) == (8 / 255, 2 / 255, steps)
         assert config.alpha == 0 and config.run_name.endswith("-preactresnet18-adversarial")
     assert train_config_for_preset("fast", method="thermometer").thermometer_levels == 16
+
+
+def test_model_from_config_builds_the_configs_encoding():
+    model = model_from_config(train_config_for_preset("smoke", method="thermometer", thermometer_levels=4, width=4))
+    assert isinstance(model, ThermometerPreActResNet) and model.levels == 4
+    assert model.network.conv1.in_channels == 12 and model.network.std.shape == (1, 12, 1, 1)
+    assert not hasattr(model, "std")  # no pixel-scale std: the paper protocol must not apply
+    plain = model_from_config(train_config_for_preset("smoke", method="adversarial", width=4))
+    assert plain.conv1.in_channels == 3
 
 
 @pytest.mark.parametrize("overrides, message", [
