@@ -13,11 +13,13 @@ from torch import nn
 from conftest import tiny_config
 from robustbench_mm.attacks import PROTOCOLS, input_gradient, pgd, random_start
 from robustbench_mm.cli import main
-from robustbench_mm.config import train_config_for_preset
+from robustbench_mm.config import METHOD_SETTINGS, train_config_for_preset
 from robustbench_mm.errors import UsageError
 from robustbench_mm.models.factory import model_from_config
 from robustbench_mm.models.thermometer import ThermometerPreActResNet, bpda
-from robustbench_mm.runs.checkpoints import load_model
+from robustbench_mm.pipeline import finished_training
+from robustbench_mm.runs.checkpoints import (
+    STATE_FILE, load_model, load_tensors, parse_state_metadata, save_tensors, state_metadata)
 from robustbench_mm.train.trainer import Trainer, train
 
 SMALL = dict(width=4, epochs=2, milestones=(1,), batch_size=32, n_train=64, n_test=24, fgsm_eval_examples=24)
@@ -186,3 +188,20 @@ def test_cli_bad_settings_are_one_line_exit_2(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "ck").exists()
+
+
+def test_a_run_saved_before_the_control_settings_existed_still_resumes_and_counts_as_finished(tmp_path):
+    # The smoke preset sets adv_steps = 3; an older run's config lacks it and reads back the default 7.
+    config = small_config(tmp_path, "baseline", epochs=1, milestones=(1,), fgsm_eval_examples=0)
+    run_dir = train(config, progress=False)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    for name in METHOD_SETTINGS:
+        del meta["config"][name]
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    tensors, metadata = load_tensors(run_dir / STATE_FILE)
+    payload = parse_state_metadata(run_dir / STATE_FILE, metadata)
+    for name in METHOD_SETTINGS:
+        del payload["config"][name]
+    save_tensors(run_dir / STATE_FILE, tensors, state_metadata(payload))
+    assert finished_training(config)  # `reproduce` does not retrain it
+    assert train(config, resume=True, progress=False) == run_dir  # and --resume does not refuse it

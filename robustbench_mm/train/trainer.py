@@ -24,7 +24,7 @@ import torch
 from robustbench_mm.common.progress import progress_bar
 from robustbench_mm.common.runtime import provenance, resolve_device, seed_everything
 from robustbench_mm.common.storage import ensure_writable_dir, folder_lock
-from robustbench_mm.config import MIXUP_METHODS, TrainConfig
+from robustbench_mm.config import MIXUP_METHODS, TrainConfig, unused_settings
 from robustbench_mm.data.images import DeviceBatches, ImageSet, check_batch_size, load_dataset
 from robustbench_mm.errors import MMRobustError, UsageError
 from robustbench_mm.models.metrics import evaluate
@@ -41,6 +41,12 @@ from robustbench_mm.train.mixup import eligible_mix_points, soft_targets
 # Settings that may differ between a run and its --resume without changing the result.
 # (The in-training FGSM only measures, so its subset may change too; each history record names its size.)
 RESUME_FREE = {"device", "out", "data_dir", "download", "eval_batch_size", "compile", "fgsm_eval_examples"}
+
+
+def resume_free(config: TrainConfig) -> set[str]:
+    """RESUME_FREE plus the settings of methods other than the run's (`config.unused_settings`)."""
+    return RESUME_FREE | unused_settings(config)
+
 # The files a run folder holds that training writes (and --force replaces); nothing else there is touched.
 RUN_FILES = (STATE_FILE, META_FILE, *WEIGHT_FILES.values())
 REPLACED_DIR = ".replaced-by-force"  # the old run while --force trains its replacement
@@ -130,7 +136,8 @@ class Trainer:
         payload = parse_state_metadata(path, metadata)
         saved = TrainConfig.from_dict(payload["config"]).to_dict()
         ours = self.config.to_dict()
-        differing = sorted(k for k in ours if k not in RESUME_FREE and ours[k] != saved[k])
+        free = resume_free(self.config)
+        differing = sorted(k for k in ours if k not in free and ours[k] != saved[k])
         if differing:
             changes = ", ".join(f"{k}={saved[k]!r} (now {ours[k]!r})" for k in differing)
             raise UsageError(f"--resume with different settings than run {self.config.run_name!r} was started with: "
