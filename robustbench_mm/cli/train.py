@@ -38,8 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--preset", default="fast", help=f"one of {', '.join(PRESETS)} (default: fast)")
     p.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} ({_default('dataset')})")
     p.add_argument("--method", default="all",
-                   help=f"one of {', '.join(METHODS)}, or 'all' for the four mixup table models (default: all; "
-                        "adversarial and thermometer are trained only when named)")
+                   help=f"one of {', '.join(METHODS)}, or 'all' for the four mixup-study models: baseline, input "
+                        "alpha 1 and 2, manifold alpha 2 (default: all; adversarial and thermometer are trained only "
+                        "when named)")
     p.add_argument("--alpha", type=float, help="Beta(alpha, alpha) for lambda (default: input 1.0, manifold 2.0; "
                                                "not accepted with --method baseline, adversarial, thermometer)")
     p.add_argument("--adv-eps", type=float,
