@@ -1,4 +1,4 @@
-"""Training: mixup step time over baseline step time, and our device-resident batched input
+"""Training: mixup, adversarial-training and thermometer step time over baseline step time, and our device-resident batched input
 pipeline against a torchvision DataLoader with per-image transforms, both over the real
 `Trainer` step (`Trainer.train_epoch` / `Trainer.train_step`)."""
 
@@ -38,16 +38,27 @@ def device_batches(trainer: Trainer, data: ImageSet) -> DeviceBatches:
                          channels_last=trainer.use_cuda and c.channels_last)
 
 
+# Inner PGD steps of adversarial training as measured: on CUDA the paper/fast presets' 7 (Madry et al.),
+# on a CPU the smoke preset's 3, which is what `make demo` trains there.
+ADV_STEPS = {"cuda": 7}
+
+
 def step_ratios(profile, device: torch.device, data_dir: str) -> dict:
-    """Per-step time of the real training loop for baseline, input mixup and manifold mixup."""
+    """Per-step time of the real training loop for baseline, input mixup, manifold mixup, PGD adversarial
+    training and thermometer encoding, interleaved in one run."""
     data = benchmark_dataset(device, data_dir)
     subset = data.subset(profile.train_steps * profile.batch).to(device)
     loops = {}
+    adv_steps = ADV_STEPS.get(device.type)
     # A second, differently seeded baseline measures the noise floor: its ratio to the first
     # shows how far from 1 a ratio strays on this machine when the work is the same.
     for name, method, seed in (("baseline", "baseline", 0), ("input", "input", 0), ("manifold", "manifold", 0),
+                               ("adversarial", "adversarial", 0), ("thermometer", "thermometer", 0),
                                ("baseline-2", "baseline", 1)):
-        trainer = make_trainer(method, profile.width, profile.batch, device, seed=seed)
+        extra = {"adv_steps": adv_steps} if method == "adversarial" and adv_steps else {}
+        trainer = make_trainer(method, profile.width, profile.batch, device, seed=seed, **extra)
+        if method == "adversarial":
+            adv_config = trainer.config
         loops[name] = partial(trainer.train_epoch, device_batches(trainer, subset))
     seconds = interleaved(loops, device, profile.train_rounds)
     per_step = {name: [s / profile.train_steps for s in times] for name, times in seconds.items()}
@@ -61,6 +72,14 @@ def step_ratios(profile, device: torch.device, data_dir: str) -> dict:
                      ratio(per_step["input"], baseline), ("<=", 1.03)),
         ratio_figure("training.manifold_over_baseline", "manifold mixup step / baseline step",
                      ratio(per_step["manifold"], baseline), ("<=", 1.03)),
+        # Adversarial training does adv_steps forward+backward passes to the input, then the training step:
+        # about (adv_steps + 1) baseline steps (the input gradient skips the weight gradients, so a bit less).
+        ratio_figure("training.adversarial_over_baseline",
+                     f"PGD-{adv_config.adv_steps} adversarial training step / baseline step",
+                     ratio(per_step["adversarial"], baseline), ("<=", adv_config.adv_steps + 1.5)),
+        ratio_figure("training.thermometer_over_baseline",
+                     f"thermometer ({adv_config.thermometer_levels} levels) step / baseline step",
+                     ratio(per_step["thermometer"], baseline)),
     ]
     figures += [figure(f"training.{name}_step_ms", f"{name} step time", 1000 * median(times), "ms")
                 for name, times in per_step.items()]
@@ -68,7 +87,10 @@ def step_ratios(profile, device: torch.device, data_dir: str) -> dict:
                                             median(baseline))
     figures += mix_figures
     settings = {"model": f"PreActResNet18 width {profile.width}", "batch": profile.batch,
-                "steps_per_round": profile.train_steps, "data": data.name}
+                "steps_per_round": profile.train_steps, "data": data.name,
+                "adversarial": f"L-inf PGD, random start, eps {adv_config.adv_eps:.4f}, step "
+                               f"{adv_config.adv_step_size:.4f}, {adv_config.adv_steps} steps, model in train mode",
+                "thermometer_levels": adv_config.thermometer_levels}
     notes = ["A step is one iteration of `Trainer.train_epoch`: device-side crop/flip augmentation, mixup draw, "
              "forward, loss, backward, SGD update and on-device bookkeeping; the epoch's one host sync is included.",
              "The mix is `lam * h + (1 - lam) * h[perm]` at mixing point 0 (input), 1 (stage-1 output, (batch, width, "
@@ -77,8 +99,12 @@ def step_ratios(profile, device: torch.device, data_dir: str) -> dict:
              f"Two identical baselines give per-round ratios from {noise_floor['min']:.3f} to "
              f"{noise_floor['max']:.3f} here (median {noise_floor['value']:.3f}), so a step ratio a few per cent "
              f"from 1 is within this machine's noise; the mix cost measured alone ({mix_share:.2f} % of a step) "
-             "is the precise figure for manifold mixup's extra work."]
-    return section("Training step: mixup over baseline", settings, figures, notes, per_step)
+             "is the precise figure for manifold mixup's extra work.",
+             "An adversarial-training step first runs the evaluation's PGD (`attacks.pgd.pgd`, standard protocol) "
+             "from a random start on the batch, all on the device, then the usual step on the adversarial batch; "
+             "(steps + 1) is the expected ratio. A thermometer step encodes the batch into 3 x levels channels, "
+             "so only the first convolution grows."]
+    return section("Training step: mixup, adversarial training and thermometer over baseline", settings, figures, notes, per_step)
 
 
 def plain_index_mix(hidden: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,11 @@ from robustbench_mm.errors import UsageError, check_choice, check_finite, check_
 from robustbench_mm.paper import TABLE5_EPS
 from robustbench_mm.presets import PRESETS, TRAINING
 
-
 DATASETS = ("cifar10", "cifar100", "digits")
-METHODS = ("baseline", "input", "manifold")
+MIXUP_METHODS = ("input", "manifold")  # the methods that draw a mixing coefficient from Beta(alpha, alpha)
+# Table 5's two controls: PGD adversarial training (Madry et al.) and thermometer encoding (Buckman et al.).
+CONTROL_METHODS = ("adversarial", "thermometer")
+METHODS = ("baseline", *MIXUP_METHODS, *CONTROL_METHODS)
 ARCHS = ("preactresnet18", "preactresnet34", "preactresnet152")
 LOSSES = ("bce", "ce")
 MIX_LAYER_SETS = ("paper", "all")
@@ -37,6 +39,12 @@ def check_seed(name: str, value) -> None:
         raise UsageError(f"{name} must be at most {MAX_SEED} (2**32 - 1), got {value}")
 
 
+def check_whole(name: str, value, minimum: int) -> None:
+    """A whole number (not a bool or float) of at least `minimum`."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise UsageError(f"{name} must be a whole number of at least {minimum}, got {value!r}")
+
+
 def check_folder_name(name: str, value: str) -> None:
     """One plain folder name, so a run can never land outside its root (no /, .., absolute or hidden path)."""
     if not isinstance(value, str) or value in ("", ".", "..") or value.startswith(".") or \
@@ -54,7 +62,7 @@ def check_fields_finite(config) -> None:
 
 
 # The paper's alpha per method; `--method all` trains exactly the models Tables 3, 5 and 7 need.
-DEFAULT_ALPHA = {"baseline": 0.0, "input": 1.0, "manifold": 2.0}
+DEFAULT_ALPHA = {"baseline": 0.0, "input": 1.0, "manifold": 2.0, "adversarial": 0.0, "thermometer": 0.0}
 TABLE_MODELS = (("baseline", 0.0), ("input", 1.0), ("input", 2.0), ("manifold", 2.0))
 
 
@@ -89,6 +97,13 @@ class TrainConfig:
     precision: str = "bf16"  # autocast dtype on CUDA; the CPU always trains in fp32
     channels_last: bool = True
     compile: bool = False
+    # --method adversarial (Madry et al.): L-inf PGD with a uniform random start on the [0, 1] pixel scale on
+    # every training batch (train/adversarial.py). RobustBench's PreActResNet-18 setting: 8/255, 2/255, 7 steps.
+    adv_eps: float = 8 / 255
+    adv_step_size: float = 2 / 255
+    adv_steps: int = 7
+    # --method thermometer (Buckman et al.): levels of the thermometer code, the model's first layer.
+    thermometer_levels: int = 16
     n_train: int | None = None  # a fixed subset, for tests and quick looks
     n_test: int | None = None
     data_dir: str = "data"
@@ -105,7 +120,16 @@ class TrainConfig:
         check_choice("preset", self.preset, PRESETS)
         check_choice("device", self.device, DEVICES)
         check_choice("precision", self.precision, PRECISIONS)
-        check_positive("--alpha", self.alpha, allow_zero=self.method == "baseline")
+        check_positive("--alpha", self.alpha, allow_zero=self.method not in MIXUP_METHODS)
+        if self.method in CONTROL_METHODS and self.alpha != 0:
+            raise UsageError(f"--alpha is the mixup coefficient; --method {self.method} mixes nothing, so it must "
+                             f"be 0, got {self.alpha:g}")
+        check_positive("--adv-eps", self.adv_eps)
+        if self.adv_eps > 1:
+            raise UsageError(f"--adv-eps is on the [0, 1] pixel scale (e.g. 8/255 = 0.0314), got {self.adv_eps:g}")
+        check_positive("--adv-step-size", self.adv_step_size)
+        check_whole("--adv-steps", self.adv_steps, minimum=1)
+        check_whole("--thermometer-levels", self.thermometer_levels, minimum=2)
         check_positive("--epochs", self.epochs)
         check_positive("--batch-size", self.batch_size)
         check_positive("--eval-batch-size", self.eval_batch_size)
@@ -143,9 +167,21 @@ class TrainConfig:
         return config_from_dict(cls, data)
 
 
+# Settings that only one method reads. A run of any other method cannot depend on them, so comparing a
+# run with its --resume (or `reproduce` with a finished run) skips them: runs saved before they existed
+# get today's defaults, which the smoke preset's adv_steps = 3 does not match.
+METHOD_SETTINGS = {"adv_eps": "adversarial", "adv_step_size": "adversarial", "adv_steps": "adversarial",
+                   "thermometer_levels": "thermometer"}
+
+
+def unused_settings(config: TrainConfig) -> set[str]:
+    """The `METHOD_SETTINGS` that `config.method` does not read."""
+    return {name for name, method in METHOD_SETTINGS.items() if method != config.method}
+
+
 def default_run_name(config: TrainConfig) -> str:
     name = f"{config.dataset}-{config.arch}-{config.method}"
-    if config.method != "baseline":
+    if config.method in MIXUP_METHODS:
         name += f"-a{config.alpha:g}"
     return name
 
@@ -333,5 +369,6 @@ def config_from_dict(cls, data: dict[str, Any]):
 
 __all__ = [
     "AttackConfig", "CalibrationConfig", "DeformConfig", "TrainConfig", "train_config_for_preset", "config_from_dict",
-    "DATASETS", "METHODS", "ARCHS", "TABLE_MODELS", "DEFAULT_ALPHA",
+    "METHOD_SETTINGS", "unused_settings", "DATASETS", "METHODS", "MIXUP_METHODS", "CONTROL_METHODS", "ARCHS",
+    "TABLE_MODELS", "DEFAULT_ALPHA",
 ]

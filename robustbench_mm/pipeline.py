@@ -26,7 +26,7 @@ from robustbench_mm.runs.meta import META_FILE, read_meta
 from robustbench_mm.runs.results import ConflictHint
 from robustbench_mm.runs.seeds import for_seeds
 from robustbench_mm.sources.loading import ModelSource, from_run
-from robustbench_mm.train.trainer import RESUME_FREE, train
+from robustbench_mm.train.trainer import resume_free, train
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,8 @@ def finished_training(config: TrainConfig) -> bool:
         return False
     meta = read_meta(run_dir)
     ours = config.to_dict()
-    return meta["complete"] and all(meta["config"][k] == ours[k] for k in ours if k not in RESUME_FREE)
+    free = resume_free(config)
+    return meta["complete"] and all(meta["config"][k] == ours[k] for k in ours if k not in free)
 
 
 def _stage(progress: bool, message: str) -> None:

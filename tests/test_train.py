@@ -117,7 +117,7 @@ def test_cli_method_all_trains_the_four_table_models(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--dataset", "mnist"], "unknown dataset 'mnist'; valid: cifar10, cifar100, digits"),
-    (["--method", "cutmix"], "unknown method 'cutmix'; valid: baseline, input, manifold, all"),
+    (["--method", "cutmix"], "unknown method 'cutmix'; valid: baseline, input, manifold, adversarial, thermometer, all"),
     (["--preset", "huge"], "unknown preset 'huge'; valid: paper, fast, smoke"),
     (["--arch", "resnet50"], "unknown architecture 'resnet50'"),
     (["--alpha", "0", "--method", "input"], "--alpha must be > 0, got 0.0"),

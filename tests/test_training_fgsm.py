@@ -11,7 +11,7 @@ from conftest import tiny_config
 from robustbench_mm.cli import main
 from robustbench_mm.data.images import load_dataset
 from robustbench_mm.errors import UsageError
-from robustbench_mm.models.preact import model_from_config
+from robustbench_mm.models.factory import model_from_config
 from robustbench_mm.train.fgsm_monitor import fgsm_during_training, resolve_fgsm_examples
 from robustbench_mm.train.trainer import train
 from test_train import FAST, assert_identical, weights

@@ -2,7 +2,8 @@
 
 - `core`: the two protocols (standard / paper), one input gradient, one signed step.
 - `fgsm`: FGSM at one eps or over a sweep from one gradient.
-- `pgd`: bounded and unbounded PGD, worst case over iterates, the active set.
+- `pgd`: bounded and unbounded PGD (optionally from Madry et al.'s random start), worst case over iterates,
+  the active set.
 - `apgd`: APGD-CE and APGD-T at the reference arithmetic, with the active set.
 - `fab`: FAB-T (targeted FAB, L-inf) at the reference arithmetic, with the active set.
 - `square`: the Square attack (L-inf, margin loss) at the reference arithmetic, with the active set.
@@ -26,7 +27,7 @@ from robustbench_mm.attacks.core import (
 from robustbench_mm.attacks.fgsm import FgsmSweep, fgsm, fgsm_sweep
 from robustbench_mm.attacks.pgd import (
     BOUNDED_PGD_STEP_FACTOR, WORST_CASE_DEFINITION, PgdRun, WorstCase, bounded_pgd_step_size, pgd, pgd_step,
-    pgd_worst_case)
+    pgd_worst_case, random_start)
 
 __all__ = [
     "BUDGETS", "REFERENCE", "STAGE_LABELS", "STAGES", "AutoAttackFlags", "AutoAttackSettings", "eps_name", "eps_text",
@@ -37,5 +38,5 @@ __all__ = [
     "check_eps_zero_is_clean", "check_input_gradients", "check_iterative_beats_single_step",
     "check_sweep_does_not_rise", "check_unbounded_pgd", "cross_entropy", "fgsm", "fgsm_sweep", "gradient_histogram",
     "gradient_size", "input_gradient", "largest_rise", "percent", "pgd", "pgd_step", "pgd_worst_case",
-    "signed_step",
+    "random_start", "signed_step",
 ]

@@ -60,20 +60,35 @@ def per_example_losses(protocol: Protocol, logits: torch.Tensor, labels: torch.T
         return torch.stack([protocol.summed_loss(logits[i:i + 1], labels[i:i + 1]) for i in range(len(labels))])
 
 
+def random_start(x: torch.Tensor, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Madry et al.'s random start on the [0, 1] pixel scale: x + U(-eps, eps) per pixel, clipped to [0, 1].
+
+    Drawn on x's device from `generator` (same shape and memory format as x), so it never waits for the device.
+    """
+    noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+    return (x.detach() + noise).clamp(0, 1)
+
+
 def pgd(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, protocol: Protocol, steps: int,
         step_size: float, eps: float | None = None, on_step: StepCallback | None = None,
-        record_losses: bool = False) -> PgdRun:
-    """Signed-gradient PGD on one whole batch from x itself (no random start), in `protocol`.
+        record_losses: bool = False, start: torch.Tensor | None = None, final_forward: bool = True) -> PgdRun:
+    """Signed-gradient PGD on one whole batch, in `protocol`, from x itself or from `start`.
 
     `eps` None is the unbounded attack of Athalye et al.: no projection at all. Every example is
     attacked for every step and nothing waits for the device; `pgd_worst_case` is the cheaper
     runner that gives the same per-example worst case. `record_losses` also keeps each example's
     loss at every iterate (`PgdRun.losses`), read from the logits the attack computes anyway: the
     iterates are the same with or without it.
+
+    `start` (e.g. `random_start(x, eps)`) is iterate 0 instead of x; every step is still projected
+    onto the ball around x, and row 0 of `correct` is then the start, not the clean image.
+    `final_forward=False` skips the last forward pass, which only classifies the last iterate:
+    `correct` then has `steps` rows (iterates 0..steps-1). Adversarial training
+    (`robustbench_mm.train.adversarial`) uses both; the iterates do not depend on either option.
     """
     step = protocol.pixel_step(model, step_size)
     radius = None if eps is None else protocol.pixel_step(model, eps)
-    adversarial = x.detach()
+    adversarial = x.detach() if start is None else start.detach()
     correct, losses = [], []
     for _ in range(steps):
         grad, logits = input_gradient(model, adversarial, labels, protocol.summed_loss)
@@ -83,11 +98,12 @@ def pgd(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, protocol:
         adversarial = pgd_step(adversarial, x, grad, step, radius, protocol.clip)
         if on_step is not None:
             on_step()
-    with torch.no_grad():
-        logits = model(adversarial)
-        correct.append(logits.argmax(1) == labels)
-        if record_losses:
-            losses.append(per_example_losses(protocol, logits, labels))
+    if final_forward:
+        with torch.no_grad():
+            logits = model(adversarial)
+            correct.append(logits.argmax(1) == labels)
+            if record_losses:
+                losses.append(per_example_losses(protocol, logits, labels))
     return PgdRun(adversarial.detach(), torch.stack(correct), torch.stack(losses).cpu() if record_losses else None)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from robustbench_mm.cli.common import add_device, add_quiet, int_list, require
-from robustbench_mm.config import ARCHS, DATASETS, METHODS, TABLE_MODELS, TrainConfig, train_config_for_preset
+from robustbench_mm.config import (
+    ARCHS, CONTROL_METHODS, DATASETS, METHODS, TABLE_MODELS, TrainConfig, train_config_for_preset)
 from robustbench_mm.errors import UsageError, check_choice
 from robustbench_mm.presets import PRESETS, TRAINING
 from robustbench_mm.runs.seeds import for_seeds
@@ -28,16 +29,31 @@ def _default(name: str) -> str:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train baseline / input mixup / manifold mixup models into checkpoints/",
-                       description="Train PreActResNets with or without (manifold) mixup. Presets set the schedule; "
+    p = sub.add_parser("train", help="train baseline / input mixup / manifold mixup models (and Table 5's "
+                                     "adversarial-training and thermometer controls) into checkpoints/",
+                       description="Train PreActResNets with or without (manifold) mixup, with PGD adversarial "
+                                   "training (Madry et al.) or on a thermometer code (Buckman et al.). Presets set "
+                                   "the schedule; "
                                    "every option below overrides its preset. Defaults are the fast preset's, "
                                    "with the paper and smoke presets' values where they differ.")
     p.add_argument("--preset", default="fast", help=f"one of {', '.join(PRESETS)} (default: fast)")
     p.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} ({_default('dataset')})")
     p.add_argument("--method", default="all",
-                   help=f"one of {', '.join(METHODS)}, or 'all' for the four table models (default: all)")
+                   help=f"one of {', '.join(METHODS)}, or 'all' for the four mixup-study models: baseline, input "
+                        "alpha 1 and 2, manifold alpha 2 (default: all; adversarial and thermometer are trained only "
+                        "when named)")
     p.add_argument("--alpha", type=float, help="Beta(alpha, alpha) for lambda (default: input 1.0, manifold 2.0; "
-                                               "not accepted with --method baseline)")
+                                               "not accepted with --method baseline, adversarial, thermometer)")
+    p.add_argument("--adv-eps", type=float,
+                   help=f"--method adversarial: L-inf radius of the inner PGD on the [0, 1] pixel scale "
+                        f"(default: 8/255 = {8 / 255:.4f})")
+    p.add_argument("--adv-step-size", type=float,
+                   help=f"--method adversarial: inner PGD step on the pixel scale (default: 2/255 = {2 / 255:.4f})")
+    p.add_argument("--adv-steps", type=int, help=f"--method adversarial: inner PGD steps after the random start "
+                                                 f"({_default('adv_steps')})")
+    p.add_argument("--thermometer-levels", type=int,
+                   help=f"--method thermometer: levels of the thermometer code, at least 2 "
+                        f"({_default('thermometer_levels')}, Buckman et al.'s CIFAR setting)")
     p.add_argument("--arch", help=f"one of {', '.join(ARCHS)} ({_default('arch')})")
     p.add_argument("--width", type=int, help=f"channels of the first stage ({_default('width')})")
     p.add_argument("--final-bn", action=argparse.BooleanOptionalAction, default=None,
@@ -80,7 +96,7 @@ def add_parser(sub) -> None:
                    help=f"download CIFAR when missing ({_default('download')})")
     p.add_argument("--out", help=f"checkpoint root folder ({_default('out')})")
     p.add_argument("--run-name", help="folder name under --out, a plain name without / or .. (default: "
-                                      "<dataset>-<arch>-<method>-a<alpha>); only with a single --method")
+                                      "<dataset>-<arch>-<method>-a<alpha>, no -a<alpha> without mixing); only with a single --method")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run exactly where it stopped")
     p.add_argument("--force", action="store_true",
                    help="start an existing run of the same name over; the old run is kept until the new one "
@@ -96,8 +112,8 @@ def configs_from_args(args):
     require(args.seeds is None or args.seed is None, "give --seed or --seeds, not both")
     if args.resume and args.force:
         raise UsageError("--resume continues a run and --force starts it over; pass one of them, not both")
-    if args.method == "baseline" and args.alpha is not None:
-        raise UsageError("--alpha has no effect with --method baseline (no mixing); drop --alpha")
+    if args.method in ("baseline", *CONTROL_METHODS) and args.alpha is not None:
+        raise UsageError(f"--alpha has no effect with --method {args.method} (no mixing); drop --alpha")
     if args.method == "all" and args.run_name:
         raise UsageError("--run-name names one run but --method all trains four; pass a single --method "
                          f"({', '.join(METHODS)}) with --run-name")
@@ -114,7 +130,8 @@ def configs_from_args(args):
         flip=args.flip, eval_batch_size=args.eval_batch_size, crop_padding=args.crop_padding, eval_every=args.eval_every,
         fgsm_eval_examples=args.fgsm_eval_examples, n_train=args.n_train, n_test=args.n_test, seed=args.seed, precision=args.precision,
         channels_last=args.channels_last, compile=args.compile, data_dir=args.data_dir, download=args.download,
-        out=args.out, device=args.device,
+        out=args.out, device=args.device, adv_eps=args.adv_eps, adv_step_size=args.adv_step_size,
+        adv_steps=args.adv_steps, thermometer_levels=args.thermometer_levels,
     )
     configs = []
     for method, alpha in models:

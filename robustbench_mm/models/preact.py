@@ -2,7 +2,9 @@
 
 Normalization is the model's first operation, so attacks and deformations work on the pixel
 scale. The forward pass can mix the batch with a permutation of itself at one chosen point:
-0 = the input, k = the output of stage k (see `robustbench_mm.train.mixup`).
+0 = the input, k = the output of stage k (see `robustbench_mm.train.mixup`). The number of input
+channels is the length of `mean`/`std` (3 for images; `models.thermometer` feeds a 3 * levels
+channel code). `robustbench_mm.models.factory.model_from_config` builds the model a run describes.
 """
 
 from __future__ import annotations
@@ -116,9 +118,12 @@ class PreActResNet(nn.Module):
         final_bn: bool = False,
     ):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        if len(mean) != len(std) or not len(mean):
+            raise ValueError(f"mean and std need one value per input channel, got {len(mean)} and {len(std)}")
+        # One normalization value per input channel: 3 for images, 3 * levels for a thermometer code.
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.conv1 = nn.Conv2d(len(mean), width, 3, 1, 1, bias=False)
         in_planes = width
         stages = []
         for i, (blocks, stride) in enumerate(zip(num_blocks, (1, 2, 2, 2))):
@@ -162,11 +167,6 @@ def build_model(arch: str, dataset: str, num_classes: int, width: int = 64, fina
     block, num_blocks = ARCHITECTURES[arch]
     mean, std = NORMALIZATION[dataset]
     return PreActResNet(block, num_blocks, num_classes, mean, std, width=width, final_bn=final_bn)
-
-
-def model_from_config(config) -> PreActResNet:
-    """The architecture a TrainConfig describes, freshly initialised."""
-    return build_model(config.arch, config.dataset, config.num_classes, config.width, config.final_bn)
 
 
 Forward = Callable[[torch.Tensor], torch.Tensor]

@@ -231,12 +231,12 @@ def thermometer_preactresnet(arch: str, num_classes: int, levels: int = DEFAULT_
     are CODE_MEAN / CODE_STD for every code channel (there is no dataset normalization: the code
     does not depend on it).
     """
+    if levels < 2:
+        raise ValueError(f"a thermometer code needs at least 2 levels (level 0 is always on), got {levels}")
     block, num_blocks = ARCHITECTURES[arch]
     channels = in_channels * levels
-    network = PreActResNet(block, num_blocks, num_classes, (0.0,) * 3, (1.0,) * 3, width=width, final_bn=final_bn)
-    network.conv1 = nn.Conv2d(channels, width, 3, 1, 1, bias=False)
-    network.mean = torch.full((1, channels, 1, 1), CODE_MEAN)
-    network.std = torch.full((1, channels, 1, 1), CODE_STD)
+    network = PreActResNet(block, num_blocks, num_classes, (CODE_MEAN,) * channels, (CODE_STD,) * channels,
+                           width=width, final_bn=final_bn)
     return ThermometerPreActResNet(network, levels)
 
 

@@ -27,7 +27,7 @@ from safetensors.torch import load as load_bytes, save_file
 from robustbench_mm.common.storage import atomic_write
 from robustbench_mm.config import TrainConfig
 from robustbench_mm.errors import UsageError
-from robustbench_mm.models.preact import PreActResNet, model_from_config
+from robustbench_mm.models.factory import model_from_config
 from robustbench_mm.runs.meta import META_FILE, read_meta
 
 STATE_FILE = "state.safetensors"
@@ -96,7 +96,7 @@ def stored_metadata(path: Path) -> dict[str, str] | None:
 class LoadedModel:
     """A trained model ready for evaluation, with the settings it was trained with."""
 
-    model: PreActResNet
+    model: torch.nn.Module  # a PreActResNet, or a ThermometerPreActResNet for a thermometer run
     config: TrainConfig
     meta: dict[str, Any]
     run_dir: Path

@@ -12,9 +12,8 @@ from typing import Any
 
 from robustbench_mm.common.runtime import provenance
 from robustbench_mm.common.storage import atomic_write_json, read_json
-from robustbench_mm.config import TrainConfig
+from robustbench_mm.config import MIXUP_METHODS, TrainConfig
 from robustbench_mm.errors import UsageError
-
 
 META_FILE = "meta.json"
 META_FORMAT = "mm-robust-checkpoint/1"
@@ -36,6 +35,7 @@ class RunMeta:
     history: list[dict[str, Any]] = field(default_factory=list)
     device: str | None = None
     imported: dict[str, Any] | None = None
+    method_details: dict[str, Any] = field(default_factory=dict)  # e.g. adversarial_training, input_encoding
 
     @property
     def complete(self) -> bool:
@@ -45,9 +45,9 @@ class RunMeta:
         c = self.config
         return {
             "format": META_FORMAT, "run": c.run_name, "dataset": c.dataset, "method": c.method,
-            "alpha": c.alpha if c.method != "baseline" else None, "arch": c.arch, "num_classes": c.num_classes,
+            "alpha": c.alpha if c.method in MIXUP_METHODS else None, "arch": c.arch, "num_classes": c.num_classes,
             "seed": c.seed, "preset": c.preset, "epoch": self.epoch, "epochs": c.epochs, "complete": self.complete,
-            "checkpoints": self.checkpoints, "history": self.history, "config": c.to_dict(),
+            "checkpoints": self.checkpoints, "history": self.history, "config": c.to_dict(), **self.method_details,
             **({"device": self.device} if self.device is not None else {}),
             **({"imported": self.imported} if self.imported is not None else {}),
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -23,7 +23,8 @@ from robustbench_mm.common.storage import ensure_writable_dir, file_sha256
 from robustbench_mm.config import METHODS, train_config_for_preset
 from robustbench_mm.data.images import NORMALIZATION
 from robustbench_mm.errors import UsageError, check_choice
-from robustbench_mm.models.preact import ARCHITECTURES, PreActBlock, PreActBottleneck, model_from_config
+from robustbench_mm.models.factory import model_from_config
+from robustbench_mm.models.preact import ARCHITECTURES, PreActBlock, PreActBottleneck
 from robustbench_mm.runs.checkpoints import STATE_FILE, WEIGHT_FILES, save_weights
 from robustbench_mm.runs.meta import RunMeta
 from robustbench_mm.sources.loading import NUM_CLASSES, check_dataset_name, check_name, parse_normalization
@@ -74,6 +75,9 @@ def import_authors_run(weights: str | Path, dataset: str, name: str, method: str
     check_dataset_name(dataset)
     check_name(name)
     check_choice("method", method, METHODS)
+    if method == "thermometer":
+        raise UsageError("the authors' layout is a plain PreActResNet on pixels; a thermometer model's first layer "
+                         "takes a 3 * levels channel code, so it cannot be imported this way")
     mean, std = parse_normalization(normalization) or NORMALIZATION[dataset]
     run_dir = Path(checkpoints_root) / name
     if run_dir.exists() and not force:

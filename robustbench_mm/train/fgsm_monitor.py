@@ -7,6 +7,10 @@ mixed), so a separate attack on the saved weights gives the same numbers. It reu
 code (`fgsm_sweep`, `percent`) and must leave training untouched: it draws no random numbers,
 computes only the input gradient (never a weight's), runs in eval mode so BatchNorm's running
 statistics stay as they are, and puts the model back in the mode it found it in.
+
+A model without a pixel-scale normalization buffer ``std`` (the thermometer model: its first
+layer is a code, not a normalization) has no ``paper`` protocol (eps on the normalized input):
+that protocol is left out of its record, and ``skipped`` says why.
 """
 
 from __future__ import annotations
@@ -41,14 +45,27 @@ def fgsm_during_training(model: torch.nn.Module, data: ImageSet, n_examples: int
     model.eval()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     start = time.perf_counter()
-    correct: dict[str, list[torch.Tensor]] = {name: [] for name in PROTOCOLS}
+    protocols = {name: p for name, p in PROTOCOLS.items() if protocol_applies(p, model)}
+    correct: dict[str, list[torch.Tensor]] = {name: [] for name in protocols}
     for first in range(0, n_examples, batch_size):
         stop = min(first + batch_size, n_examples)
         x = to_unit_float(data.images[first:stop]).contiguous(memory_format=memory_format)
         labels = data.labels[first:stop]
-        for name, protocol in PROTOCOLS.items():
+        for name, protocol in protocols.items():
             correct[name].append(fgsm_sweep(model, x, labels, [TABLE5_EPS], protocol).correct[0])
     accuracy = {name: percent(torch.cat(masks)) for name, masks in correct.items()}  # syncs with the device
     seconds = time.perf_counter() - start
     model.train(was_training)
-    return {"eps": TABLE5_EPS, "n_examples": n_examples, "accuracy": accuracy, "seconds": round(seconds, 4)}
+    record = {"eps": TABLE5_EPS, "n_examples": n_examples, "accuracy": accuracy, "seconds": round(seconds, 4)}
+    skipped = sorted(set(PROTOCOLS) - set(protocols))
+    if skipped:
+        record["skipped"] = {name: NO_PIXEL_STD for name in skipped}
+    return record
+
+
+NO_PIXEL_STD = "the model has no pixel-scale normalization `std` (an input encoding comes first)"
+
+
+def protocol_applies(protocol, model: torch.nn.Module) -> bool:
+    """False for the `paper` protocol on a model without a pixel-scale `std` buffer (e.g. thermometer)."""
+    return not protocol.eps_on_normalized_input or isinstance(getattr(model, "std", None), torch.Tensor)

@@ -15,6 +15,8 @@ MIX_POINTS = {
     "baseline": (),
     "input": (0,),
     "manifold": {"paper": (0, 1, 2), "all": (0, 1, 2, 3)},
+    "adversarial": (),  # PGD adversarial training (train/adversarial.py) mixes nothing
+    "thermometer": (),  # thermometer encoding trains like the baseline
 }
 
 

@@ -1,4 +1,6 @@
-"""Training: baseline, input mixup and manifold mixup PreActResNets, resumable and reproducible.
+"""Training: baseline, input mixup and manifold mixup PreActResNets, and Table 5's two controls (PGD
+adversarial training, `train.adversarial`; thermometer encoding, `models.thermometer`), resumable
+and reproducible.
 
 The loop follows airbench's recipe for speed: the dataset sits on the device, batches are
 augmented there, mixup randomness for a whole epoch is drawn up front on the host and copied
@@ -21,21 +23,29 @@ import torch
 from robustbench_mm.common.progress import progress_bar
 from robustbench_mm.common.runtime import resolve_device, seed_everything
 from robustbench_mm.common.storage import ensure_writable_dir, folder_lock
-from robustbench_mm.config import TrainConfig
+from robustbench_mm.config import TrainConfig, unused_settings
 from robustbench_mm.data.images import DeviceBatches, ImageSet, check_batch_size, load_dataset
 from robustbench_mm.errors import MMRobustError, UsageError
+from robustbench_mm.models.factory import model_from_config
 from robustbench_mm.models.losses import LOSSES
 from robustbench_mm.models.metrics import evaluate
-from robustbench_mm.models.preact import MixSpec, model_from_config
+from robustbench_mm.models.preact import MixSpec
 from robustbench_mm.runs.checkpoints import (
     STATE_FILE, WEIGHT_FILES, load_tensors, parse_state_metadata, save_tensors, save_weights, state_metadata)
 from robustbench_mm.runs.meta import META_FILE, RunMeta
+from robustbench_mm.train.adversarial import adversarial_examples, adversarial_training_meta
 from robustbench_mm.train.fgsm_monitor import fgsm_during_training, resolve_fgsm_examples
 from robustbench_mm.train.mixup import eligible_mix_points, soft_targets
 
 # Settings that may differ between a run and its --resume without changing the result.
 # (The in-training FGSM only measures, so its subset may change too; each history record names its size.)
 RESUME_FREE = {"device", "out", "data_dir", "download", "eval_batch_size", "compile", "fgsm_eval_examples"}
+
+
+def resume_free(config: TrainConfig) -> set[str]:
+    """RESUME_FREE plus the settings of methods other than the run's (`config.unused_settings`)."""
+    return RESUME_FREE | unused_settings(config)
+
 # The files a run folder holds that training writes (and --force replaces); nothing else there is touched.
 RUN_FILES = (STATE_FILE, META_FILE, *WEIGHT_FILES.values())
 REPLACED_DIR = ".replaced-by-force"  # the old run while --force trains its replacement
@@ -96,6 +106,7 @@ class Trainer:
         self.step_model = torch.compile(self.model) if c.compile else self.model
         self.loss_fn = LOSSES[c.loss]
         self.mix_points = eligible_mix_points(c.method, c.mix_layers)
+        self.adversarial = c.method == "adversarial"
 
     # ---- checkpoints -------------------------------------------------------------------
 
@@ -124,7 +135,8 @@ class Trainer:
         payload = parse_state_metadata(path, metadata)
         saved = TrainConfig.from_dict(payload["config"]).to_dict()
         ours = self.config.to_dict()
-        differing = sorted(k for k in ours if k not in RESUME_FREE and ours[k] != saved[k])
+        free = resume_free(self.config)
+        differing = sorted(k for k in ours if k not in free and ours[k] != saved[k])
         if differing:
             changes = ", ".join(f"{k}={saved[k]!r} (now {ours[k]!r})" for k in differing)
             raise UsageError(f"--resume with different settings than run {self.config.run_name!r} was started with: "
@@ -153,7 +165,18 @@ class Trainer:
         if self.state.best is not None:
             checkpoints["best"] = {"file": WEIGHT_FILES["best"], **self.state.best,
                                    "selection": "highest test accuracy seen during training (what the paper reports)"}
-        RunMeta(c, self.state.epoch, checkpoints, self.state.history, device=str(self.device)).write(self.run_dir)
+        RunMeta(c, self.state.epoch, checkpoints, self.state.history, device=str(self.device),
+                method_details=self._method_meta()).write(self.run_dir)
+
+    def _method_meta(self) -> dict[str, Any]:
+        """The two controls' settings, spelled out for the tables (they are in `config` too)."""
+        c = self.config
+        if c.method == "adversarial":
+            return {"adversarial_training": adversarial_training_meta(c)}
+        if c.method == "thermometer":
+            return {"input_encoding": {"kind": "thermometer", "levels": c.thermometer_levels,
+                                       "differentiable": False, "bpda_surrogate": "Athalye et al. (2018)"}}
+        return {}
 
     def _prepare_run_dir(self, resume: bool, force: bool) -> bool:
         """Returns True when training should continue from saved state. Writes nothing."""
@@ -218,10 +241,15 @@ class Trainer:
 
         Returns the detached loss and the number of correct predictions (under mixup each image
         counts lam towards its own label and 1 - lam towards its partner's), both still on the
-        device so that the caller never waits for it.
+        device so that the caller never waits for it. With ``--method adversarial`` the batch is first
+        replaced by its PGD adversarial examples (`train.adversarial`, model in train mode), and the
+        loss and accuracy are those of the adversarial batch.
         """
         c = self.config
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_cuda and c.precision == "bf16"):
+            if self.adversarial:
+                x = adversarial_examples(self.step_model, x, y, c.adv_eps, c.adv_step_size, c.adv_steps,
+                                         self.generator)
             logits = self.step_model(x, mix)
         loss = self.loss_fn(logits, soft_targets(y, c.num_classes, mix))
         self.optimizer.zero_grad(set_to_none=True)
