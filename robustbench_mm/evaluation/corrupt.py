@@ -166,7 +166,7 @@ class CorruptTestData:
         if self.source == "official":
             rows = load_official(self.folder, self.images.name, name, severity, self.official_labels,
                                  len(self.official_labels))
-            array = np.ascontiguousarray(rows[self.start:self.start + n])  # (n, 32, 32, 3), read from the memmap
+            array = np.array(rows[self.start:self.start + n])  # (n, 32, 32, 3): a writable copy out of the memmap
             return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(device)
         out = torch.empty(self.images.images.shape, dtype=torch.uint8, device=device)
         for first in range(0, n, batch_size):
