@@ -209,13 +209,16 @@ def test_shards_merge_into_the_file_one_run_writes(tiny_runs, checkpoints, tmp_p
     assert (tmp_path / "sharded" / "corrupt-samples-digits.png").is_file()
 
 
-def official_files(folder, images_uint8, labels, names, severities_rows=None):
-    """CIFAR-10-C's layout: <name>.npy (5 n, 32, 32, 3) uint8, severity s in rows (s-1) n .. s n, and labels.npy."""
+def official_files(folder, images_uint8, labels, names):
+    """CIFAR-10-C's layout: <name>.npy (5 n, 32, 32, 3) uint8, severity s in rows (s-1) n .. s n, and labels.npy.
+
+    Severity s holds the clean images turned by s quarter turns (and darkened by corruption number), so a
+    model's answers differ from set to set and a transposed or misplaced row shows."""
     folder.mkdir(parents=True)
-    n = len(labels)
-    rng = np.random.default_rng(1)
-    for name in names:
-        np.save(folder / f"{name}.npy", rng.integers(0, 256, (5 * n, 32, 32, 3), dtype=np.uint8))
+    hwc = images_uint8.permute(0, 2, 3, 1).numpy()
+    for number, name in enumerate(names):
+        turned = [np.rot90(hwc, severity, axes=(1, 2)) // (number + 1) for severity in range(1, 6)]
+        np.save(folder / f"{name}.npy", np.ascontiguousarray(np.concatenate(turned)).astype(np.uint8))
     np.save(folder / "labels.npy", np.tile(labels.numpy(), 5))
 
 
@@ -234,11 +237,15 @@ def test_official_files_are_read_checked_and_labelled(tiny_runs, tmp_path, monke
     result = read(path)
     assert result["source"] == "official" and result["settings"]["source"] == "official"
     assert result["differs_from_reference"] == {} and result["seed"] is None
-    rows = np.load(data_dir / "CIFAR-10-C" / "snow.npy")[4 * 30:4 * 30 + 20]  # severity 5, first 20 images
-    images = torch.from_numpy(rows).permute(0, 3, 1, 2).float() / 255
-    accuracy, _, _, correct = direct(loaded.model, images, digits.labels[:20])
-    assert result["sets"]["snow-5"]["accuracy"] == pytest.approx(accuracy, abs=1e-9)
-    assert (decode_mask(result["per_example"]["correct"]["snow-5"]) == correct).all()
+    for name in ("fog", "snow"):
+        for severity in (1, 5):
+            rows = np.load(data_dir / "CIFAR-10-C" / f"{name}.npy")[(severity - 1) * 30:(severity - 1) * 30 + 20]
+            images = torch.from_numpy(rows).permute(0, 3, 1, 2).float() / 255  # the first 20 images of the set
+            accuracy, _, _, correct = direct(loaded.model, images, digits.labels[:20])
+            assert result["sets"][set_label(name, severity)]["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+            assert (decode_mask(result["per_example"]["correct"][set_label(name, severity)]) == correct).all()
+    masks = [decode_mask(m) for m in result["per_example"]["correct"].values()]
+    assert any((m != masks[0]).any() for m in masks[1:])  # the sets differ for the model
     # A malformed file is refused with one line before anything is written.
     np.save(data_dir / "CIFAR-10-C" / "snow.npy", np.zeros((5 * 30, 32, 32, 3), dtype=np.float32))
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
