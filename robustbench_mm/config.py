@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from robustbench_mm.data.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
 from robustbench_mm.data.deformations import CONVENTIONS, DEFORM_SETS, FILLS, INTERPOLATIONS, resolve_set_names
 from robustbench_mm.errors import UsageError, check_choice, check_finite, check_positive
 from robustbench_mm.paper import TABLE5_EPS
@@ -298,6 +299,68 @@ class DeformConfig:
         return asdict(self)
 
 
+CORRUPTION_SOURCES = ("auto", "generated", "official")
+
+
+def resolve_corruption_names(requested, extra: bool = False) -> tuple[str, ...]:
+    """'all' (the 15 of CIFAR-10-C's benchmark), corruption names, or a comma-separated mix, plus the 4 extra
+    ones when `extra` -> names in make_cifar_c.py's order. An empty selection means the 15."""
+    tokens = [requested] if isinstance(requested, str) else list(requested)
+    names = [part.strip() for token in tokens for part in str(token).split(",") if part.strip()]
+    if tokens and not names:
+        raise UsageError(f"--corruptions {', '.join(map(repr, tokens))} names no corruption; give names or 'all' "
+                         "(or leave --corruptions out for the 15)")
+    chosen: set[str] = set(EXTRA_CORRUPTIONS) if extra else set()
+    for name in names or ["all"]:
+        if name == "all":
+            chosen.update(CORRUPTIONS)
+        elif name in ALL_CORRUPTIONS:
+            chosen.add(name)
+        else:
+            raise UsageError(f"unknown corruption {name!r}; valid: all, {', '.join(ALL_CORRUPTIONS)} "
+                             "(or a comma-separated list)")
+    return tuple(name for name in ALL_CORRUPTIONS if name in chosen)
+
+
+@dataclass(frozen=True)
+class CorruptConfig:
+    """`mm-robust corrupt`: CIFAR-10-C style common corruptions (data/corruptions.py) at severities 1-5."""
+
+    corruptions: tuple[str, ...] = ()  # names or 'all'; empty = the 15 standard ones; stored as names in order
+    extra: bool = False  # add the 4 held-out ones (speckle_noise, gaussian_blur, spatter, saturate)
+    severities: tuple[int, ...] = SEVERITIES  # stored sorted, without repeats
+    # "official": CIFAR-10-C / CIFAR-100-C files under <data dir>/CIFAR-10-C (RobustBench's layout);
+    # "generated": made by data/corruptions.py; "auto": official when those files are there, else generated
+    source: str = "auto"
+    seed: int = 0  # generated sets: every image's draws come from (seed, corruption, severity, image index)
+    n_examples: int | None = None  # the first N test images; None = the whole test set
+    batch_size: int = 500
+    checkpoint: str = "last"
+    device: str = "auto"
+    data_dir: str | None = None  # None = the data_dir each model was trained with
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "corruptions", resolve_corruption_names(self.corruptions, self.extra))
+        severities = self.severities if isinstance(self.severities, (tuple, list)) else (self.severities,)
+        if not severities:
+            raise UsageError(f"--severities needs at least one of {', '.join(map(str, SEVERITIES))}")
+        for severity in severities:
+            if isinstance(severity, bool) or severity not in SEVERITIES:
+                raise UsageError(f"unknown severity {severity!r}; valid: {', '.join(map(str, SEVERITIES))}")
+        object.__setattr__(self, "severities", tuple(sorted({int(s) for s in severities})))
+        check_choice("--source", self.source, CORRUPTION_SOURCES)
+        check_seed("--seed", self.seed)
+        check_positive("--batch-size", self.batch_size)
+        if self.n_examples is not None:
+            check_positive("--n-examples", self.n_examples)
+        check_choice("--weights", self.checkpoint, CHECKPOINT_KINDS)
+        check_choice("device", self.device, DEVICES)
+        check_fields_finite(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 MAX_CALIBRATION_BINS = 1000  # beyond this a bin holds almost no test images, and memory grows with the count
 
 
@@ -368,7 +431,7 @@ def config_from_dict(cls, data: dict[str, Any]):
 
 
 __all__ = [
-    "AttackConfig", "CalibrationConfig", "DeformConfig", "TrainConfig", "train_config_for_preset", "config_from_dict",
-    "METHOD_SETTINGS", "unused_settings", "DATASETS", "METHODS", "MIXUP_METHODS", "CONTROL_METHODS", "ARCHS",
-    "TABLE_MODELS", "DEFAULT_ALPHA",
+    "AttackConfig", "CalibrationConfig", "CorruptConfig", "DeformConfig", "TrainConfig", "train_config_for_preset",
+    "config_from_dict", "METHOD_SETTINGS", "unused_settings", "DATASETS", "METHODS", "MIXUP_METHODS", "CONTROL_METHODS",
+    "ARCHS", "TABLE_MODELS", "DEFAULT_ALPHA",
 ]

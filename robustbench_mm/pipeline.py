@@ -1,4 +1,4 @@
-"""`mm-robust reproduce`: train -> attack -> deform -> report, resumable at every stage.
+"""`mm-robust reproduce`: train -> attack -> deform -> corrupt -> calibrate -> report, resumable at every stage.
 
 Each stage already skips finished work (a complete training run, a result file made with the
 same settings), so running the pipeline again after a stop finishes only what is left.
@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robustbench_mm.config import (
-    TABLE_MODELS, AttackConfig, CalibrationConfig, DeformConfig, TrainConfig, train_config_for_preset)
+    TABLE_MODELS, AttackConfig, CalibrationConfig, CorruptConfig, DeformConfig, TrainConfig, train_config_for_preset)
 from robustbench_mm.errors import check_choice
 from robustbench_mm.evaluation.attack import run_attacks
 from robustbench_mm.evaluation.attack_plan import check_attack_targets
 from robustbench_mm.evaluation.calibrate import check_calibration_targets, run_calibration
+from robustbench_mm.evaluation.corrupt import check_corrupt_targets, run_corrupt
 from robustbench_mm.evaluation.deform import check_deform_targets, run_deform
 from robustbench_mm.evaluation.test_sets import TestSets
 from robustbench_mm.presets import AUTOATTACK, EVALUATION_EXAMPLES, PRESETS, deform_convention
@@ -44,6 +45,8 @@ class Plan:
     attack: AttackConfig
     deform: DeformConfig
     calibration: CalibrationConfig = CalibrationConfig()
+    # The 15 corruptions x 5 severities; official CIFAR-10-C / CIFAR-100-C files when under the data dir, else generated
+    corrupt: CorruptConfig = CorruptConfig()
 
 
 def plan_for_preset(preset: str, dataset: str | None = None, arch: str | None = None, device: str = "auto",
@@ -65,7 +68,8 @@ def plan_for_preset(preset: str, dataset: str | None = None, arch: str | None = 
                                      **AUTOATTACK[preset]),
                 DeformConfig(n_examples=examples["deform"], convention=deform_convention(preset), checkpoint=weights,
                              device=device),
-                CalibrationConfig(convention=deform_convention(preset), checkpoint=weights, device=device))
+                CalibrationConfig(convention=deform_convention(preset), checkpoint=weights, device=device),
+                CorruptConfig(n_examples=examples["corrupt"], checkpoint=weights, device=device))
 
 
 def reproduce_hint(command: str) -> ConflictHint:
@@ -89,6 +93,8 @@ def check_evaluation_targets(plan: Plan, folders: Folders, trained: list[TrainCo
 
     check_attack_targets(plan.attack, models(plan.attack.checkpoint), folders.attacks, False, reproduce_hint("attack"))
     check_deform_targets(plan.deform, models(plan.deform.checkpoint), folders.attacks, False, reproduce_hint("deform"))
+    check_corrupt_targets(plan.corrupt, models(plan.corrupt.checkpoint), folders.attacks, False,
+                          reproduce_hint("corrupt"))
     check_calibration_targets(plan.calibration, models(plan.calibration.checkpoint), folders.attacks, False,
                               reproduce_hint("calibrate"))
 
@@ -113,6 +119,10 @@ def reproduce(plan: Plan, folders: Folders = Folders(), progress: bool = True) -
     _stage(progress, f"deform: the 17 deformation test sets on {len(runs)} models ({plan.deform.convention} warp)")
     run_deform(plan.deform, folders.checkpoints, folders.attacks, runs=runs, progress=progress,
                hint=reproduce_hint("deform"), test_sets=test_sets)
+    _stage(progress, f"corrupt: {len(plan.corrupt.corruptions)} common corruptions x {len(plan.corrupt.severities)} "
+                     f"severities on {len(runs)} models")
+    run_corrupt(plan.corrupt, folders.checkpoints, folders.attacks, runs=runs, progress=progress,
+                hint=reproduce_hint("corrupt"))
     _stage(progress, f"calibrate: ECE and reliability bins (clean, {plan.calibration.deform_set}, FGSM) on {len(runs)} models")
     run_calibration(plan.calibration, folders.checkpoints, folders.attacks, runs=runs, progress=progress,
                     hint=reproduce_hint("calibrate"), test_sets=test_sets)

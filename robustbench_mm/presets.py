@@ -27,9 +27,9 @@ TRAINING: dict[str, dict[str, Any]] = {
 # Test images each evaluation stage of `reproduce` uses: every one (the smoke preset's 357 digits too:
 # with the active set, 200-step unbounded PGD costs a few passes per example, not 200).
 EVALUATION_EXAMPLES = {
-    "smoke": {"attack": None, "deform": None},
-    "fast": {"attack": None, "deform": None},
-    "paper": {"attack": None, "deform": None},
+    "smoke": {"attack": None, "deform": None, "corrupt": None},
+    "fast": {"attack": None, "deform": None, "corrupt": None},
+    "paper": {"attack": None, "deform": None, "corrupt": None},
 }
 
 # AutoAttack per preset. The reference settings (APGD-T and FAB-T with 9 targets x 100 steps, Square

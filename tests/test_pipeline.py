@@ -24,6 +24,7 @@ TINY_TRAIN = {**TINY, "epochs": 2, "milestones": (1,)}
 TINY_ATTACK = dict(n_examples=40, pgd_steps=5, pgd_step_size=0.1, bounded_pgd_steps=2,
                    sweep=(0.0, 0.03, 0.1), save_examples=6, device="cpu")
 TINY_DEFORM = dict(n_examples=40, device="cpu")
+TINY_CORRUPT = dict(corruptions=("fog", "motion_blur"), severities=(1, 5), n_examples=40, device="cpu")
 
 
 def tiny_plan(folders: Folders):
@@ -32,7 +33,8 @@ def tiny_plan(folders: Folders):
     models = [c for c in plan.train if c.method != "input"]
     return replace(plan, train=tuple(replace(c, **TINY_TRAIN) for c in models),
                    attack=replace(plan.attack, **TINY_ATTACK), deform=replace(plan.deform, **TINY_DEFORM),
-                   calibration=replace(plan.calibration, n_examples=40, device="cpu"))
+                   calibration=replace(plan.calibration, n_examples=40, device="cpu"),
+                   corrupt=replace(plan.corrupt, **TINY_CORRUPT))
 
 
 def test_smoke_plan_matches_the_documented_settings():
@@ -42,6 +44,8 @@ def test_smoke_plan_matches_the_documented_settings():
     assert plan.attack.n_examples is None and plan.attack.pgd_steps == 200  # every test image
     assert plan.attack.autoattack and plan.attack.aa_budget == "smoke" and plan.attack.aa_eps == 8 / 255
     assert plan.deform.n_examples is None  # all 357 digits test images
+    assert plan.corrupt.n_examples is None and plan.corrupt.severities == (1, 2, 3, 4, 5)
+    assert len(plan.corrupt.corruptions) == 15 and plan.corrupt.source == "auto"  # generated for digits
     paper = plan_for_preset("paper", dataset="cifar100", arch="preactresnet34")
     assert {(c.dataset, c.arch, c.epochs) for c in paper.train} == {("cifar100", "preactresnet34", 1200)}
     assert paper.attack.n_examples is None and paper.deform.n_examples is None
@@ -99,6 +103,9 @@ def test_reproduce_end_to_end_resumes_after_a_stop(tmp_path, monkeypatch):
         assert f"({name})" in index_text
     for run in runs:
         assert json.loads(result_path(folders.attacks, run, "calibration").read_text())["n_examples"] == 40
+        corruptions = json.loads(result_path(folders.attacks, run, "corruptions").read_text())
+        assert corruptions["n_examples"] == 40 and list(corruptions["sets"]) == [
+            "motion_blur-1", "motion_blur-5", "fog-1", "fog-5"]
     epochs = list(csv.DictReader(io.StringIO((folders.reports / "table5-epochs.csv").read_text())))
     assert {(r["run"], r["epoch"], r["protocol"]) for r in epochs} == {
         (run, str(e), p) for run in runs for e in (1, 2) for p in ("standard", "paper")}

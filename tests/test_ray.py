@@ -58,7 +58,8 @@ def tiny_plan(methods=("manifold",)):
                      sweep=(0.0, 0.03), save_examples=4, device="cpu")
     # 40 images in batches of 15: two shards [0, 15) and [15, 40), the second ending in a partial batch.
     deform = replace(plan.deform, n_examples=40, batch_size=15, sets=("rotate-20", "zoom-out-140"), device="cpu")
-    return replace(plan, train=train, attack=attack, deform=deform), folders
+    corrupt = replace(plan.corrupt, n_examples=40, batch_size=15, corruptions=("fog",), severities=(1, 5), device="cpu")
+    return replace(plan, train=train, attack=attack, deform=deform, corrupt=corrupt), folders
 
 
 def normalised(value):
@@ -225,7 +226,7 @@ def kill_twice(root: Path, training: str, shard: str):
 
 @pytest.fixture(scope="module")
 def ray_run(sequential_started, cluster, tmp_path_factory):  # the reference first: it runs meanwhile
-    """The plan on the local Ray cluster, deformation sets and AutoAttack in two shards each, with the workers
+    """The plan on the local Ray cluster, deformation sets, corruption sets and AutoAttack in two shards each, with the workers
     of two tasks SIGKILLed mid-task (the training, an AutoAttack shard): (folder, driver's stderr).
 
     One run for every Ray test below: starting the plan on Ray is what costs time here.
@@ -258,8 +259,8 @@ def test_the_driver_prints_each_state_change_and_a_summary(ray_run):
     _, err = ray_run
     run = tiny_plan()[0].train[0].run_name
     for line in (f"train:{run}: queued (1 CPU, 0 GPU)", f"train:{run}: running (on ", f"deform[15:40]:{run}: done",
-                 f"autoattack[0:20]:{run}: done", f"autoattack-merge:{run}: done", "report: done",
-                 "10/10 tasks done", "10 tasks in", "2 retried"):
+                 f"autoattack[0:20]:{run}: done", f"autoattack-merge:{run}: done", f"corrupt[15:40]:{run}: done",
+                 f"corrupt-merge:{run}: done", "report: done", "13/13 tasks done", "13 tasks in", "2 retried"):
         assert line in err
 
 
@@ -287,16 +288,22 @@ def test_evaluations_wait_only_for_their_own_model_and_the_report_for_all():
     assert tasks["deform[15:40]:a"].deps == ("train:a",) and tasks["deform[15:40]:a"].example_range == (15, 40)
     # the merge writes into the folder the attack task locks, so it comes after it
     assert tasks["deform-merge:a"].deps == ("deform[0:15]:a", "deform[15:40]:a", "attack:a")
-    assert tasks["calibrate:a"].deps == ("deform-merge:a",)
+    assert tasks["corrupt:a"].deps == ("deform-merge:a",) and tasks["calibrate:a"].deps == ("corrupt:a",)
     assert tasks["report"].deps == ("calibrate:a", "calibrate:b")
     aa = {t.id: t for t in task_graph(["a"], [(0, 15), (15, 40)], [(0, 20), (20, 40)])}
     assert aa["autoattack[20:40]:a"].deps == ("train:a",) and aa["autoattack[20:40]:a"].example_range == (20, 40)
     assert aa["autoattack-merge:a"].deps == ("autoattack[0:20]:a", "autoattack[20:40]:a")
     # the gradient-masking check reads the merged AutoAttack flags, and the merge writes into the attack's folder
     assert aa["attack:a"].deps == ("autoattack-merge:a",)
-    assert aa["deform[0:15]:a"].deps == ("train:a",) and aa["calibrate:a"].deps == ("deform-merge:a",)
+    assert aa["deform[0:15]:a"].deps == ("train:a",) and aa["calibrate:a"].deps == ("corrupt:a",)
     unsharded = {t.id: t for t in task_graph(["a"])}
-    assert unsharded["deform:a"].deps == ("attack:a",) and unsharded["calibrate:a"].deps == ("deform:a",)
+    assert unsharded["deform:a"].deps == ("attack:a",) and unsharded["corrupt:a"].deps == ("deform:a",)
+    assert unsharded["calibrate:a"].deps == ("corrupt:a",)
+    # corruption shards run beside anything; their merge writes into the folder after the deformation merge
+    sharded = {t.id: t for t in task_graph(["a"], [(0, 15), (15, 40)], None, [(0, 15), (15, 40)])}
+    assert sharded["corrupt[15:40]:a"].deps == ("train:a",) and sharded["corrupt[15:40]:a"].kind == "corrupt-shard"
+    assert sharded["corrupt-merge:a"].deps == ("corrupt[0:15]:a", "corrupt[15:40]:a", "deform-merge:a")
+    assert sharded["calibrate:a"].deps == ("corrupt-merge:a",)
     assert unsharded["report"].deps == ("calibrate:a",)
 
 

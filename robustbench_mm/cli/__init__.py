@@ -9,13 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from robustbench_mm.cli import (
-    attack as attack_cmd, calibrate as calibrate_cmd, deform as deform_cmd, import_run as import_cmd,
-    report as report_cmd, reproduce as reproduce_cmd, train as train_cmd)
+from robustbench_mm.cli import attack as attack_cmd
+from robustbench_mm.cli import calibrate as calibrate_cmd
+from robustbench_mm.cli import corrupt as corrupt_cmd
+from robustbench_mm.cli import deform as deform_cmd
+from robustbench_mm.cli import import_run as import_cmd
+from robustbench_mm.cli import report as report_cmd
+from robustbench_mm.cli import reproduce as reproduce_cmd
+from robustbench_mm.cli import train as train_cmd
 from robustbench_mm.errors import MMRobustError
 
-
-COMMANDS = [train_cmd, import_cmd, attack_cmd, deform_cmd, calibrate_cmd, report_cmd, reproduce_cmd]
+COMMANDS = [train_cmd, import_cmd, attack_cmd, deform_cmd, corrupt_cmd, calibrate_cmd, report_cmd, reproduce_cmd]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -13,9 +13,10 @@ from robustbench_mm.scheduling.options import ClusterOptions
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("reproduce", help="train -> attack -> deform -> report in one go (default: offline smoke preset)",
+    p = sub.add_parser("reproduce", help="train -> attack -> deform -> corrupt -> report in one go (default: offline smoke preset)",
                        description="Train the four table models (no mixup, input mixup α=1 and α=2, manifold mixup "
-                                   "α=2), attack them, evaluate the deformation test sets and write the report. "
+                                   "α=2), attack them, evaluate the deformation and common-corruption test sets, "
+                                   "measure calibration and write the report. "
                                    "Finished stages are skipped, so rerunning after a stop picks up where it stopped.")
     p.add_argument("--preset", default="smoke",
                    help=f"one of {', '.join(PRESETS)} (default: smoke, offline digits on the CPU in minutes)")
@@ -49,9 +50,9 @@ def add_parser(sub) -> None:
     cluster.add_argument("--max-retries", type=int, default=3,
                          help="times a task whose worker died is run again; it resumes from what it saved (default: 3)")
     cluster.add_argument("--shards", type=int, default=1,
-                         help="split each model's deformation evaluation and AutoAttack over this many tasks on "
-                              "disjoint test-image ranges; the merged files are the ones a single run writes "
-                              "(default: 1)")
+                         help="split each model's deformation and corruption evaluations and AutoAttack over this "
+                              "many tasks on disjoint test-image ranges; the merged files are the ones a single run "
+                              "writes (default: 1)")
     p.set_defaults(run=run)
 
 

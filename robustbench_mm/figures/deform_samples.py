@@ -39,11 +39,11 @@ def sample_grid_figure(images: torch.Tensor, seed: int, interpolation: str,
         kind = DEFORM_SETS[name].kind
         rows.append((DEFORM_SETS[name].label, deform(clean, maps, interpolation, convention, fill),
                      [_parameter_text(kind, float(p)) for p in parameters]))
-    return _mosaic_figure(rows, title or f"Deformation test sets (seed {seed}, {interpolation} sampling, "
+    return mosaic_figure(rows, title or f"Deformation test sets (seed {seed}, {interpolation} sampling, "
                                          f"{convention} convention)")
 
 
-def _mosaic_figure(rows: list[tuple[str, torch.Tensor, list[str]]], title: str) -> Figure:
+def mosaic_figure(rows: list[tuple[str, torch.Tensor, list[str]]], title: str) -> Figure:
     """All tiles in one image on one axes: drawing 18 x 8 separate axes takes many seconds."""
     n_cols = len(rows[0][1])
     size = rows[0][1].shape[-1]

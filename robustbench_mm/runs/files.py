@@ -9,3 +9,8 @@ MASKING_FIGURE = "gradient-masking.png"  # `mm-robust attack`, attacks/<run>/: t
 def deform_samples_file(dataset: str, evaluation: str) -> str:
     """`mm-robust deform`'s sample grid under attacks/, for the deformation result `evaluation` (deform[-authors][-mean])."""
     return f"deform-samples-{dataset}{evaluation.removeprefix('deform')}.png"
+
+
+def corrupt_samples_file(dataset: str) -> str:
+    """`mm-robust corrupt`'s sample grid under attacks/: one test image under every corruption and severity."""
+    return f"corrupt-samples-{dataset}.png"

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TRAIN, ATTACK, AUTOATTACK_SHARD, AUTOATTACK_MERGE, DEFORM, DEFORM_SHARD, DEFORM_MERGE, CALIBRATE, REPORT = (
-    "train", "attack", "autoattack-shard", "autoattack-merge", "deform", "deform-shard", "deform-merge", "calibrate",
-    "report")
+(TRAIN, ATTACK, AUTOATTACK_SHARD, AUTOATTACK_MERGE, DEFORM, DEFORM_SHARD, DEFORM_MERGE, CORRUPT, CORRUPT_SHARD,
+ CORRUPT_MERGE, CALIBRATE, REPORT) = (
+    "train", "attack", "autoattack-shard", "autoattack-merge", "deform", "deform-shard", "deform-merge", "corrupt",
+    "corrupt-shard", "corrupt-merge", "calibrate", "report")
 # Kinds that compute on a model and so ask for the per-task accelerator; the others only read and write files.
-ACCELERATED = (TRAIN, ATTACK, AUTOATTACK_SHARD, DEFORM, DEFORM_SHARD, CALIBRATE)
+ACCELERATED = (TRAIN, ATTACK, AUTOATTACK_SHARD, DEFORM, DEFORM_SHARD, CORRUPT, CORRUPT_SHARD, CALIBRATE)
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,14 @@ def shard_ranges(n_examples: int, shards: int, batch_size: int) -> list[tuple[in
 
 
 def task_graph(runs: list[str], deform_ranges: list[tuple[int, int]] | None = None,
-               autoattack_ranges: list[tuple[int, int]] | None = None) -> list[Task]:
+               autoattack_ranges: list[tuple[int, int]] | None = None,
+               corrupt_ranges: list[tuple[int, int]] | None = None) -> list[Task]:
     """Tasks for `runs` in an order where every task comes after the tasks it depends on.
 
-    `deform_ranges`, `autoattack_ranges`: shard each model's deformation evaluation, its AutoAttack,
-    over these test-index ranges (None or one range: done in one task, the attack task for AutoAttack).
+    `deform_ranges`, `autoattack_ranges`, `corrupt_ranges`: shard each model's deformation evaluation, its
+    AutoAttack, its common-corruption evaluation over these test-index ranges (None or one range: done in
+    one task, the attack task for AutoAttack). Per model the folder's writers run attack, deform (merge),
+    corrupt (merge), calibrate, one after another.
     The AutoAttack merge comes before the attack task, whose gradient-masking check reads its flags.
     """
     tasks: list[Task] = []
@@ -71,6 +75,14 @@ def task_graph(runs: list[str], deform_ranges: list[tuple[int, int]] | None = No
             tasks += [*shards, merge]
         else:
             tasks.append(Task(f"{DEFORM}:{run}", DEFORM, run, (attack.id,)))
+        deform = tasks[-1]
+        if corrupt_ranges and len(corrupt_ranges) > 1:
+            shards = [Task(f"{CORRUPT}[{a}:{b}]:{run}", CORRUPT_SHARD, run, (train.id,), (a, b))
+                      for a, b in corrupt_ranges]
+            merge = Task(f"{CORRUPT_MERGE}:{run}", CORRUPT_MERGE, run, (*(s.id for s in shards), deform.id))
+            tasks += [*shards, merge]
+        else:
+            tasks.append(Task(f"{CORRUPT}:{run}", CORRUPT, run, (deform.id,)))
         tasks.append(Task(f"{CALIBRATE}:{run}", CALIBRATE, run, (tasks[-1].id,)))  # writes into the same folder
         finals.append(tasks[-1].id)
     tasks.append(Task(REPORT, REPORT, None, tuple(finals)))

@@ -15,7 +15,7 @@ class ClusterOptions:
     cpus_per_task: float = 1.0  # also each task's torch CPU threads (rounded down, at least 1)
     gpus_per_task: float | None = None  # None: 1 when the cluster has GPUs, else 0; 0.5 packs two tasks per GPU
     max_retries: int = 3  # times a task is run again after its worker died
-    shards: int = 1  # deformation evaluation and AutoAttack of each model split over this many test-index ranges
+    shards: int = 1  # deformation and corruption evaluations and AutoAttack of each model split over this many ranges
 
     def __post_init__(self) -> None:
         if self.num_cpus is not None and self.address is not None:

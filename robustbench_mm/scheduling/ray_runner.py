@@ -54,6 +54,11 @@ def deform_ranges(plan: Plan, shards: int) -> tuple[tuple[int, int], ...]:
     return _ranges(plan, plan.deform.n_examples, plan.deform.data_dir, shards, plan.deform.batch_size)
 
 
+def corrupt_ranges(plan: Plan, shards: int) -> tuple[tuple[int, int], ...]:
+    """The test-index ranges of each model's common-corruption shards (empty: not sharded)."""
+    return _ranges(plan, plan.corrupt.n_examples, plan.corrupt.data_dir, shards, plan.corrupt.batch_size)
+
+
 def autoattack_ranges(plan: Plan, shards: int) -> tuple[tuple[int, int], ...]:
     """The test-index ranges of each model's AutoAttack shards (empty: not sharded, or no AutoAttack).
 
@@ -123,9 +128,11 @@ def _drive(ray, plan: Plan, folders: Folders, options: ClusterOptions, progress:
     if gpus > resources.get("GPU", 0):
         raise UsageError(f"--gpus-per-task {gpus:g} but the cluster has {resources.get('GPU', 0):g} GPUs")
     ranges, aa_ranges = deform_ranges(plan, options.shards), autoattack_ranges(plan, options.shards)
+    c_ranges = corrupt_ranges(plan, options.shards)
     context = TaskContext(plan, folders, os.getcwd(), uuid.uuid4().hex, max(1, int(options.cpus_per_task)), ranges,
-                          aa_ranges)
-    tasks = task_graph([c.run_name for c in plan.train], list(ranges) or None, list(aa_ranges) or None)
+                          aa_ranges, c_ranges)
+    tasks = task_graph([c.run_name for c in plan.train], list(ranges) or None, list(aa_ranges) or None,
+                       list(c_ranges) or None)
     markers = write_markers(context)
     remote = ray.remote(_in_worker)
     board = ray.remote(num_cpus=0)(_Board).remote()

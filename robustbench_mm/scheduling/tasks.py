@@ -18,12 +18,15 @@ from robustbench_mm.common.storage import atomic_write_text
 from robustbench_mm.errors import MMRobustError
 from robustbench_mm.evaluation.attack import run_attacks
 from robustbench_mm.evaluation.calibrate import run_calibration
+from robustbench_mm.evaluation.corrupt import run_corrupt
 from robustbench_mm.evaluation.deform import run_deform
 from robustbench_mm.pipeline import Folders, Plan, finished_training, reproduce_hint
 from robustbench_mm.report.build import write_report
 from robustbench_mm.scheduling.autoattack_shards import autoattack_merge, autoattack_shard
+from robustbench_mm.scheduling.corrupt_shards import corrupt_merge, corrupt_shard
 from robustbench_mm.scheduling.graph import (
-    ATTACK, AUTOATTACK_MERGE, AUTOATTACK_SHARD, CALIBRATE, DEFORM, DEFORM_MERGE, DEFORM_SHARD, REPORT, TRAIN, Task)
+    ATTACK, AUTOATTACK_MERGE, AUTOATTACK_SHARD, CALIBRATE, CORRUPT, CORRUPT_MERGE, CORRUPT_SHARD, DEFORM, DEFORM_MERGE,
+    DEFORM_SHARD, REPORT, TRAIN, Task)
 from robustbench_mm.scheduling.shards import deform_merge, deform_shard
 from robustbench_mm.train.trainer import train
 
@@ -49,6 +52,7 @@ class TaskContext:
     threads: int  # torch CPU threads per task (CPU results depend on it; the sequential run must use as many)
     deform_ranges: tuple[tuple[int, int], ...] = ()
     autoattack_ranges: tuple[tuple[int, int], ...] = ()
+    corrupt_ranges: tuple[tuple[int, int], ...] = ()
 
     def marker(self, folder: Path) -> Path:
         return Path(folder) / f"{MARKER_PREFIX}{self.token}"
@@ -108,6 +112,13 @@ def execute(task: Task, context: TaskContext) -> None:
         deform_shard(plan.deform, folders.checkpoints, folders.attacks, task.run, task.example_range)
     elif task.kind == DEFORM_MERGE:
         deform_merge(plan.deform, folders.checkpoints, folders.attacks, task.run, list(context.deform_ranges))
+    elif task.kind == CORRUPT:
+        run_corrupt(plan.corrupt, folders.checkpoints, folders.attacks, runs=[task.run], progress=False,
+                    hint=reproduce_hint("corrupt"))
+    elif task.kind == CORRUPT_SHARD:
+        corrupt_shard(plan.corrupt, folders.checkpoints, folders.attacks, task.run, task.example_range)
+    elif task.kind == CORRUPT_MERGE:
+        corrupt_merge(plan.corrupt, folders.checkpoints, folders.attacks, task.run, list(context.corrupt_ranges))
     elif task.kind == CALIBRATE:
         run_calibration(plan.calibration, folders.checkpoints, folders.attacks, runs=[task.run], progress=False,
                         hint=reproduce_hint("calibrate"))
