@@ -20,8 +20,8 @@ from robustbench_mm.config import AttackConfig, CorruptConfig, DeformConfig
 from robustbench_mm.data.deformations import evaluation_name
 from robustbench_mm.errors import UsageError
 from robustbench_mm.evaluation.attack import run_attacks
-from robustbench_mm.evaluation.corrupt import EVALUATION as CORRUPT_EVALUATION
 from robustbench_mm.evaluation.corrupt import run_corrupt
+from robustbench_mm.evaluation.corrupt_results import EVALUATION as CORRUPT_EVALUATION
 from robustbench_mm.evaluation.deform import run_deform
 from robustbench_mm.runs.results import result_path
 from robustbench_mm.sources.external import protocols_for, source_from_module

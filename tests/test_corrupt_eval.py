@@ -20,7 +20,8 @@ from robustbench_mm.data.images import ImageSet, load_dataset
 from robustbench_mm.errors import UsageError
 from robustbench_mm.evaluation import corrupt as corrupt_eval
 from robustbench_mm.evaluation.calibrate import expected_calibration_error
-from robustbench_mm.evaluation.corrupt import aggregate, format_summary, load_results, run_corrupt, set_label
+from robustbench_mm.evaluation.corrupt import run_corrupt
+from robustbench_mm.evaluation.corrupt_results import aggregate, format_summary, load_results, set_label
 from robustbench_mm.runs.checkpoints import load_model
 from robustbench_mm.runs.results import decode_mask
 from robustbench_mm.scheduling import corrupt_shards

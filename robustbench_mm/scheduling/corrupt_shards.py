@@ -22,9 +22,9 @@ import torch
 from robustbench_mm.common.runtime import resolve_device
 from robustbench_mm.config import CorruptConfig
 from robustbench_mm.errors import MMRobustError
-from robustbench_mm.evaluation.corrupt import (
-    EVALUATION, Measured, _TestDataCache, measure_model, planned_sets, result_entries, result_settings, set_label,
-    store_result, stored_sets)
+from robustbench_mm.evaluation.corrupt import _TestDataCache, measure_model, planned_sets
+from robustbench_mm.evaluation.corrupt_results import (
+    EVALUATION, Measured, result_entries, result_settings, set_label, store_result, stored_sets)
 from robustbench_mm.runs.checkpoints import load_model, load_tensors, save_tensors
 from robustbench_mm.runs.results import as_json, finished_result, result_path
 from robustbench_mm.scheduling.shards import SHARD_FOLDER
