@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import random
+import os
 import subprocess
 from pathlib import Path
 
@@ -22,6 +23,21 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise UsageError(f"unknown device {name!r}; valid: auto, cpu, cuda")
     return torch.device(name)
+
+
+GPU_SETTINGS_ENV = "MM_ROBUST_GPU_SETTINGS"
+
+
+def gpu_settings(device: torch.device) -> bool:
+    """Whether the GPU configuration applies on `device`: bf16 autocast in training (with `precision` bf16) and
+    channels-last memory (with `channels_last`). Always on CUDA; on another device only when
+    MM_ROBUST_GPU_SETTINGS=1, which is how the tests run exactly the GPU code paths on the CPU."""
+    return device.type == "cuda" or os.environ.get(GPU_SETTINGS_ENV) == "1"
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """Channels-last where the GPU configuration applies (faster convolutions there), else contiguous."""
+    return torch.channels_last if gpu_settings(device) else torch.contiguous_format
 
 
 def seed_everything(seed: int) -> None:

@@ -34,7 +34,7 @@ from robustbench_mm.attacks import (
 from robustbench_mm.attacks.autoattack import BUDGETS, STAGES, STAGE_LABELS, AutoAttackFlags, eps_text, run_autoattack
 from robustbench_mm.attacks.checks import check_black_box_not_stronger
 from robustbench_mm.common.progress import progress_bar
-from robustbench_mm.common.runtime import resolve_device, seed_everything
+from robustbench_mm.common.runtime import memory_format, resolve_device, seed_everything
 from robustbench_mm.common.storage import ensure_writable_dir, folder_lock
 from robustbench_mm.config import AttackConfig
 from robustbench_mm.data.images import ImageSet, to_unit_float
@@ -68,7 +68,7 @@ class ModelAttacks:
         self.progress = progress
         self.summary = loaded.summary
         self.grid = sweep_grid(config)
-        self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        self.memory_format = memory_format(device)
         self.fgsm_sweeps: dict[str, dict[str, torch.Tensor]] = {}
         self.iterative: dict[str, dict[str, Any]] = {}
         self.autoattack_runs: dict[str, dict[str, Any]] = {}
@@ -424,8 +424,7 @@ def run_attacks(config: AttackConfig, checkpoints_root: str | Path = "checkpoint
     for loaded, data in zip(models, datasets):
         seed_everything(config.seed)  # the attacks draw no random numbers; this pins any library code that might
         model = loaded.model.to(device).eval()
-        if device.type == "cuda":
-            model.to(memory_format=torch.channels_last)
+        model.to(memory_format=memory_format(device))
         attacks = ModelAttacks(loaded, data.to(device), config, out_root / loaded.name, device, force, progress)
         paths.extend(attacks.run())
         model.to("cpu")

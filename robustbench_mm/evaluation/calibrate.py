@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_mm.attacks import PROTOCOLS, fgsm, percent
-from robustbench_mm.common.runtime import resolve_device
+from robustbench_mm.common.runtime import memory_format, resolve_device
 from robustbench_mm.common.storage import ensure_writable_dir, folder_lock
 from robustbench_mm.config import CalibrationConfig
 from robustbench_mm.data.deformations import DEFORM_SETS, plan_warp, set_matrices, set_seed
@@ -101,16 +101,16 @@ def condition_logits(model: torch.nn.Module, data: ImageSet, config: Calibration
     model.eval()
     _, maps = set_matrices(config.deform_set, len(data), config.seed, config.convention)
     warp = plan_warp(maps, data.images.shape[-1], config.convention, config.interpolation).to(device)
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    layout = memory_format(device)
     outputs: dict[str, list[torch.Tensor]] = {"clean": [], config.deform_set: [], fgsm_label(config): []}
     for start in range(0, len(data), config.batch_size):
-        x = to_unit_float(data.images[start:start + config.batch_size]).contiguous(memory_format=memory_format)
+        x = to_unit_float(data.images[start:start + config.batch_size]).contiguous(memory_format=layout)
         labels = data.labels[start:start + config.batch_size]
         adversarial = fgsm(model, x, labels, config.eps, PROTOCOLS[config.protocol])
         with torch.no_grad():
             outputs["clean"].append(model(x).float())
             warped = warp[start:start + config.batch_size].apply(x)  # black fill, as `mm-robust deform` by default
-            outputs[config.deform_set].append(model(warped.contiguous(memory_format=memory_format)).float())
+            outputs[config.deform_set].append(model(warped.contiguous(memory_format=layout)).float())
             outputs[fgsm_label(config)].append(model(adversarial).float())
     return {name: torch.cat(parts) for name, parts in outputs.items()}
 
@@ -176,8 +176,7 @@ def run_calibration(config: CalibrationConfig, checkpoints_root: str | Path = "c
         if key not in on_device:
             on_device[key] = test_sets.get(*key, loaded.config.download, config.n_examples).to(device)
         model = loaded.model.to(device)
-        if device.type == "cuda":
-            model.to(memory_format=torch.channels_last)
+        model.to(memory_format=memory_format(device))
         payload = calibration_payload(model, on_device[key], config, device)
         loaded.model.to("cpu")
         with folder_lock(path.parent):

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from robustbench_mm.attacks.autoattack import BUDGETS, run_autoattack
-from robustbench_mm.common.runtime import resolve_device, seed_everything
+from robustbench_mm.common.runtime import memory_format, resolve_device, seed_everything
 from robustbench_mm.common.storage import folder_lock
 from robustbench_mm.config import AttackConfig
 from robustbench_mm.errors import MMRobustError
@@ -66,8 +66,7 @@ def autoattack_shard(config: AttackConfig, checkpoints_root: str | Path, out_roo
     # Prepared as `run_attacks` prepares them: same device, memory layout and seed.
     seed_everything(config.seed)
     loaded.model.to(device).eval()
-    if device.type == "cuda":
-        loaded.model.to(memory_format=torch.channels_last)
+    loaded.model.to(memory_format=memory_format(device))
     attacks = ModelAttacks(loaded, data.to(device), config, Path(out_root) / run, device, force=False, progress=False)
     evaluations = {autoattack_evaluation(eps): eps for eps in autoattack_eps(config)}
     # A finished result made with other settings is refused now, not after the attack (as `attack` does).

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from robustbench_mm.common.progress import progress_bar
-from robustbench_mm.common.runtime import resolve_device, seed_everything
+from robustbench_mm.common.runtime import gpu_settings, resolve_device, seed_everything
 from robustbench_mm.common.storage import ensure_writable_dir, folder_lock
 from robustbench_mm.config import TrainConfig, unused_settings
 from robustbench_mm.data.images import DeviceBatches, ImageSet, check_batch_size, load_dataset
@@ -79,6 +79,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.run_dir = Path(config.out) / config.run_name
         self.use_cuda = self.device.type == "cuda"
+        self.gpu_settings = gpu_settings(self.device)  # bf16 autocast and channels-last: CUDA, or the tests' CPU run
 
     # ---- setup -------------------------------------------------------------------------
 
@@ -93,7 +94,7 @@ class Trainer:
         c = self.config
         seed_everything(c.seed)
         self.model = model_from_config(c).to(self.device)
-        if self.use_cuda and c.channels_last:
+        if self.gpu_settings and c.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if self.use_cuda:
             # Every step has the same shapes (the last partial batch is dropped), so cuDNN's
@@ -246,7 +247,7 @@ class Trainer:
         loss and accuracy are those of the adversarial batch.
         """
         c = self.config
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_cuda and c.precision == "bf16"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.gpu_settings and c.precision == "bf16"):
             if self.adversarial:
                 x = adversarial_examples(self.step_model, x, y, c.adv_eps, c.adv_step_size, c.adv_steps,
                                          self.generator)
