@@ -258,3 +258,30 @@ def test_publish_allows_robustbenchs_layout_and_nothing_deeper():
     assert not _safe_report_path("model_info/../Linf/run.json")
     assert not _safe_report_path("model_info/cifar10/Linf/x/run.json")
     assert not _safe_report_path("other/cifar10/Linf/run.json")
+
+
+def test_robustbench_folders_are_refused_when_linked_and_removed_when_emptied(report, tmp_path, monkeypatch):
+    import shutil
+
+    from robustbench_mm.errors import UsageError
+
+    monkeypatch.setattr("robustbench_mm.report.figures.draw_group", lambda group, staging, attacks_root: {})
+    attacks, _, runs = report
+    work = tmp_path / "work"
+    shutil.copytree(attacks.parent / "checkpoints", work / "checkpoints")
+    shutil.copytree(attacks, work / "attacks")
+    reports = work / "reports"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (reports / "model_info").mkdir(parents=True)
+    (reports / "model_info" / "digits").symlink_to(elsewhere)  # a link: the report must not write through it
+    with pytest.raises(UsageError, match=r"did not write \(model_info/digits\)"):
+        write_report(work / "checkpoints", work / "attacks", reports)
+    assert not any(elsewhere.iterdir())
+    (reports / "model_info" / "digits").unlink()
+    write_report(work / "checkpoints", work / "attacks", reports)
+    assert (reports / "model_info" / "digits" / "corruptions" / "unaggregated_results.csv").is_file()
+    for path in [*(work / "attacks").glob("*/autoattack-*.json"), *(work / "attacks").glob("*/corruptions.json")]:
+        path.unlink()
+    write_report(work / "checkpoints", work / "attacks", reports)
+    assert not (reports / "model_info").exists()  # every card gone, and the folders the report made with them
