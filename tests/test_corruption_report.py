@@ -219,7 +219,7 @@ def test_orderings_paired_test_on_synthetic_masks():
 
 
 def test_orderings_table_gains_the_corruption_block(report):
-    attacks, reports, runs = report
+    _, reports, _ = report
     orderings = (reports / "orderings.md").read_text()
     assert "Common corruptions (mean over the 15 × 5 sets): each mixup model against the baseline" in orderings
     short = next(line for line in orderings.splitlines() if line.startswith("> **In short:**"))
@@ -231,7 +231,7 @@ def test_orderings_table_gains_the_corruption_block(report):
 
 
 def test_stale_and_malformed_corruption_results_are_refused(report, tmp_path):
-    attacks, reports, runs = report
+    attacks, _, runs = report
     checkpoints = attacks.parent / "checkpoints"
     records, problems = load_records(checkpoints, attacks)
     assert all("corruptions" in r.results for r in records) and not problems
@@ -266,7 +266,7 @@ def test_robustbench_folders_are_refused_when_linked_and_removed_when_emptied(re
     from robustbench_mm.errors import UsageError
 
     monkeypatch.setattr("robustbench_mm.report.figures.draw_group", lambda group, staging, attacks_root: {})
-    attacks, _, runs = report
+    attacks = report[0]
     work = tmp_path / "work"
     shutil.copytree(attacks.parent / "checkpoints", work / "checkpoints")
     shutil.copytree(attacks, work / "attacks")
