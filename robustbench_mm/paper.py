@@ -160,3 +160,29 @@ def ordering_claims(dataset: str, fgsm_eps: float = TABLE5_EPS) -> list[Claim]:
                                                  key=lambda item: -item[1])
             claims.append(Claim(f"{table} (CIFAR-100, PreActResNet34)", "deform", set_name, better, worse, high, low))
     return claims
+
+
+# ---- common corruptions: public reference points (not the paper's) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class CorruptionAnchor:
+    """One model of RobustBench's CIFAR-10-C leaderboard: its card's clean_acc and corruptions_acc (%)."""
+
+    model_name: str  # RobustBench's model name (its model_info file name)
+    method: str
+    architecture: str
+    dataset: str
+    clean_acc: float
+    corruptions_acc: float
+
+
+CORRUPTION_ANCHOR_SOURCE = ("RobustBench's CIFAR-10-C leaderboard: model_info/cifar10/corruptions/<model>.json in "
+                            "github.com/RobustBench/robustbench (commit 78fcc9e)")
+CORRUPTION_ANCHORS = (
+    CorruptionAnchor("Standard", "Standard training", "WideResNet-28-10", "cifar10", 94.78, 73.46),
+    CorruptionAnchor("Kireev2021Effectiveness_AugMixNoJSD", "AugMix (without the JSD term)", "PreActResNet-18",
+                     "cifar10", 94.97, 86.60),
+    CorruptionAnchor("Hendrycks2020AugMix_WRN", "AugMix", "WideResNet-40-2", "cifar10", 95.08, 88.82),
+    CorruptionAnchor("Erichson2022NoisyMix", "NoisyMix", "WideResNet-28-4", "cifar10", 96.73, 92.78),
+)

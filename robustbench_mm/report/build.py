@@ -29,6 +29,8 @@ from robustbench_mm.report.records import Group, RunRecord, group_records, load_
 from robustbench_mm.report.sections import (
     CSV_COLUMNS, UNCERTAINTY_NOTE, Section, markdown_table, render_csv, render_section, short_commit)
 from robustbench_mm.report.tables import robustness as robustness_table
+from robustbench_mm.report.robustbench_card import card_files
+from robustbench_mm.report.tables import corruptions as corruptions_table
 from robustbench_mm.report.tables.deform import deform_section
 from robustbench_mm.report.tables.orderings import orderings_section
 from robustbench_mm.report.tables.robustness import robustness_section
@@ -44,6 +46,7 @@ TABLE_TITLES = {
     "table3": "Table 3 — accuracy under novel deformations (the paper's short version of Table 7)",
     "robustness": robustness_table.TITLE,
     "orderings": "Do the paper's orderings hold?",
+    "corruptions": corruptions_table.TITLE,
 }
 CSV_COLUMNS_OF = {"orderings": ORDERINGS_CSV_COLUMNS}
 
@@ -82,6 +85,8 @@ def build_report(records: list[RunRecord], problems: list[str]) -> Report:
         "robustness": [robustness_section(g) for g in groups],
         "orderings": [orderings_section(g) for g in groups],
     }
+    if corruptions_table.has_corruptions(records):  # only then: a report without corruption results is unchanged
+        tables["corruptions"] = corruptions_table.corruptions_sections(groups, tables["orderings"])
     return Report(groups, tables, problems)
 
 
@@ -121,7 +126,8 @@ def render_index(report: Report, plots: dict[str, dict[str, str]], sources: dict
              f"`{sources['attacks']}` (evaluation results).", "",
              "## Files", "",
              *[f"- [{TABLE_TITLES[t]}]({t}.md) · [{t}.csv]({t}.csv)"
-               for t in ("table5", "robustness", "table3", "table7", "orderings")],
+               for t in ("table5", "robustness", "table3", "table7", "orderings", "corruptions")
+               if t in report.tables],
              "- [Table 1 — CIFAR-10 accuracy and NLL, with calibration](table1.md) · [table1.csv](table1.csv)",
              "- [Table 2 — CIFAR-100 accuracy and NLL, with calibration](table2.md) · [table2.csv](table2.csv)",
              "- [table5-epochs.csv](table5-epochs.csv): FGSM accuracy at every training epoch (Table 5, right)",
@@ -142,6 +148,8 @@ def render_index(report: Report, plots: dict[str, dict[str, str]], sources: dict
         for block in orderings.blocks[:2]:  # the FGSM orderings; the deformation ones are in orderings.md
             parts += [f"**{block.caption}**", "", markdown_table(block), ""]
         parts += ["Every ordering, deformations included, with how each was tested: [orderings.md](orderings.md).", ""]
+        if "corruptions" in report.tables:
+            parts += corruptions_table.index_part(report.tables["corruptions"][index])
         parts += ["Header facts (epochs, checkpoint, examples, seeds, commits) are in [table5.md](table5.md) and "
                   "[table7.md](table7.md).", ""]
         for name, caption in plots.get(group.slug, {}).items():
@@ -169,6 +177,7 @@ def write_report(checkpoints_root: str | Path = "checkpoints", attacks_root: str
     """
     from robustbench_mm.report import paper_eval as paper_eval_report
     from robustbench_mm.report import figures  # matplotlib is only imported when a report is actually drawn
+    from robustbench_mm.report import corruption_figures
 
     for flag, folder, writer in (("--checkpoints", checkpoints_root, "train"), ("--attacks", attacks_root, "attack")):
         if Path(folder).exists() and not Path(folder).is_dir():
@@ -184,6 +193,9 @@ def write_report(checkpoints_root: str | Path = "checkpoints", attacks_root: str
         staging = Path(tempfile.mkdtemp(dir=reports_root, prefix=TEMP_PREFIX + "report-", suffix=".tmp"))
         try:
             drawn = {group.slug: figures.draw_group(group, staging, Path(attacks_root)) for group in report.groups}
+            if "corruptions" in report.tables:
+                for group in report.groups:
+                    drawn[group.slug].update(corruption_figures.draw_corruptions(group, staging, Path(attacks_root)))
             # Tables 1, 2, 5 (right) and calibration
             paper_eval = paper_eval_report.write_parts(report.groups, report.problems, staging)
             for slug, figures in paper_eval["figures"].items():
@@ -199,6 +211,9 @@ def write_report(checkpoints_root: str | Path = "checkpoints", attacks_root: str
                 if info is not None:
                     (staging / MODEL_INFO_DIR).mkdir(exist_ok=True)
                     atomic_write_json(staging / MODEL_INFO_DIR / f"{record.name}.json", info)
+            for relative, text in card_files(records).items():  # RobustBench's own layout and field types
+                (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(staging / relative, text)
             publish(staging, reports_root)
         except DiskFull:
             raise DiskFull(reports_root) from None  # name the folder the user chose, not our staging folder

@@ -14,22 +14,29 @@ from robustbench_mm.errors import UsageError
 
 REPORT_FORMAT = "mm-robust-report/1"
 MODEL_INFO_DIR = "model_info"  # RobustBench-style model_info/<run>.json: the one subfolder a report writes into
+# ... and RobustBench's own layout inside it, model_info/<dataset>/<threat model>/<file>, for these threat models.
+CARD_THREATS = ("Linf", "L2", "corruptions")
 REPORT_MANIFEST = ".mm-robust-report-files.json"  # what the last report wrote, so only those are ever replaced
 
 
 def publish(staging: Path, reports_root: Path) -> None:
     """Move the staged report into `reports_root`, touching only files a report wrote there before.
 
-    Files are named by their path relative to `reports_root` (``index.md``, ``model_info/<run>.json``).
+    Files are named by their path relative to `reports_root` (``index.md``, ``model_info/<run>.json``,
+    ``model_info/<dataset>/<threat>/<name>.json``); every folder on the way must be a real folder (not a
+    file, not a link) or absent.
     A file already there may be replaced only if the manifest lists it with its current digest, or if
     it already holds exactly the new bytes (nothing is lost; e.g. a model_info written before the
     manifest listed them).
     """
     new = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     ours = _files_written_before(reports_root)
-    folders = sorted({name.partition("/")[0] for name in new if "/" in name})
-    foreign = [folder for folder in folders if _occupied(reports_root / folder)
-               and ((reports_root / folder).is_symlink() or not (reports_root / folder).is_dir())]
+    folders = _folders(new)  # outermost first
+    foreign: list[str] = []
+    for folder in folders:  # a folder inside one already refused is not named again
+        if not any(folder.startswith(outer + "/") for outer in foreign) and _occupied(reports_root / folder) and \
+                ((reports_root / folder).is_symlink() or not (reports_root / folder).is_dir()):
+            foreign.append(folder)
     foreign += [name for name in new if _clashes(reports_root / name, ours.get(name), _digest(staging / name))]
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
@@ -37,19 +44,28 @@ def publish(staging: Path, reports_root: Path) -> None:
                          "move them away or choose another --reports")
     written = {name: _digest(staging / name) for name in new}
     for folder in folders:
-        (reports_root / folder).mkdir(exist_ok=True)
+        (reports_root / folder).mkdir(exist_ok=True)  # checked above: absent or a real folder
     for name in new:
         os.replace(staging / name, reports_root / name)
     for name in sorted(set(ours) - set(new)):  # an earlier report's file this one no longer has would mislead
-        if "/" in name and (reports_root / name).parent.is_symlink():
+        if any((reports_root / folder).is_symlink() for folder in _folders([name])):
             continue  # a folder now linked elsewhere: what it holds is not the file the manifest names
         if _digest(reports_root / name) == ours[name]:
             (reports_root / name).unlink()
-    for folder in sorted({name.partition("/")[0] for name in ours if "/" in name} - set(folders)):
+    emptied = set(_folders(ours)) - set(folders)
+    for folder in sorted(emptied, key=lambda f: -f.count("/")):  # innermost first
         path = reports_root / folder
-        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        if any((reports_root / outer).is_symlink() for outer in _folders([folder + "/x"])):
+            continue
+        if path.is_dir() and not any(path.iterdir()):
             path.rmdir()  # emptied of the files an earlier report put there
     atomic_write_json(reports_root / REPORT_MANIFEST, {"format": REPORT_FORMAT, "files": written})
+
+
+def _folders(names) -> list[str]:
+    """Every folder the relative file names lie in, outermost first ('a', 'a/b' for 'a/b/c.json')."""
+    found = {"/".join(name.split("/")[:depth]) for name in names for depth in range(1, name.count("/") + 1)}
+    return sorted(found, key=lambda f: (f.count("/"), f))
 
 
 def _occupied(path: Path) -> bool:
@@ -100,10 +116,13 @@ def _files_written_before(reports_root: Path) -> dict[str, str]:
 
 
 def _safe_report_path(name: Any) -> bool:
-    """'index.md' or 'model_info/<run>.json': a plain name, at most one report subfolder deep."""
+    """'index.md', 'model_info/<run>.json' or 'model_info/<dataset>/<threat>/<file>' (RobustBench's layout, a
+    threat of CARD_THREATS): plain names, never '..', an absolute path or any other depth."""
     if not isinstance(name, str) or "\\" in name or "\0" in name:
         return False
     parts = name.split("/")
-    if len(parts) > 2 or (len(parts) == 2 and parts[0] != MODEL_INFO_DIR):
+    if len(parts) not in (1, 2, 4) or (len(parts) > 1 and parts[0] != MODEL_INFO_DIR):
+        return False
+    if len(parts) == 4 and parts[2] not in CARD_THREATS:
         return False
     return all(part and part not in (".", "..") for part in parts)

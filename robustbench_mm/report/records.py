@@ -235,7 +235,7 @@ def _drop_stale_results(run_dir: Path, results: dict[str, dict[str, Any]], missi
     """
     for evaluation, result in list(results.items()):
         stage = "deform" if evaluation in DEFORM_EVALUATIONS else "calibrate" if evaluation == "calibration" else \
-            "attack"
+            "corrupt" if evaluation == "corruptions" else "attack"
         why = _stale_reason(run_dir, result["model"], stage, digests)
         if why is not None:
             del results[evaluation]

@@ -27,6 +27,7 @@ REQUIRED_KEYS = {
     "gradient-masking": ("checks", "flagged"),
     **{evaluation: ("n_examples", "clean", "sets") for evaluation in DEFORM_EVALUATIONS},
     "calibration": ("n_examples", "bins", "conditions"),
+    "corruptions": ("n_examples", "source", "clean", "sets", "summary"),
 }
 
 
@@ -88,6 +89,48 @@ FIELD_CHECKS = {
     **{evaluation: lambda r: {"clean": _accuracy_dict(r["clean"]), "sets": isinstance(r["sets"], dict) and all(
         _accuracy_dict(entry) for entry in r["sets"].values())} for evaluation in DEFORM_EVALUATIONS},
 }
+
+
+def _percent(value: Any) -> bool:
+    return _number(value) and 0 <= value <= 100
+
+
+def _fraction_or_none(value: Any) -> bool:
+    return value is None or (_number(value) and 0 <= value <= 1)
+
+
+def _corruption_set_ok(entry: Any) -> bool:
+    return (isinstance(entry, dict) and _percent(entry.get("accuracy")) and _number(entry.get("ece"))
+            and isinstance(entry.get("corruption"), str) and isinstance(entry.get("severity"), int)
+            and not isinstance(entry.get("severity"), bool) and 1 <= entry["severity"] <= 5)
+
+
+def _corruptions_summary_ok(summary: Any) -> bool:
+    """`mm-robust corrupt`'s aggregate: corruptions_acc a fraction, corruptions_accuracy the same in % (or both
+    None until the 75 standard sets are all there), and the per-corruption means in %."""
+    if not isinstance(summary, dict) or not isinstance(summary.get("complete"), bool):
+        return False
+    acc, accuracy = summary.get("corruptions_acc"), summary.get("corruptions_accuracy")
+    if not _fraction_or_none(acc) or not (accuracy is None or _percent(accuracy)) or (acc is None) != (accuracy is None):
+        return False
+    if summary["complete"] != (accuracy is not None) or not (summary.get("corruptions_ece") is None or
+                                                              _number(summary["corruptions_ece"])):
+        return False
+    per = summary.get("per_corruption")
+    return isinstance(per, dict) and all(isinstance(v, dict) and _percent(v.get("accuracy")) for v in per.values())
+
+
+def _corruptions_ok(result: dict[str, Any]) -> dict[str, bool]:
+    differs = result.get("differs_from_reference", {})
+    return {"source": result["source"] in ("generated", "official"),
+            "differs_from_reference": isinstance(differs, dict) and all(isinstance(v, str) for v in differs.values()),
+            "clean": _accuracy_dict(result["clean"]) and _percent(result["clean"]["accuracy"]),
+            "sets": isinstance(result["sets"], dict) and all(map(_corruption_set_ok, result["sets"].values())),
+            "summary": _corruptions_summary_ok(result["summary"]),
+            "per_example": isinstance(result.get("per_example", {}), dict)}
+
+
+FIELD_CHECKS["corruptions"] = _corruptions_ok
 
 
 MODEL_FIELDS = ("run", "key", "dataset", "arch", "preset", "method")
