@@ -40,7 +40,8 @@ from robustbench_mm.config import AttackConfig
 from robustbench_mm.data.images import ImageSet, to_unit_float
 from robustbench_mm.evaluation.attack_plan import (
     ITERATIVE_PROTOCOL, autoattack_eps, autoattack_evaluation, check_attack_targets, check_dataset, check_eps,
-    check_num_classes, evaluation_settings, examples_metadata, sweep_grid, verdict_protocol)
+    check_num_classes, config_for_model, evaluation_settings, examples_metadata, protocols_not_applicable, sweep_grid,
+    verdict_protocol)
 from robustbench_mm.evaluation.autoattack_state import AutoAttackState, flags_of_result
 from robustbench_mm.evaluation.test_sets import TestSets
 from robustbench_mm.figures.masking import save_gradient_masking_figure
@@ -61,7 +62,8 @@ class ModelAttacks:
         self.loaded = loaded
         self.model = loaded.model
         self.data = data
-        self.config = config
+        self.not_applicable = protocols_not_applicable(config, loaded)  # protocol -> why it is left out
+        self.config = config_for_model(config, loaded)
         self.out_dir = out_dir
         self.device = device
         self.force = force
@@ -99,8 +101,11 @@ class ModelAttacks:
                                self.settings(evaluation))
 
     def base_payload(self) -> dict[str, Any]:
-        return {"n_examples": len(self.data), "device": str(self.device),
-                "data_dir": self.config.data_dir or self.loaded.data_dir}
+        payload = {"n_examples": len(self.data), "device": str(self.device),
+                   "data_dir": self.config.data_dir or self.loaded.data_dir}
+        if self.not_applicable:
+            payload["protocols_not_applicable"] = dict(self.not_applicable)
+        return payload
 
     def per_example(self, correct: dict[str, torch.Tensor]) -> dict[str, Any]:
         """The shared per-example contract: which of the test examples [0, N) stayed correct, per label."""

@@ -3,6 +3,7 @@ made before any of them is written."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 
 from robustbench_mm.attacks.autoattack import BUDGETS, eps_name
+from robustbench_mm.attacks.core import NO_PIXEL_STD, PROTOCOLS, protocol_applies
 from robustbench_mm.config import AttackConfig
 from robustbench_mm.data.images import ImageSet
 from robustbench_mm.errors import UsageError
@@ -24,6 +26,34 @@ ITERATIVE_PROTOCOL = "standard"  # bounded PGD and the saved examples
 
 
 VERDICT_PROTOCOL = "paper"  # Appendix D's unbounded-PGD verdict: the authors' convention, when it is run
+
+
+NOT_APPLICABLE = "not applicable (input encoding)"  # how the report names a protocol a model cannot be attacked in
+
+
+def protocols_not_applicable(config: AttackConfig, loaded: ModelSource) -> dict[str, str]:
+    """protocol -> why, for the requested protocols `loaded`'s model cannot be attacked in.
+
+    The `paper` protocol measures eps on the normalized input, so it needs a pixel-scale `std`
+    buffer; a model whose first layer is an input encoding (thermometer) has none. As
+    `sources.external.protocols_for` does for models trained elsewhere and the in-training FGSM
+    (`train.fgsm_monitor`) does for every run, that protocol is dropped for such a model and the
+    reason goes into every result file of it (``protocols_not_applicable``).
+    """
+    return {p: f"{NOT_APPLICABLE}: {NO_PIXEL_STD}" for p in config.protocols
+            if not protocol_applies(PROTOCOLS[p], loaded.model)}
+
+
+def config_for_model(config: AttackConfig, loaded: ModelSource) -> AttackConfig:
+    """`config` with only the protocols that apply to `loaded`'s model (see `protocols_not_applicable`)."""
+    skipped = protocols_not_applicable(config, loaded)
+    if not skipped:
+        return config
+    kept = tuple(p for p in config.protocols if p not in skipped)
+    if not kept:
+        raise UsageError(f"model {loaded.name!r} cannot be attacked in the {', '.join(skipped)} protocol: "
+                         f"{NO_PIXEL_STD}; add --protocol standard")
+    return dataclasses.replace(config, protocols=kept)
 
 
 def sweep_grid(config: AttackConfig) -> list[float]:
@@ -146,9 +176,10 @@ def check_examples_target(path: Path, metadata: dict[str, str], force: bool, hin
 def check_attack_targets(config: AttackConfig, models: list[ModelSource], out_root: str | Path, force: bool,
                          hint: ConflictHint = OWN_COMMAND) -> None:
     """Refuse, before anything is written, every file `attack` would lose or cannot write (see runs/results.py)."""
+    configs = [(loaded, config_for_model(config, loaded)) for loaded in models]
     check_result_targets([(result_path(out_root, loaded.name, evaluation), loaded.summary,
-                           evaluation_settings(config, evaluation, loaded.dataset))
-                          for loaded in models for evaluation in result_evaluations(config)], force, hint)
+                           evaluation_settings(own, evaluation, loaded.dataset))
+                          for loaded, own in configs for evaluation in result_evaluations(own)], force, hint)
     if config.save_examples > 0:
         for loaded in models:
             check_examples_target(Path(out_root) / loaded.name / EXAMPLES_FILE,

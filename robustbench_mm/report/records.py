@@ -21,6 +21,7 @@ from robustbench_mm.common.storage import file_sha256
 from robustbench_mm.config import TABLE_MODELS
 from robustbench_mm.data.deformations import DEFORM_EVALUATIONS, DEFORM_SETS, DEFORM_VARIANTS, evaluation_name
 from robustbench_mm.errors import UsageError
+from robustbench_mm.evaluation.attack_plan import NOT_APPLICABLE
 from robustbench_mm.paper import TABLE5_EPS, TABLE7_COLUMNS, model_key
 from robustbench_mm.presets import deform_convention
 from robustbench_mm.report.orderings import Comparison, compare_group
@@ -183,6 +184,7 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
                     missing[path.stem] = f"{why} for {name}"
                 else:
                     results[path.stem] = result
+        _mark_not_applicable(results, missing)
         meta = metas.get(name)
         digests: dict[str, str | None] = {}  # each weights file is hashed once
         if name in has_folder:
@@ -214,6 +216,16 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
                 examples = None
         records.append(RunRecord(name, identity, meta, results, missing, examples))
     return records, problems
+
+
+def _mark_not_applicable(results: dict[str, dict[str, Any]], missing: dict[str, str]) -> None:
+    """A protocol `attack` left out for this model (no pixel-scale `std`: an input encoding) is shown as
+    "not applicable (input encoding)" in every table, not as a missing file."""
+    skipped = {p for result in results.values() for p in (result.get("protocols_not_applicable") or {})}
+    for protocol in skipped:
+        for evaluation in (f"fgsm-{protocol}", f"pgd-unbounded-{protocol}"):
+            if evaluation not in results:
+                missing[evaluation] = NOT_APPLICABLE
 
 
 def _examples_model(path: Path) -> dict[str, Any]:

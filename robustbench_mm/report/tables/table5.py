@@ -52,7 +52,7 @@ def table5_section(group: Group) -> Section:
                                    f"{evaluation}.json has no ε = {TABLE5_EPS:g}")
             paper_text = fmt(paper) if paper is not None else "– (not in the paper)"
             if ours is None:
-                cells += [f"missing ({why})", paper_text, "–"]
+                cells += [estimate_cell(None, why), paper_text, "–"]
             else:
                 cells += [ours.text(), paper_text, fmt_delta(ours.mean, paper) if paper is not None else "–"]
             rows.append(table_csv_row(group, model, model.key, evaluation, eps_label(TABLE5_EPS), ours, paper,
@@ -126,7 +126,7 @@ def _pgd_cells(model: ModelRuns) -> tuple[list[str], Estimate | None, str]:
     final, why = model.cell("pgd-unbounded-paper", lambda r: r["final_accuracy"], "")
     results = [(r.name, r.result("pgd-unbounded-paper")) for r in model.runs if r.result("pgd-unbounded-paper")]
     if final is None:
-        cells = [model.label, f"missing ({why})", paper_text, "–", "–"]
+        cells = [model.label, estimate_cell(None, why), paper_text, "–", "–"]
     else:
         first = results[0][1]
         failed = _per_seed(model, [name for name, r in results if not r.get("passed")], "**FAILED**")
