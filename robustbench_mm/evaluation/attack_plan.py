@@ -16,7 +16,8 @@ from robustbench_mm.config import AttackConfig
 from robustbench_mm.data.images import ImageSet
 from robustbench_mm.errors import UsageError
 from robustbench_mm.runs.checkpoints import stored_metadata
-from robustbench_mm.runs.evaluations import Evaluation, Family
+from robustbench_mm.models.thermometer import bpda_layers
+from robustbench_mm.runs.evaluations import Evaluation, Family, bpda_name
 from robustbench_mm.runs.files import EXAMPLES_FILE
 from robustbench_mm.runs.results import (
     OWN_COMMAND, ConflictHint, as_json, check_result_targets, check_same_settings, check_target_path, result_path)
@@ -95,6 +96,8 @@ def evaluation_settings(config: AttackConfig, evaluation: str, dataset: str) -> 
     pgd = {"pgd_steps": config.pgd_steps, "pgd_step_size": config.pgd_step_size,
            "pgd_pass_threshold": config.pgd_pass_threshold}
     parsed = Evaluation.of(evaluation)
+    if parsed is not None and parsed.bpda:
+        return {**evaluation_settings(bpda_config(config), parsed.plain.name, dataset), "bpda": True}
     family = parsed.family if parsed is not None else None
     if family is Family.FGSM:
         return {**common, "protocol": parsed.variant, "eps": list(config.eps), "sweep": sweep_grid(config)}
@@ -126,6 +129,29 @@ def result_evaluations(config: AttackConfig) -> list[str]:
     return [*(Evaluation(Family.FGSM, p).name for p in config.protocols),
             *(Evaluation(Family.PGD_UNBOUNDED, p).name for p in config.protocols), Family.PGD_BOUNDED.value,
             *(autoattack_evaluation(eps) for eps in autoattack_eps(config)), Family.GRADIENT_MASKING.value]
+
+
+BPDA_PROTOCOL = ITERATIVE_PROTOCOL  # BPDA attacks: the standard protocol only (pixel scale, CE, clipping)
+
+
+def bpda_config(config: AttackConfig) -> AttackConfig:
+    """The config the BPDA attacks run with: `config` in the standard protocol only."""
+    return dataclasses.replace(config, protocols=(BPDA_PROTOCOL,))
+
+
+def bpda_evaluations(config: AttackConfig) -> list[str]:
+    """The BPDA result files `attack` also writes for a model with BPDA layers (`models.thermometer.bpda_layers`):
+    FGSM and unbounded PGD in the standard protocol, bounded PGD and AutoAttack at every eps it runs at."""
+    return [Evaluation(Family.FGSM, BPDA_PROTOCOL, bpda=True).name,
+            Evaluation(Family.PGD_UNBOUNDED, BPDA_PROTOCOL, bpda=True).name,
+            Evaluation(Family.PGD_BOUNDED, bpda=True).name,
+            *(bpda_name(autoattack_evaluation(eps)) for eps in autoattack_eps(config))]
+
+
+def model_evaluations(config: AttackConfig, loaded: ModelSource) -> list[str]:
+    """Every JSON result file `attack` writes for `loaded` (its own protocols; BPDA ones where it has BPDA layers)."""
+    own = config_for_model(config, loaded)
+    return result_evaluations(own) + (bpda_evaluations(own) if bpda_layers(loaded.model) else [])
 
 
 def check_dataset(loaded: ModelSource, dataset: str | None) -> None:
@@ -176,10 +202,9 @@ def check_examples_target(path: Path, metadata: dict[str, str], force: bool, hin
 def check_attack_targets(config: AttackConfig, models: list[ModelSource], out_root: str | Path, force: bool,
                          hint: ConflictHint = OWN_COMMAND) -> None:
     """Refuse, before anything is written, every file `attack` would lose or cannot write (see runs/results.py)."""
-    configs = [(loaded, config_for_model(config, loaded)) for loaded in models]
     check_result_targets([(result_path(out_root, loaded.name, evaluation), loaded.summary,
-                           evaluation_settings(own, evaluation, loaded.dataset))
-                          for loaded, own in configs for evaluation in result_evaluations(own)], force, hint)
+                           evaluation_settings(config_for_model(config, loaded), evaluation, loaded.dataset))
+                          for loaded in models for evaluation in model_evaluations(config, loaded)], force, hint)
     if config.save_examples > 0:
         for loaded in models:
             check_examples_target(Path(out_root) / loaded.name / EXAMPLES_FILE,

@@ -28,6 +28,7 @@ from robustbench_mm.report.orderings import Comparison, compare_group
 from robustbench_mm.report.result_checks import EVALUATIONS, FAMILY_REQUIRED_KEYS, PROTOCOLS, read_result
 from robustbench_mm.runs.checkpoints import WEIGHT_FILES, find_runs, stored_metadata
 from robustbench_mm.runs.files import EXAMPLES_FILE
+from robustbench_mm.runs.evaluations import is_bpda
 from robustbench_mm.runs.meta import read_meta
 from robustbench_mm.runs.results import attacked_eps, result_path
 from robustbench_mm.runs.seeds import split_seed_suffix
@@ -37,6 +38,7 @@ from robustbench_mm.stats.estimates import Estimate, SeedValue, estimate
 # Evaluations with one file per setting (autoattack-8_255.json, autoattack-0.03.json): loaded by prefix.
 KEY_ORDER = tuple(model_key(method, alpha) for method, alpha in TABLE_MODELS)
 METHOD_LABELS = {"baseline": "No mixup (baseline)", "input": "Input mixup", "manifold": "Manifold mixup"}
+NO_BPDA_LAYER = "not applicable (no non-differentiable layer: BPDA would repeat the plain attack)"
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits (scikit-learn, offline)"}
 
 
@@ -69,7 +71,14 @@ class RunRecord:
     def result(self, evaluation: str) -> dict[str, Any] | None:
         return self.results.get(evaluation)
 
+    @property
+    def has_bpda(self) -> bool:
+        """Attacked through BPDA surrogates too (`attack` does that for every model with a BPDA layer)."""
+        return any(result.get("bpda") for result in self.results.values())
+
     def why_missing(self, evaluation: str) -> str:
+        if is_bpda(evaluation) and "gradient-masking" in self.results and not self.has_bpda:
+            return NO_BPDA_LAYER  # attacked by a version that writes BPDA results, so it has no BPDA layer
         return self.missing.get(evaluation, f"no {evaluation}.json for {self.name}")
 
     @property
