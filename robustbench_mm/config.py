@@ -224,6 +224,10 @@ class AttackConfig:
     aa_paper_eps: bool = True  # also at the paper's eps (the first positive --eps) on the pixel scale
     aa_budget: str = "standard"  # "standard": the reference settings; "smoke": a small budget for the CPU demo
     max_black_box_share: float = 0.2  # percent of examples Square may fool that every white-box stage missed
+    # Pintor et al.'s indicators (attacks/indicators.py) on bounded PGD with its loss trace, first batch of examples:
+    incomplete_window: int = 10  # the last iterates whose best loss may still move ...
+    max_loss_movement: float = 0.05  # ... by at most this share of the trace's range (incomplete optimisation)
+    max_silent_success_share: float = 0.0  # percent of examples whose success flag may disagree with the model
 
     def __post_init__(self) -> None:
         if not 0 < self.aa_eps <= 1:  # also refuses NaN
@@ -244,6 +248,9 @@ class AttackConfig:
         check_positive("--pgd-steps", self.pgd_steps)
         check_positive("--pgd-step-size", self.pgd_step_size)
         check_positive("--bounded-pgd-steps", self.bounded_pgd_steps)
+        check_positive("incomplete_window", self.incomplete_window)
+        if not 0 <= self.max_loss_movement <= 1:
+            raise UsageError(f"max_loss_movement must be a share in [0, 1], got {self.max_loss_movement}")
         check_positive("--batch-size", self.batch_size)
         check_seed("--seed", self.seed)
         check_positive("--save-examples", self.save_examples, allow_zero=True)
@@ -251,7 +258,8 @@ class AttackConfig:
                             ("--max-fgsm-only-share", self.max_fgsm_only_share),
                             ("--max-sweep-rise", self.max_sweep_rise),
                             ("--max-zero-gradient-share", self.max_zero_gradient_share),
-                            ("--max-black-box-share", self.max_black_box_share)):
+                            ("--max-black-box-share", self.max_black_box_share),
+                            ("max_silent_success_share", self.max_silent_success_share)):
             if not 0 <= value <= 100:
                 raise UsageError(f"{flag} must be a percentage in [0, 100], got {value}")
         if self.n_examples is not None:

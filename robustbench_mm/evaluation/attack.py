@@ -33,7 +33,10 @@ from robustbench_mm.attacks import (
     check_eps_zero_is_clean, check_input_gradients, check_iterative_beats_single_step, check_sweep_does_not_rise,
     check_unbounded_pgd, fgsm, fgsm_sweep, percent, pgd_worst_case)
 from robustbench_mm.attacks.autoattack import BUDGETS, STAGES, STAGE_LABELS, AutoAttackFlags, eps_text, run_autoattack
-from robustbench_mm.attacks.checks import check_black_box_not_stronger
+from robustbench_mm.attacks.checks import (
+    check_black_box_not_stronger, check_incomplete_optimisation, check_silent_success)
+from robustbench_mm.attacks.indicators import reevaluate
+from robustbench_mm.attacks.pgd import PgdRun, pgd
 from robustbench_mm.common.progress import progress_bar
 from robustbench_mm.common.runtime import resolve_device, seed_everything
 from robustbench_mm.common.storage import ensure_writable_dir, folder_lock
@@ -368,7 +371,32 @@ class ModelAttacks:
                                   c.max_zero_gradient_share),
             check_deterministic(self.clean_logits.cpu(), second_pass.cpu()),
             *self.black_box_checks(),
+            *self.indicator_checks(),
         ]
+
+    @cached_property
+    def traced_pgd(self) -> tuple[PgdRun, torch.Tensor, str]:
+        """Bounded PGD (the check eps, standard protocol) once more on the first batch, every example for every
+        step with its loss recorded: (the run, the labels, what it is called)."""
+        c = self.config
+        eps = check_eps(c)
+        count = min(len(self.data), c.batch_size)
+        x = to_unit_float(self.data.images[:count]).contiguous(memory_format=self.memory_format)
+        labels = self.data.labels[:count]
+        run = pgd(self.model, x, labels, PROTOCOLS[ITERATIVE_PROTOCOL], c.bounded_pgd_steps,
+                  bounded_pgd_step_size(eps, c.bounded_pgd_steps), eps, record_losses=True)
+        return run, labels, f"{c.bounded_pgd_steps}-step PGD at eps {eps:g} on the first {count} examples"
+
+    def indicator_checks(self) -> list[Check]:
+        """Pintor et al.'s incomplete optimisation (the loss trace where PGD failed) and silent success (PGD's own
+        success flags on its last iterate against a fresh evaluation of the images it returned)."""
+        c = self.config
+        run, labels, what = self.traced_pgd
+        failed = run.worst_case()[-1].cpu()
+        claimed = run.correct[-1].logical_not().cpu()
+        return [check_incomplete_optimisation(run.losses, failed, what, c.incomplete_window, c.max_loss_movement),
+                check_silent_success(claimed, reevaluate(self.model, run.adversarial, labels, c.batch_size),
+                                     f"{what}, last iterate", c.max_silent_success_share)]
 
     def black_box_checks(self) -> list[Check]:
         """The seventh check, where AutoAttack ran: at its first eps, Square against the white-box stages."""

@@ -120,7 +120,10 @@ def evaluation_settings(config: AttackConfig, evaluation: str, dataset: str) -> 
         return {**common, "protocols": list(config.protocols), "eps": list(config.eps), "sweep": sweep_grid(config),
                 **pgd, "bounded_pgd_steps": config.bounded_pgd_steps, "robust_accuracy": "worst-case",
                 "max_fgsm_only_share": config.max_fgsm_only_share, "max_sweep_rise": config.max_sweep_rise,
-                "max_zero_gradient_share": config.max_zero_gradient_share}
+                "max_zero_gradient_share": config.max_zero_gradient_share,
+                "indicators": {"examples": "the first batch", "incomplete_window": config.incomplete_window,
+                               "max_loss_movement": config.max_loss_movement,
+                               "max_silent_success_share": config.max_silent_success_share}}
     raise ValueError(f"unknown evaluation {evaluation!r}")
 
 
