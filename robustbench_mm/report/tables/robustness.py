@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from robustbench_mm.attacks.autoattack import STAGES, STAGE_LABELS
-from robustbench_mm.report.records import Group
+from robustbench_mm.report.records import Group, adversarial_steps_fact
+from robustbench_mm.report.verdicts import RULE, UNKNOWN, model_verdict
 from robustbench_mm.report.sections import Block, Section, cell_status, estimate_cell, header_facts, table_csv_row
 from robustbench_mm.runs.evaluations import Family, in_family
 from robustbench_mm.runs.results import eps_label, fgsm_accuracy
@@ -148,14 +149,23 @@ def robustness_section(group: Group) -> Section:
         for evaluation, stage_columns in breakdowns:
             stages = [(c, model.cell(evaluation, c.value_of, "")[0]) for c in stage_columns]
             if all(cell is not None for _, cell in stages):
-                eps = next(r.results[evaluation]["eps_text"] for r in model.runs if evaluation in r.results)
+                first = next(r.results[evaluation] for r in model.runs if evaluation in r.results)
+                eps = first["eps_text"] + (f" {BPDA_LABEL}" if is_bpda_result(first) else "")
                 stage_texts.append(f"{eps}: " +
                                    " → ".join(f"{c.label} {cell.mean:.1f}" for c, cell in stages))
                 rows += [table_csv_row(group, model, model.key, evaluation, c.setting, cell, None, cell_status(cell, ""),
                                   "not in the paper") for c, cell in stages]
-        md_rows.append([*cells, "; ".join(stage_texts) or "–"])
+        judged = model_verdict(model)
+        md_rows.append([*cells, "; ".join(stage_texts) or "–", f"**{judged.text}**" if judged.word != UNKNOWN else
+                        f"– ({judged.reason})"])
+        rows.append({**table_csv_row(group, model, model.key, "verdict", judged.text, None, None, judged.word,
+                                     "not in the paper"), "ours": None})
     evaluations = tuple(dict.fromkeys(c.evaluation for c in number_columns))
     facts = header_facts(group, evaluations, "see the note below the table")
-    header = ["Model", "Run", *(c.label for c in number_columns), "AutoAttack robust accuracy after each stage"]
-    return Section(group.heading, facts, list(NOTES),
+    header = ["Model", "Run", *(c.label for c in number_columns), "AutoAttack robust accuracy after each stage",
+              "Verdict"]
+    steps = adversarial_steps_fact(group)
+    if steps:
+        facts.append(steps)
+    return Section(group.heading, facts, [*NOTES, RULE],
                    [Block("Robust accuracy (%) under every attack", header, md_rows)], rows)
