@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from robustbench_mm.common.storage import file_sha256
-from robustbench_mm.config import TABLE_MODELS
+from robustbench_mm.config import REPRODUCE_MODELS
 from robustbench_mm.data.deformations import DEFORM_EVALUATIONS, DEFORM_SETS, DEFORM_VARIANTS, evaluation_name
 from robustbench_mm.errors import UsageError
 from robustbench_mm.evaluation.attack_plan import NOT_APPLICABLE
@@ -36,7 +36,7 @@ from robustbench_mm.stats.estimates import Estimate, SeedValue, estimate
 
 # Keys each evaluation's payload must have for the report to use it.
 # Evaluations with one file per setting (autoattack-8_255.json, autoattack-0.03.json): loaded by prefix.
-KEY_ORDER = tuple(model_key(method, alpha) for method, alpha in TABLE_MODELS)
+KEY_ORDER = tuple(model_key(method, alpha) for method, alpha in REPRODUCE_MODELS)
 METHOD_LABELS = {"baseline": "No mixup (baseline)", "input": "Input mixup", "manifold": "Manifold mixup",
                  "adversarial": "Adv. training (Madry et al.)", "thermometer": "Thermometer (Buckman et al.)"}
 NO_BPDA_LAYER = "not applicable (no non-differentiable layer: BPDA would repeat the plain attack)"
