@@ -80,7 +80,7 @@ def table5_section(group: Group) -> Section:
             label = model_label(key, None)
             fgsm_rows.append([f"{label} — paper only", "–", "–", "not run here", fmt(value), "–", "not run here",
                               fmt(value), "–"])
-            rows.append(table_csv_row(group, None, key, "fgsm-paper", eps_label(TABLE5_EPS), None, value, "paper only",
+            rows.append(table_csv_row(group, None, label, "fgsm-paper", eps_label(TABLE5_EPS), None, value, "paper only",
                                  reference))
     fgsm_columns = ["Model", "Run", "Clean accuracy (%)",
                     "FGSM standard: ours", "paper", "Δ", "FGSM paper protocol: ours", "paper", "Δ"]
