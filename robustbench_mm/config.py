@@ -65,6 +65,9 @@ def check_fields_finite(config) -> None:
 # The paper's alpha per method; `--method all` trains exactly the models Tables 3, 5 and 7 need.
 DEFAULT_ALPHA = {"baseline": 0.0, "input": 1.0, "manifold": 2.0, "adversarial": 0.0, "thermometer": 0.0}
 TABLE_MODELS = (("baseline", 0.0), ("input", 1.0), ("input", 2.0), ("manifold", 2.0))
+# What `reproduce` (and `make demo`) trains and evaluates: the four table models, then Table 5's two controls,
+# a positive (PGD adversarial training) and a negative one (thermometer encoding: gradient masking, broken by BPDA).
+REPRODUCE_MODELS = (*TABLE_MODELS, *((method, 0.0) for method in CONTROL_METHODS))
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,10 @@ class AttackConfig:
     aa_paper_eps: bool = True  # also at the paper's eps (the first positive --eps) on the pixel scale
     aa_budget: str = "standard"  # "standard": the reference settings; "smoke": a small budget for the CPU demo
     max_black_box_share: float = 0.2  # percent of examples Square may fool that every white-box stage missed
+    # Pintor et al.'s indicators (attacks/indicators.py) on bounded PGD with its loss trace, first batch of examples:
+    incomplete_window: int = 10  # the last iterates whose best loss may still move ...
+    max_loss_movement: float = 0.05  # ... by at most this share of the trace's range (incomplete optimisation)
+    max_silent_success_share: float = 0.0  # percent of examples whose success flag may disagree with the model
 
     def __post_init__(self) -> None:
         if not 0 < self.aa_eps <= 1:  # also refuses NaN
@@ -245,6 +252,9 @@ class AttackConfig:
         check_positive("--pgd-steps", self.pgd_steps)
         check_positive("--pgd-step-size", self.pgd_step_size)
         check_positive("--bounded-pgd-steps", self.bounded_pgd_steps)
+        check_positive("incomplete_window", self.incomplete_window)
+        if not 0 <= self.max_loss_movement <= 1:
+            raise UsageError(f"max_loss_movement must be a share in [0, 1], got {self.max_loss_movement}")
         check_positive("--batch-size", self.batch_size)
         check_seed("--seed", self.seed)
         check_positive("--save-examples", self.save_examples, allow_zero=True)
@@ -252,7 +262,8 @@ class AttackConfig:
                             ("--max-fgsm-only-share", self.max_fgsm_only_share),
                             ("--max-sweep-rise", self.max_sweep_rise),
                             ("--max-zero-gradient-share", self.max_zero_gradient_share),
-                            ("--max-black-box-share", self.max_black_box_share)):
+                            ("--max-black-box-share", self.max_black_box_share),
+                            ("max_silent_success_share", self.max_silent_success_share)):
             if not 0 <= value <= 100:
                 raise UsageError(f"{flag} must be a percentage in [0, 100], got {value}")
         if self.n_examples is not None:
@@ -433,5 +444,5 @@ def config_from_dict(cls, data: dict[str, Any]):
 __all__ = [
     "AttackConfig", "CalibrationConfig", "CorruptConfig", "DeformConfig", "TrainConfig", "train_config_for_preset",
     "config_from_dict", "METHOD_SETTINGS", "unused_settings", "DATASETS", "METHODS", "MIXUP_METHODS", "CONTROL_METHODS",
-    "ARCHS", "TABLE_MODELS", "DEFAULT_ALPHA",
+    "ARCHS", "TABLE_MODELS", "REPRODUCE_MODELS", "DEFAULT_ALPHA",
 ]

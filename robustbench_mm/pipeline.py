@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robustbench_mm.config import (
-    TABLE_MODELS, AttackConfig, CalibrationConfig, CorruptConfig, DeformConfig, TrainConfig, train_config_for_preset)
+    REPRODUCE_MODELS, AttackConfig, CalibrationConfig, CorruptConfig, DeformConfig, TrainConfig, train_config_for_preset)
 from robustbench_mm.errors import check_choice
 from robustbench_mm.evaluation.attack import run_attacks
 from robustbench_mm.evaluation.attack_plan import check_attack_targets
@@ -52,7 +52,8 @@ class Plan:
 def plan_for_preset(preset: str, dataset: str | None = None, arch: str | None = None, device: str = "auto",
                     checkpoints: str | Path = "checkpoints", data_dir: str | None = None,
                     weights: str = "last", seeds: tuple[int, ...] | None = None) -> Plan:
-    """The four table models of `preset` (the paper's alphas) and the preset's evaluation settings.
+    """The four table models of `preset` (the paper's alphas), Table 5's two controls (`REPRODUCE_MODELS`:
+    adversarial training and thermometer encoding) and the preset's evaluation settings.
 
     `weights` picks the checkpoint every evaluation uses: "last", or "best" (the highest test
     accuracy seen during training, what the paper reported). `seeds` trains each model once per
@@ -62,7 +63,7 @@ def plan_for_preset(preset: str, dataset: str | None = None, arch: str | None = 
     models = tuple(for_seeds([
         train_config_for_preset(preset, method=method, alpha=alpha, dataset=dataset, arch=arch, device=device,
                                 out=str(checkpoints), data_dir=data_dir)
-        for method, alpha in TABLE_MODELS], seeds))
+        for method, alpha in REPRODUCE_MODELS], seeds))
     examples = EVALUATION_EXAMPLES[preset]
     return Plan(models, AttackConfig(n_examples=examples["attack"], checkpoint=weights, device=device,
                                      **AUTOATTACK[preset]),

@@ -31,7 +31,7 @@ def test_reproduce_plan_trains_every_table_model_per_seed():
     assert [(c.run_name, c.seed) for c in plan.train][:3] == [
         ("digits-preactresnet18-baseline-s0", 0), ("digits-preactresnet18-baseline-s1", 1),
         ("digits-preactresnet18-input-a1-s0", 0)]
-    assert len(plan.train) == 8
+    assert len(plan.train) == 12  # six models (four table models, two Table 5 controls), two seeds each
     assert [c.run_name for c in plan_for_preset("smoke").train][0] == "digits-preactresnet18-baseline"
 
 

@@ -13,6 +13,9 @@ import numpy as np
 import torch
 
 from robustbench_mm.attacks.core import percent
+from robustbench_mm.attacks.indicators import (
+    INCOMPLETE_THRESHOLD, INCOMPLETE_WINDOW, SILENT_SUCCESS_MAX_SHARE, incomplete_optimisation, loss_movement,
+    silent_success)
 
 DETERMINISM_TOLERANCE = 1e-6
 GRADIENT_HISTOGRAM_EDGES = tuple(range(-40, 5))  # log10 of max |input gradient| per example
@@ -170,3 +173,51 @@ def check_deterministic(first: torch.Tensor, second: torch.Tensor) -> Check:
     return Check("logits-deterministic", passed, largest if finite else None, detail, {
         "kind": "determinism", "max_abs_difference": largest if finite else None, "differing": differing,
         "n_logits": difference.numel()})
+
+
+# ---- Pintor et al.'s indicators of attack failure, as checks (attacks/indicators.py) ---------------
+
+TRACES_DRAWN = 20  # loss traces the panel draws (the value is over all of them)
+
+
+def check_incomplete_optimisation(losses: torch.Tensor, failed: torch.Tensor, what: str,
+                                  window: int = INCOMPLETE_WINDOW, threshold: float = INCOMPLETE_THRESHOLD) -> Check:
+    """The attack's loss must have settled where it failed (Pintor et al.'s *incomplete optimisation*).
+
+    `losses`: (iterates, N) each example's loss at every iterate (`pgd(..., record_losses=True)`);
+    `failed`: bool (N,), the examples the attack did not fool. Only their traces count: an example
+    already fooled has nothing left to find, and its loss may rise forever. `value` is the largest
+    movement of the best loss so far over the last `window` iterates, as a share of the trace's range.
+    """
+    failed = torch.as_tensor(failed).bool().cpu()
+    traces = torch.as_tensor(losses).double().cpu()[:, failed]
+    n_failed = int(failed.sum())
+    if n_failed == 0:
+        value, passed, movement = 0.0, True, np.zeros(0)
+        detail = f"{what}: fooled every example, so no failed optimisation to inspect"
+    else:
+        indicator = incomplete_optimisation(traces, window, threshold)
+        movement = loss_movement(traces, window)
+        value = indicator.value if math.isfinite(indicator.value) else None
+        passed = not indicator.tripped
+        detail = f"{what}, on the {n_failed} examples it failed on: {indicator.explanation}"
+    shown = traces[:, :TRACES_DRAWN].numpy()
+    return Check("optimisation-complete", passed, value, detail, {
+        "kind": "loss-trace", "what": what, "window": window, "threshold": threshold, "n_failed": n_failed,
+        "movement": [float(m) if math.isfinite(m) else None for m in movement[:TRACES_DRAWN]],
+        "traces": [[float(v) if math.isfinite(v) else None for v in shown[:, j]] for j in range(shown.shape[1])]})
+
+
+def check_silent_success(claimed_success: torch.Tensor, reevaluated_correct: torch.Tensor, what: str,
+                         max_share: float = SILENT_SUCCESS_MAX_SHARE) -> Check:
+    """The attack's own success flags must agree with the model on its adversarial images (Pintor et al.'s
+    *silent success*, both directions: a fooled image reported as a failure, a reported success that is not)."""
+    indicator = silent_success(claimed_success, reevaluated_correct, max_share)
+    claimed = torch.as_tensor(claimed_success).bool().flatten().cpu()
+    fooled = ~torch.as_tensor(reevaluated_correct).bool().flatten().cpu()
+    return Check("success-flags-agree-with-model", not indicator.tripped, indicator.value,
+                 f"{what}: {indicator.explanation}", {
+                     "kind": "silent-success", "what": what, "n_examples": claimed.numel(),
+                     "claimed_fooled": int(claimed.sum()), "reevaluated_fooled": int(fooled.sum()),
+                     "silent": int((fooled & ~claimed).sum()), "overclaimed": int((claimed & ~fooled).sum()),
+                     "max_share": max_share})

@@ -80,6 +80,15 @@ PROTOCOLS = {
 }
 
 
+NO_PIXEL_STD = "the model has no pixel-scale normalization `std` (an input encoding comes first)"
+
+
+def protocol_applies(protocol: Protocol, model: torch.nn.Module) -> bool:
+    """False for a protocol that measures eps on the normalized input (`paper`) on a model without a
+    pixel-scale `std` buffer (e.g. thermometer encoding, whose first layer is a code, not a normalization)."""
+    return not protocol.eps_on_normalized_input or isinstance(getattr(model, "std", None), torch.Tensor)
+
+
 def input_gradient(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor,
                    loss: LossFn) -> tuple[torch.Tensor, torch.Tensor]:
     """(d loss / d x, the logits at x); only the input gradient is computed, not the weights'."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import nullcontext
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,7 +33,10 @@ from robustbench_mm.attacks import (
     check_eps_zero_is_clean, check_input_gradients, check_iterative_beats_single_step, check_sweep_does_not_rise,
     check_unbounded_pgd, fgsm, fgsm_sweep, percent, pgd_worst_case)
 from robustbench_mm.attacks.autoattack import BUDGETS, STAGES, STAGE_LABELS, AutoAttackFlags, eps_text, run_autoattack
-from robustbench_mm.attacks.checks import check_black_box_not_stronger
+from robustbench_mm.attacks.checks import (
+    check_black_box_not_stronger, check_incomplete_optimisation, check_silent_success)
+from robustbench_mm.attacks.indicators import reevaluate
+from robustbench_mm.attacks.pgd import PgdRun, pgd
 from robustbench_mm.common.progress import progress_bar
 from robustbench_mm.common.runtime import memory_format, resolve_device, seed_everything
 from robustbench_mm.common.storage import ensure_writable_dir, folder_lock
@@ -40,11 +44,14 @@ from robustbench_mm.config import AttackConfig
 from robustbench_mm.data.images import ImageSet, to_unit_float
 from robustbench_mm.evaluation.attack_plan import (
     ITERATIVE_PROTOCOL, autoattack_eps, autoattack_evaluation, check_attack_targets, check_dataset, check_eps,
-    check_num_classes, evaluation_settings, examples_metadata, sweep_grid, verdict_protocol)
+    bpda_config, check_num_classes, config_for_model, evaluation_settings, examples_metadata, protocols_not_applicable, sweep_grid,
+    verdict_protocol)
 from robustbench_mm.evaluation.autoattack_state import AutoAttackState, flags_of_result
 from robustbench_mm.evaluation.test_sets import TestSets
 from robustbench_mm.figures.masking import save_gradient_masking_figure
 from robustbench_mm.models.metrics import accuracy_and_nll, predict
+from robustbench_mm.models.thermometer import bpda, bpda_layers
+from robustbench_mm.runs.evaluations import bpda_name
 from robustbench_mm.runs.checkpoints import load_model, resolve_runs, save_tensors, stored_metadata
 from robustbench_mm.runs.files import EXAMPLES_FILE, MASKING_FIGURE
 from robustbench_mm.runs.results import (
@@ -61,7 +68,8 @@ class ModelAttacks:
         self.loaded = loaded
         self.model = loaded.model
         self.data = data
-        self.config = config
+        self.not_applicable = protocols_not_applicable(config, loaded)  # protocol -> why it is left out
+        self.config = config_for_model(config, loaded)
         self.out_dir = out_dir
         self.device = device
         self.force = force
@@ -89,18 +97,25 @@ class ModelAttacks:
         return progress_bar(total=total, desc=f"{self.loaded.name}: {what}", unit=unit, leave=False,
                             disable=not self.progress)
 
+    def named(self, evaluation: str) -> str:
+        """The result name of `evaluation` (a plain name such as 'pgd-bounded') for this set of attacks."""
+        return evaluation
+
     def settings(self, evaluation: str) -> dict[str, Any]:
-        return evaluation_settings(self.config, evaluation, self.data.name)
+        return evaluation_settings(self.config, self.named(evaluation), self.data.name)
 
     def stored(self, evaluation: str) -> dict[str, Any] | None:
         if self.force:
             return None
-        return finished_result(result_path(self.out_dir.parent, self.out_dir.name, evaluation), self.summary,
-                               self.settings(evaluation))
+        return finished_result(result_path(self.out_dir.parent, self.out_dir.name, self.named(evaluation)),
+                               self.summary, self.settings(evaluation))
 
     def base_payload(self) -> dict[str, Any]:
-        return {"n_examples": len(self.data), "device": str(self.device),
-                "data_dir": self.config.data_dir or self.loaded.data_dir}
+        payload = {"n_examples": len(self.data), "device": str(self.device),
+                   "data_dir": self.config.data_dir or self.loaded.data_dir}
+        if self.not_applicable:
+            payload["protocols_not_applicable"] = dict(self.not_applicable)
+        return payload
 
     def per_example(self, correct: dict[str, torch.Tensor]) -> dict[str, Any]:
         """The shared per-example contract: which of the test examples [0, N) stayed correct, per label."""
@@ -183,7 +198,7 @@ class ModelAttacks:
                 "example_steps": result.example_steps}
 
     def partial_path(self, evaluation: str) -> Path:
-        return self.out_dir / f"{evaluation}.partial.json"
+        return self.out_dir / f"{self.named(evaluation)}.partial.json"
 
     def resumed_flags(self, evaluation: str, path: Path | None = None) -> AutoAttackFlags | None:
         """Flags a killed run saved for these exact model and settings, or None (then it starts afresh).
@@ -229,13 +244,16 @@ class ModelAttacks:
 
     # ---- result files -------------------------------------------------------------------------
 
+    BPDA = False  # BpdaAttacks: the same attacks through the model's BPDA surrogates
+
     def run(self) -> list[Path]:
         written: list[Path] = []
         done: list[Path] = []
-        with folder_lock(self.out_dir):
+        with folder_lock(self.out_dir), (bpda(self.model) if self.BPDA else nullcontext()):
             for protocol in self.config.protocols:
                 self._produce(f"fgsm-{protocol}", lambda p=protocol: self.fgsm_payload(p), written, done)
-            self._write_examples(written, done)
+            if not self.BPDA:
+                self._write_examples(written, done)
             for protocol in self.config.protocols:
                 self._produce(f"pgd-unbounded-{protocol}", lambda p=protocol: self.pgd_payload(p), written, done)
             self._produce("pgd-bounded", self.bounded_pgd_payload, written, done)
@@ -243,18 +261,19 @@ class ModelAttacks:
                 evaluation = autoattack_evaluation(eps)
                 self._produce(evaluation, lambda e=eps: self.autoattack_payload(e), written, done)
                 self.partial_path(evaluation).unlink(missing_ok=True)  # the result file now holds every flag
-            self._produce("gradient-masking", self.masking_payload, written, done)
+            if not self.BPDA:
+                self._produce("gradient-masking", self.masking_payload, written, done)
         if self.progress:
             tqdm.write(f"{self.loaded.name}: {len(written)} result file(s) written, {len(done)} already finished "
                        f"with these settings, in {self.out_dir}", file=sys.stderr)
         return sorted(written + done)
 
     def _produce(self, evaluation: str, payload, written: list[Path], done: list[Path]) -> None:
-        path = result_path(self.out_dir.parent, self.out_dir.name, evaluation)
+        path = result_path(self.out_dir.parent, self.out_dir.name, self.named(evaluation))
         if self.stored(evaluation) is not None:
             done.append(path)
             return
-        write_result(path, evaluation, self.summary, self.settings(evaluation), payload())
+        write_result(path, self.named(evaluation), self.summary, self.settings(evaluation), payload())
         written.append(path)
 
     def fgsm_payload(self, protocol_name: str) -> dict[str, Any]:
@@ -352,7 +371,32 @@ class ModelAttacks:
                                   c.max_zero_gradient_share),
             check_deterministic(self.clean_logits.cpu(), second_pass.cpu()),
             *self.black_box_checks(),
+            *self.indicator_checks(),
         ]
+
+    @cached_property
+    def traced_pgd(self) -> tuple[PgdRun, torch.Tensor, str]:
+        """Bounded PGD (the check eps, standard protocol) once more on the first batch, every example for every
+        step with its loss recorded: (the run, the labels, what it is called)."""
+        c = self.config
+        eps = check_eps(c)
+        count = min(len(self.data), c.batch_size)
+        x = to_unit_float(self.data.images[:count]).contiguous(memory_format=self.memory_format)
+        labels = self.data.labels[:count]
+        run = pgd(self.model, x, labels, PROTOCOLS[ITERATIVE_PROTOCOL], c.bounded_pgd_steps,
+                  bounded_pgd_step_size(eps, c.bounded_pgd_steps), eps, record_losses=True)
+        return run, labels, f"{c.bounded_pgd_steps}-step PGD at eps {eps:g} on the first {count} examples"
+
+    def indicator_checks(self) -> list[Check]:
+        """Pintor et al.'s incomplete optimisation (the loss trace where PGD failed) and silent success (PGD's own
+        success flags on its last iterate against a fresh evaluation of the images it returned)."""
+        c = self.config
+        run, labels, what = self.traced_pgd
+        failed = run.worst_case()[-1].cpu()
+        claimed = run.correct[-1].logical_not().cpu()
+        return [check_incomplete_optimisation(run.losses, failed, what, c.incomplete_window, c.max_loss_movement),
+                check_silent_success(claimed, reevaluate(self.model, run.adversarial, labels, c.batch_size),
+                                     f"{what}, last iterate", c.max_silent_success_share)]
 
     def black_box_checks(self) -> list[Check]:
         """The seventh check, where AutoAttack ran: at its first eps, Square against the white-box stages."""
@@ -392,6 +436,30 @@ class ModelAttacks:
         written.append(path)
 
 
+BPDA_DESCRIPTION = ("BPDA (Athalye et al., 2018): forward pass through the real model, backward pass through each "
+                    "non-differentiable layer's differentiable surrogate (models/thermometer.py: the BpdaLayer "
+                    "protocol); Square, which uses no gradients, is unchanged")
+
+
+class BpdaAttacks(ModelAttacks):
+    """The gradient attacks once more with BPDA, for a model with BPDA layers: FGSM and unbounded PGD in the
+    standard protocol, PGD-20 and AutoAttack (its gradient stages through the surrogates), each written as
+    ``<evaluation>-bpda.json`` (runs/evaluations.py) beside the plain result."""
+
+    BPDA = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.config = bpda_config(self.config)
+        self.layers = [name or "(the model)" for name, _ in bpda_layers(self.model)]
+
+    def named(self, evaluation: str) -> str:
+        return bpda_name(evaluation)
+
+    def base_payload(self) -> dict[str, Any]:
+        return {**super().base_payload(), "bpda": {"layers": self.layers, "description": BPDA_DESCRIPTION}}
+
+
 def load_test_set(loaded: ModelSource, config: AttackConfig, test_sets: TestSets) -> ImageSet:
     return test_sets.get(loaded.dataset, config.data_dir or loaded.data_dir, loaded.download, config.n_examples)
 
@@ -427,6 +495,10 @@ def run_attacks(config: AttackConfig, checkpoints_root: str | Path = "checkpoint
         model.to(memory_format=memory_format(device))
         attacks = ModelAttacks(loaded, data.to(device), config, out_root / loaded.name, device, force, progress)
         paths.extend(attacks.run())
+        if bpda_layers(model):  # the defence after: the same attacks through its surrogates
+            seed_everything(config.seed)
+            paths.extend(BpdaAttacks(loaded, data.to(device), config, out_root / loaded.name, device, force,
+                                     progress).run())
         model.to("cpu")
     return paths
 

@@ -3,6 +3,7 @@ made before any of them is written."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,13 @@ from typing import Any
 import torch
 
 from robustbench_mm.attacks.autoattack import BUDGETS, eps_name
+from robustbench_mm.attacks.core import NO_PIXEL_STD, PROTOCOLS, protocol_applies
 from robustbench_mm.config import AttackConfig
 from robustbench_mm.data.images import ImageSet
 from robustbench_mm.errors import UsageError
 from robustbench_mm.runs.checkpoints import stored_metadata
-from robustbench_mm.runs.evaluations import Evaluation, Family
+from robustbench_mm.models.thermometer import bpda_layers
+from robustbench_mm.runs.evaluations import Evaluation, Family, bpda_name
 from robustbench_mm.runs.files import EXAMPLES_FILE
 from robustbench_mm.runs.results import (
     OWN_COMMAND, ConflictHint, as_json, check_result_targets, check_same_settings, check_target_path, result_path)
@@ -24,6 +27,34 @@ ITERATIVE_PROTOCOL = "standard"  # bounded PGD and the saved examples
 
 
 VERDICT_PROTOCOL = "paper"  # Appendix D's unbounded-PGD verdict: the authors' convention, when it is run
+
+
+NOT_APPLICABLE = "not applicable (input encoding)"  # how the report names a protocol a model cannot be attacked in
+
+
+def protocols_not_applicable(config: AttackConfig, loaded: ModelSource) -> dict[str, str]:
+    """protocol -> why, for the requested protocols `loaded`'s model cannot be attacked in.
+
+    The `paper` protocol measures eps on the normalized input, so it needs a pixel-scale `std`
+    buffer; a model whose first layer is an input encoding (thermometer) has none. As
+    `sources.external.protocols_for` does for models trained elsewhere and the in-training FGSM
+    (`train.fgsm_monitor`) does for every run, that protocol is dropped for such a model and the
+    reason goes into every result file of it (``protocols_not_applicable``).
+    """
+    return {p: f"{NOT_APPLICABLE}: {NO_PIXEL_STD}" for p in config.protocols
+            if not protocol_applies(PROTOCOLS[p], loaded.model)}
+
+
+def config_for_model(config: AttackConfig, loaded: ModelSource) -> AttackConfig:
+    """`config` with only the protocols that apply to `loaded`'s model (see `protocols_not_applicable`)."""
+    skipped = protocols_not_applicable(config, loaded)
+    if not skipped:
+        return config
+    kept = tuple(p for p in config.protocols if p not in skipped)
+    if not kept:
+        raise UsageError(f"model {loaded.name!r} cannot be attacked in the {', '.join(skipped)} protocol: "
+                         f"{NO_PIXEL_STD}; add --protocol standard")
+    return dataclasses.replace(config, protocols=kept)
 
 
 def sweep_grid(config: AttackConfig) -> list[float]:
@@ -65,6 +96,8 @@ def evaluation_settings(config: AttackConfig, evaluation: str, dataset: str) -> 
     pgd = {"pgd_steps": config.pgd_steps, "pgd_step_size": config.pgd_step_size,
            "pgd_pass_threshold": config.pgd_pass_threshold}
     parsed = Evaluation.of(evaluation)
+    if parsed is not None and parsed.bpda:
+        return {**evaluation_settings(bpda_config(config), parsed.plain.name, dataset), "bpda": True}
     family = parsed.family if parsed is not None else None
     if family is Family.FGSM:
         return {**common, "protocol": parsed.variant, "eps": list(config.eps), "sweep": sweep_grid(config)}
@@ -87,7 +120,10 @@ def evaluation_settings(config: AttackConfig, evaluation: str, dataset: str) -> 
         return {**common, "protocols": list(config.protocols), "eps": list(config.eps), "sweep": sweep_grid(config),
                 **pgd, "bounded_pgd_steps": config.bounded_pgd_steps, "robust_accuracy": "worst-case",
                 "max_fgsm_only_share": config.max_fgsm_only_share, "max_sweep_rise": config.max_sweep_rise,
-                "max_zero_gradient_share": config.max_zero_gradient_share}
+                "max_zero_gradient_share": config.max_zero_gradient_share,
+                "indicators": {"examples": "the first batch", "incomplete_window": config.incomplete_window,
+                               "max_loss_movement": config.max_loss_movement,
+                               "max_silent_success_share": config.max_silent_success_share}}
     raise ValueError(f"unknown evaluation {evaluation!r}")
 
 
@@ -96,6 +132,29 @@ def result_evaluations(config: AttackConfig) -> list[str]:
     return [*(Evaluation(Family.FGSM, p).name for p in config.protocols),
             *(Evaluation(Family.PGD_UNBOUNDED, p).name for p in config.protocols), Family.PGD_BOUNDED.value,
             *(autoattack_evaluation(eps) for eps in autoattack_eps(config)), Family.GRADIENT_MASKING.value]
+
+
+BPDA_PROTOCOL = ITERATIVE_PROTOCOL  # BPDA attacks: the standard protocol only (pixel scale, CE, clipping)
+
+
+def bpda_config(config: AttackConfig) -> AttackConfig:
+    """The config the BPDA attacks run with: `config` in the standard protocol only."""
+    return dataclasses.replace(config, protocols=(BPDA_PROTOCOL,))
+
+
+def bpda_evaluations(config: AttackConfig) -> list[str]:
+    """The BPDA result files `attack` also writes for a model with BPDA layers (`models.thermometer.bpda_layers`):
+    FGSM and unbounded PGD in the standard protocol, bounded PGD and AutoAttack at every eps it runs at."""
+    return [Evaluation(Family.FGSM, BPDA_PROTOCOL, bpda=True).name,
+            Evaluation(Family.PGD_UNBOUNDED, BPDA_PROTOCOL, bpda=True).name,
+            Evaluation(Family.PGD_BOUNDED, bpda=True).name,
+            *(bpda_name(autoattack_evaluation(eps)) for eps in autoattack_eps(config))]
+
+
+def model_evaluations(config: AttackConfig, loaded: ModelSource) -> list[str]:
+    """Every JSON result file `attack` writes for `loaded` (its own protocols; BPDA ones where it has BPDA layers)."""
+    own = config_for_model(config, loaded)
+    return result_evaluations(own) + (bpda_evaluations(own) if bpda_layers(loaded.model) else [])
 
 
 def check_dataset(loaded: ModelSource, dataset: str | None) -> None:
@@ -147,8 +206,8 @@ def check_attack_targets(config: AttackConfig, models: list[ModelSource], out_ro
                          hint: ConflictHint = OWN_COMMAND) -> None:
     """Refuse, before anything is written, every file `attack` would lose or cannot write (see runs/results.py)."""
     check_result_targets([(result_path(out_root, loaded.name, evaluation), loaded.summary,
-                           evaluation_settings(config, evaluation, loaded.dataset))
-                          for loaded in models for evaluation in result_evaluations(config)], force, hint)
+                           evaluation_settings(config_for_model(config, loaded), evaluation, loaded.dataset))
+                          for loaded in models for evaluation in model_evaluations(config, loaded)], force, hint)
     if config.save_examples > 0:
         for loaded in models:
             check_examples_target(Path(out_root) / loaded.name / EXAMPLES_FILE,

@@ -97,7 +97,40 @@ def _determinism(ax, data: dict) -> None:
             transform=ax.transAxes, ha="center", fontsize=8, bbox={"facecolor": "white", "alpha": 0.8})
 
 
-PANELS = {"curve": _curve, "bars": _bars, "sweep": _sweep, "eps-zero": _eps_zero,
+def _loss_trace(ax, data: dict) -> None:
+    window = data["window"]
+    for trace, moved in zip(data["traces"], data["movement"]):
+        values = np.asarray([np.nan if v is None else v for v in trace], dtype=float)
+        finite = values[np.isfinite(values)]
+        span = (finite.max() - finite.min()) if finite.size else 0.0
+        scaled = (values - finite.min()) / span if span > 0 else np.zeros_like(values)
+        best = np.fmax.accumulate(scaled)
+        tripped = moved is None or moved > data["threshold"]
+        ax.plot(range(len(best)), best, color="#d62728" if tripped else "#1f77b4", alpha=0.6, linewidth=1)
+    if data["traces"]:
+        length = len(data["traces"][0])
+        ax.axvspan(max(length - window, 0), length - 1, color="gray", alpha=0.15,
+                   label=f"last {window} iterates (may move ≤ {data['threshold']:g})")
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no failed examples", transform=ax.transAxes, ha="center", fontsize=8)
+    ax.set_xlabel("attack iterate (0 = start)")
+    ax.set_ylabel(f"best loss so far, rescaled\n({len(data['traces'])} of {data['n_failed']} failed examples)",
+                  fontsize=8)
+    ax.set_ylim(-0.05, 1.05)
+
+
+def _silent_success(ax, data: dict) -> None:
+    labels = ["reported\nfooled", "fooled on\nre-evaluation", "silent\nsuccesses", "over-\nclaimed"]
+    values = [data["claimed_fooled"], data["reevaluated_fooled"], data["silent"], data["overclaimed"]]
+    ax.bar(labels, values, color=["#1f77b4", "#9467bd", "#d62728", "#ff7f0e"])
+    for i, value in enumerate(values):
+        ax.text(i, value, str(value), ha="center", va="bottom", fontsize=7)
+    ax.set_ylabel(f"examples (of {data['n_examples']})")
+    ax.tick_params(axis="x", labelsize=7)
+
+
+PANELS = {"loss-trace": _loss_trace, "silent-success": _silent_success, "curve": _curve, "bars": _bars, "sweep": _sweep, "eps-zero": _eps_zero,
           "gradient-histogram": _gradient_histogram, "determinism": _determinism, "black-box": _black_box}
 
 

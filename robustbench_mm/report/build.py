@@ -34,6 +34,8 @@ from robustbench_mm.report.tables import corruptions as corruptions_table
 from robustbench_mm.report.tables.deform import deform_section
 from robustbench_mm.report.tables.orderings import orderings_section
 from robustbench_mm.report.tables.robustness import robustness_section
+from robustbench_mm.report.verdicts import RULE as VERDICT_RULE
+from robustbench_mm.report.verdicts import model_verdict
 from robustbench_mm.report.tables.table5 import table5_section
 
 
@@ -104,6 +106,9 @@ def summary(report: Report, plots: dict[str, dict[str, str]], sources: dict[str,
                         "gradient_masking": r.results["gradient-masking"]["checks"]
                         if "gradient-masking" in r.results else None}
                        for r in group.runs],
+            "verdicts": [{"model": model.key, "runs": [r.name for r in model.runs], "label": model.label,
+                          **model_verdict(model).to_dict()} for model in group.models],
+            "verdict_rule": VERDICT_RULE,
             "facts": {table: dict(report.tables[table][index].facts) for table in report.tables},
             "cells": {table: report.tables[table][index].rows for table in report.tables},
             "plots": list(plots.get(group.slug, {})),

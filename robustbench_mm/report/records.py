@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from robustbench_mm.common.storage import file_sha256
-from robustbench_mm.config import TABLE_MODELS
+from robustbench_mm.config import REPRODUCE_MODELS
 from robustbench_mm.data.deformations import DEFORM_EVALUATIONS, DEFORM_SETS, DEFORM_VARIANTS, evaluation_name
 from robustbench_mm.errors import UsageError
-from robustbench_mm.paper import TABLE5_EPS, TABLE7_COLUMNS, model_key
+from robustbench_mm.evaluation.attack_plan import NOT_APPLICABLE
+from robustbench_mm.paper import TABLE5_EPS, TABLE7_COLUMNS, UNMIXED_METHODS, model_key
 from robustbench_mm.presets import deform_convention
 from robustbench_mm.report.orderings import Comparison, compare_group
 from robustbench_mm.report.result_checks import EVALUATIONS, FAMILY_REQUIRED_KEYS, PROTOCOLS, read_result
 from robustbench_mm.runs.checkpoints import WEIGHT_FILES, find_runs, stored_metadata
 from robustbench_mm.runs.files import EXAMPLES_FILE
+from robustbench_mm.runs.evaluations import is_bpda
 from robustbench_mm.runs.meta import read_meta
 from robustbench_mm.runs.results import attacked_eps, result_path
 from robustbench_mm.runs.seeds import split_seed_suffix
@@ -34,8 +36,10 @@ from robustbench_mm.stats.estimates import Estimate, SeedValue, estimate
 
 # Keys each evaluation's payload must have for the report to use it.
 # Evaluations with one file per setting (autoattack-8_255.json, autoattack-0.03.json): loaded by prefix.
-KEY_ORDER = tuple(model_key(method, alpha) for method, alpha in TABLE_MODELS)
-METHOD_LABELS = {"baseline": "No mixup (baseline)", "input": "Input mixup", "manifold": "Manifold mixup"}
+KEY_ORDER = tuple(model_key(method, alpha) for method, alpha in REPRODUCE_MODELS)
+METHOD_LABELS = {"baseline": "No mixup (baseline)", "input": "Input mixup", "manifold": "Manifold mixup",
+                 "adversarial": "Adv. training (Madry et al.)", "thermometer": "Thermometer (Buckman et al.)"}
+NO_BPDA_LAYER = "not applicable (no non-differentiable layer: BPDA would repeat the plain attack)"
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits (scikit-learn, offline)"}
 
 
@@ -68,7 +72,14 @@ class RunRecord:
     def result(self, evaluation: str) -> dict[str, Any] | None:
         return self.results.get(evaluation)
 
+    @property
+    def has_bpda(self) -> bool:
+        """Attacked through BPDA surrogates too (`attack` does that for every model with a BPDA layer)."""
+        return any(result.get("bpda") for result in self.results.values())
+
     def why_missing(self, evaluation: str) -> str:
+        if is_bpda(evaluation) and "gradient-masking" in self.results and not self.has_bpda:
+            return NO_BPDA_LAYER  # attacked by a version that writes BPDA results, so it has no BPDA layer
         return self.missing.get(evaluation, f"no {evaluation}.json for {self.name}")
 
     @property
@@ -131,12 +142,29 @@ def model_runs(records: Iterable[RunRecord]) -> list[ModelRuns]:
 
 def model_label(method: str, alpha: float | None) -> str:
     label = METHOD_LABELS.get(method, method)
-    return label if method == "baseline" else f"{label} (α = {alpha:g})"
+    return label if method in UNMIXED_METHODS or alpha is None else f"{label} (α = {alpha:g})"
+
+
+def adversarial_steps_fact(group: Group) -> tuple[str, str] | None:
+    """A header fact for a table that shows an adversarially trained model: its inner attack, read from meta.json,
+    and that the smoke preset runs fewer steps than Madry et al.'s 7."""
+    settings = sorted({(m["adversarial_training"]["steps"], m["adversarial_training"]["eps"],
+                        m["adversarial_training"]["step_size"], r.model["preset"])
+                       for r in group.runs if r.meta and (m := r.meta).get("adversarial_training")})
+    if not settings:
+        return None
+    parts = [f"inner L-inf PGD, {steps} steps (ε = {eps:.4g}, step {step:.4g}, random start)"
+             + (f" — the {preset} preset's reduced inner attack, Madry et al. use {MADRY_STEPS}"
+                if steps < MADRY_STEPS else "") for steps, eps, step, preset in settings]
+    return "Adversarial training", "; ".join(parts)
+
+
+MADRY_STEPS = 7  # the inner attack's steps of Madry et al.'s CIFAR setting (RobustBench's PreActResNet-18 baselines)
 
 
 def _identity_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
     config = meta["config"]
-    alpha = config["alpha"] if config["method"] != "baseline" else None
+    alpha = config["alpha"] if config["method"] not in UNMIXED_METHODS else None
     return {"key": model_key(config["method"], alpha), "dataset": config["dataset"], "arch": config["arch"],
             "preset": config["preset"], "width": config["width"], "method": config["method"], "alpha": alpha}
 
@@ -183,6 +211,7 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
                     missing[path.stem] = f"{why} for {name}"
                 else:
                     results[path.stem] = result
+        _mark_not_applicable(results, missing)
         meta = metas.get(name)
         digests: dict[str, str | None] = {}  # each weights file is hashed once
         if name in has_folder:
@@ -214,6 +243,16 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
                 examples = None
         records.append(RunRecord(name, identity, meta, results, missing, examples))
     return records, problems
+
+
+def _mark_not_applicable(results: dict[str, dict[str, Any]], missing: dict[str, str]) -> None:
+    """A protocol `attack` left out for this model (no pixel-scale `std`: an input encoding) is shown as
+    "not applicable (input encoding)" in every table, not as a missing file."""
+    skipped = {p for result in results.values() for p in (result.get("protocols_not_applicable") or {})}
+    for protocol in skipped:
+        for evaluation in (f"fgsm-{protocol}", f"pgd-unbounded-{protocol}"):
+            if evaluation not in results:
+                missing[evaluation] = NOT_APPLICABLE
 
 
 def _examples_model(path: Path) -> dict[str, Any]:
@@ -381,7 +420,7 @@ def column_label(key: str, model: ModelRuns | None) -> str:
 
 
 def _method_alpha(key: str) -> tuple[str, float | None]:
-    if key == "baseline":
-        return "baseline", None
+    if key in UNMIXED_METHODS:
+        return key, None
     method, _, alpha = key.partition("-a")
     return method, float(alpha)

@@ -29,6 +29,9 @@ REQUIRED_KEYS = {
     "calibration": ("n_examples", "bins", "conditions"),
     "corruptions": ("n_examples", "source", "clean", "sets", "summary"),
 }
+# The BPDA results of a model with a non-differentiable layer (runs/evaluations.py): the same keys as the plain ones.
+BPDA_EVALUATIONS = ("fgsm-standard-bpda", "pgd-unbounded-standard-bpda", "pgd-bounded-bpda")
+REQUIRED_KEYS.update({name: REQUIRED_KEYS[Evaluation.of(name).plain.name] for name in BPDA_EVALUATIONS})
 
 
 EVALUATIONS = tuple(REQUIRED_KEYS)
@@ -83,6 +86,7 @@ FIELD_CHECKS = {
     **{f"pgd-unbounded-{protocol}": lambda r: {
         "steps": isinstance(r["steps"], int), "accuracy_per_step": _numbers(r["accuracy_per_step"]),
         "final_accuracy": _number(r["final_accuracy"])} for protocol in PROTOCOLS},
+    "fgsm-standard-bpda": _fgsm_ok,
     "gradient-masking": lambda r: {"checks": isinstance(r["checks"], list) and all(
         isinstance(c, dict) and isinstance(c.get("name"), str) for c in r["checks"]),
         "flagged": isinstance(r["flagged"], bool)},
@@ -160,3 +164,6 @@ def malformed_fields(result: dict[str, Any], evaluation: str) -> list[str]:
         wrong.append("n_examples")
     checks = FIELD_CHECKS.get(evaluation)
     return wrong + ([name for name, ok in checks(result).items() if not ok] if checks else [])
+
+
+FIELD_CHECKS["pgd-unbounded-standard-bpda"] = FIELD_CHECKS["pgd-unbounded-standard"]

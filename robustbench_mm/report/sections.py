@@ -182,8 +182,15 @@ def comparison_cell(ours: Estimate | float | None, paper: float | None, missing:
     return f"{text} / {fmt(paper)} ({fmt_delta(mean, paper)})"
 
 
+def not_applicable(why: str) -> bool:
+    """`why` says the measurement cannot be made on this model (e.g. the paper protocol on an input encoding)."""
+    return why.startswith("not applicable")
+
+
 def estimate_cell(cell: Estimate | None, missing: str) -> str:
-    return cell.text() if cell is not None else f"missing ({missing})"
+    if cell is None:
+        return missing if not_applicable(missing) else f"missing ({missing})"
+    return cell.text()
 
 
 def comparison_note(group: Group, table: str) -> tuple[str, str]:
@@ -238,7 +245,7 @@ def table_csv_row(group: Group, model: ModelRuns | None, key: str, evaluation: s
 
 def cell_status(cell: Estimate | None, why: str) -> str:
     if cell is None:
-        return f"missing: {why}"
+        return why if not_applicable(why) else f"missing: {why}"
     if not cell.missing:
         return "measured"
     return f"measured ({len(cell.missing)} of {cell.n_seeds + len(cell.missing)} seeds missing: {why})"

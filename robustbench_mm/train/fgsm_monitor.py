@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from robustbench_mm.attacks import PROTOCOLS, fgsm_sweep, percent
+from robustbench_mm.attacks.core import NO_PIXEL_STD, protocol_applies  # noqa: F401 (re-exported)
 from robustbench_mm.data.images import ImageSet, to_unit_float
 from robustbench_mm.paper import TABLE5_EPS
 
@@ -62,10 +63,3 @@ def fgsm_during_training(model: torch.nn.Module, data: ImageSet, n_examples: int
         record["skipped"] = {name: NO_PIXEL_STD for name in skipped}
     return record
 
-
-NO_PIXEL_STD = "the model has no pixel-scale normalization `std` (an input encoding comes first)"
-
-
-def protocol_applies(protocol, model: torch.nn.Module) -> bool:
-    """False for the `paper` protocol on a model without a pixel-scale `std` buffer (e.g. thermometer)."""
-    return not protocol.eps_on_normalized_input or isinstance(getattr(model, "std", None), torch.Tensor)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from robustbench_mm.attacks.autoattack import STAGES, STAGE_LABELS
-from robustbench_mm.report.records import Group
+from robustbench_mm.report.records import Group, adversarial_steps_fact
+from robustbench_mm.report.verdicts import RULE, UNKNOWN, model_verdict
 from robustbench_mm.report.sections import Block, Section, cell_status, estimate_cell, header_facts, table_csv_row
 from robustbench_mm.runs.evaluations import Family, in_family
 from robustbench_mm.runs.results import eps_label, fgsm_accuracy
@@ -31,9 +32,18 @@ class Column:
     value_of: Callable[[dict[str, Any]], float | None]
 
 
+BPDA_LABEL = "BPDA"
+
+
 def autoattack_label(result: dict[str, Any]) -> str:
     budget = result.get("budget", "standard")
-    return f"AutoAttack ε = {result.get('eps_text', result['eps'])}" + ("" if budget == "standard" else f" ({budget} budget)")
+    return f"AutoAttack ε = {result.get('eps_text', result['eps'])}" + ("" if budget == "standard" else f" ({budget} budget)") \
+        + (f" — {BPDA_LABEL}" if is_bpda_result(result) else "")
+
+
+def is_bpda_result(result: dict[str, Any]) -> bool:
+    """The result of an attack run through the model's BPDA surrogates (runs/evaluations.py)."""
+    return bool(result.get("bpda")) or bool((result.get("settings") or {}).get("bpda"))
 
 
 def autoattack_evaluations(all_results: list[dict[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
@@ -43,7 +53,7 @@ def autoattack_evaluations(all_results: list[dict[str, dict[str, Any]]]) -> list
         for name, result in results.items():
             if in_family(name, Family.AUTOATTACK):
                 found.setdefault(name, result)
-    return sorted(found.items(), key=lambda item: item[1]["eps"])
+    return sorted(found.items(), key=lambda item: (item[1]["eps"], is_bpda_result(item[1])))
 
 
 def _stage_value(stage: str) -> Callable[[dict[str, Any]], float | None]:
@@ -61,6 +71,10 @@ def columns(all_results: list[dict[str, dict[str, Any]]],
         Column(f"FGSM paper protocol ε = {fgsm_eps:g}", "fgsm-paper", eps_label(fgsm_eps), at_eps),
         Column("PGD-20 (worst case)", "pgd-bounded", "final", lambda r: r["accuracy"]),
     ]
+    if any("pgd-bounded-bpda" in results for results in all_results):  # a model with a BPDA layer: before and after
+        table += [Column(f"FGSM standard ε = {fgsm_eps:g} — {BPDA_LABEL}", "fgsm-standard-bpda", eps_label(fgsm_eps),
+                         at_eps),
+                  Column(f"PGD-20 (worst case) — {BPDA_LABEL}", "pgd-bounded-bpda", "final", lambda r: r["accuracy"])]
     breakdowns = []
     for name, result in autoattack_evaluations(all_results):
         table.append(Column(autoattack_label(result), name, "final", lambda r: r["robust_accuracy"]))
@@ -81,7 +95,9 @@ NOTES = [
 
 def model_info(run: str, model: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """RobustBench-style model_info for one model: clean and AutoAttack accuracy at its first AutoAttack eps."""
-    runs = [result for _, result in autoattack_evaluations([results])]
+    every = [result for _, result in autoattack_evaluations([results])]
+    runs = [result for result in every if not is_bpda_result(result)]
+    bpda_runs = [result for result in every if is_bpda_result(result)]
     if not runs:
         return None
     main = next((r for r in runs if abs(r["eps"] - 8 / 255) < 1e-9), runs[0])
@@ -103,6 +119,8 @@ def model_info(run: str, model: dict[str, Any], results: dict[str, dict[str, Any
         "reported": None,  # the paper reports no AutoAttack number
         "other_eps": {r["eps_text"]: f"{r['robust_accuracy']:.2f}" for r in runs if r is not main},
         "weights_sha256": model.get("weights_sha256"),
+        **({"bpda_autoattack_acc": {r["eps_text"]: f"{r['robust_accuracy']:.2f}" for r in bpda_runs}}
+           if bpda_runs else {}),
     }
 
 
@@ -131,14 +149,23 @@ def robustness_section(group: Group) -> Section:
         for evaluation, stage_columns in breakdowns:
             stages = [(c, model.cell(evaluation, c.value_of, "")[0]) for c in stage_columns]
             if all(cell is not None for _, cell in stages):
-                eps = next(r.results[evaluation]["eps_text"] for r in model.runs if evaluation in r.results)
+                first = next(r.results[evaluation] for r in model.runs if evaluation in r.results)
+                eps = first["eps_text"] + (f" {BPDA_LABEL}" if is_bpda_result(first) else "")
                 stage_texts.append(f"{eps}: " +
                                    " → ".join(f"{c.label} {cell.mean:.1f}" for c, cell in stages))
                 rows += [table_csv_row(group, model, model.key, evaluation, c.setting, cell, None, cell_status(cell, ""),
                                   "not in the paper") for c, cell in stages]
-        md_rows.append([*cells, "; ".join(stage_texts) or "–"])
+        judged = model_verdict(model)
+        md_rows.append([*cells, "; ".join(stage_texts) or "–", f"**{judged.text}**" if judged.word != UNKNOWN else
+                        f"– ({judged.reason})"])
+        rows.append({**table_csv_row(group, model, model.key, "verdict", judged.text, None, None, judged.word,
+                                     "not in the paper"), "ours": None})
     evaluations = tuple(dict.fromkeys(c.evaluation for c in number_columns))
     facts = header_facts(group, evaluations, "see the note below the table")
-    header = ["Model", "Run", *(c.label for c in number_columns), "AutoAttack robust accuracy after each stage"]
-    return Section(group.heading, facts, list(NOTES),
+    header = ["Model", "Run", *(c.label for c in number_columns), "AutoAttack robust accuracy after each stage",
+              "Verdict"]
+    steps = adversarial_steps_fact(group)
+    if steps:
+        facts.append(steps)
+    return Section(group.heading, facts, [*NOTES, RULE],
                    [Block("Robust accuracy (%) under every attack", header, md_rows)], rows)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from robustbench_mm.paper import PGD_UNBOUNDED, TABLE5, TABLE5_EPS
-from robustbench_mm.report.records import PROTOCOLS, Group, ModelRuns
+from robustbench_mm.paper import PGD_UNBOUNDED, TABLE5, TABLE5_CONTROLS, TABLE5_EPS
+from robustbench_mm.report.records import PROTOCOLS, Group, ModelRuns, adversarial_steps_fact, model_label
 from robustbench_mm.report.sections import (
     UNCERTAINTY_NOTE, Block, Section, cell_status, clean_accuracy, comparison_note, distinct_text, estimate_cell,
     fmt, fmt_delta, header_facts, table_csv_row)
@@ -16,7 +16,7 @@ from robustbench_mm.stats.estimates import Estimate
 
 # Appendix D's unbounded-PGD verdict comes from the authors' convention; the other protocol is shown beside it.
 PGD_PROTOCOLS = ("paper", "standard")
-PAPER_TABLE5_ONLY = ("Thermometer (Buckman et al.)", "Adv. training (Madry et al.)")
+PAPER_TABLE5_ONLY = TABLE5_CONTROLS  # rows the paper quotes from other papers; ours beside them when trained here
 
 
 def _protocol_text(group: Group) -> str:
@@ -52,22 +52,32 @@ def table5_section(group: Group) -> Section:
                                    f"{evaluation}.json has no ε = {TABLE5_EPS:g}")
             paper_text = fmt(paper) if paper is not None else "– (not in the paper)"
             if ours is None:
-                cells += [f"missing ({why})", paper_text, "–"]
+                cells += [estimate_cell(None, why), paper_text, "–"]
             else:
                 cells += [ours.text(), paper_text, fmt_delta(ours.mean, paper) if paper is not None else "–"]
             rows.append(table_csv_row(group, model, model.key, evaluation, eps_label(TABLE5_EPS), ours, paper,
                                  cell_status(ours, why), reference))
         fgsm_rows.append(cells)
+        if any(r.result("fgsm-standard-bpda") for r in model.runs):
+            fgsm_rows.append(_bpda_fgsm_cells(group, model, paper, reference, rows))
         pgd_cells, pgd, why = _pgd_cells(model)
         pgd_rows.append(pgd_cells)
+        if any(r.result("pgd-unbounded-standard-bpda") for r in model.runs):
+            bpda_final, why = model.cell("pgd-unbounded-standard-bpda", lambda r: r["final_accuracy"], "")
+            pgd_rows.append([f"{model.label} — BPDA", BPDA_PAPER_PROTOCOL, "–", "–", "–", estimate_cell(bpda_final, why),
+                             "(the checks test the plain model)"])
+            rows.append(table_csv_row(group, model, model.key, "pgd-unbounded-standard-bpda", "final", bpda_final, None,
+                                      cell_status(bpda_final, why), reference))
         for protocol in PGD_PROTOCOLS:
             evaluation = f"pgd-unbounded-{protocol}"
             steps = distinct_text(r.result(evaluation)["steps"] for r in model.runs if r.result(evaluation))
             final, why = model.cell(evaluation, lambda r: r["final_accuracy"], "")
             rows.append(table_csv_row(group, model, model.key, evaluation, f"steps={steps}" if final else "",
                                  final, PGD_UNBOUNDED.get(model.key), cell_status(final, why), reference))
-    for label, value in paper_values.items():
-        if label in PAPER_TABLE5_ONLY:
+    trained = {model.key for model in group.models}
+    for key, value in paper_values.items():
+        if key in PAPER_TABLE5_ONLY and key not in trained:
+            label = model_label(key, None)
             fgsm_rows.append([f"{label} — paper only", "–", "–", "not run here", fmt(value), "–", "not run here",
                               fmt(value), "–"])
             rows.append(table_csv_row(group, None, label, "fgsm-paper", eps_label(TABLE5_EPS), None, value, "paper only",
@@ -91,7 +101,30 @@ def table5_section(group: Group) -> Section:
     ]
     facts = header_facts(group, ("fgsm-standard", "fgsm-paper", "pgd-unbounded-paper", "pgd-unbounded-standard"),
                          _protocol_text(group))
+    steps = adversarial_steps_fact(group)
+    if steps:
+        facts.append(steps)
+    if any(r.result("fgsm-standard-bpda") for r in group.runs):
+        notes.append("Rows marked **BPDA** attack the same model through the differentiable surrogate of its "
+                     "non-differentiable input layer (Athalye et al., 2018), standard protocol only; the paper's "
+                     "number beside them is its (non-BPDA) FGSM number, to show the defence before and after.")
     return Section(group.heading, facts, notes, blocks, rows)
+
+
+BPDA_PAPER_PROTOCOL = "not applicable (BPDA runs the standard protocol)"
+
+
+def _bpda_fgsm_cells(group: Group, model: ModelRuns, paper: float | None, reference: str,
+                     rows: list[dict[str, Any]]) -> list[str]:
+    """The model's FGSM row again, attacked through its BPDA surrogates (standard protocol only)."""
+    ours, why = model.cell("fgsm-standard-bpda", lambda r: fgsm_accuracy(r, TABLE5_EPS),
+                           f"fgsm-standard-bpda.json has no ε = {TABLE5_EPS:g}")
+    rows.append(table_csv_row(group, model, model.key, "fgsm-standard-bpda", eps_label(TABLE5_EPS), ours, paper,
+                              cell_status(ours, why), reference))
+    paper_text = fmt(paper) if paper is not None else "– (not in the paper)"
+    delta = fmt_delta(ours.mean, paper) if ours is not None and paper is not None else "–"
+    return [f"{model.label} — BPDA", f"`{model.folders}`", "–", estimate_cell(ours, why), paper_text, delta,
+            BPDA_PAPER_PROTOCOL, "–", "–"]
 
 
 def _attacked_eps_rows(group: Group, reference: str, rows: list[dict[str, Any]]) -> list[list[str]]:
@@ -126,7 +159,7 @@ def _pgd_cells(model: ModelRuns) -> tuple[list[str], Estimate | None, str]:
     final, why = model.cell("pgd-unbounded-paper", lambda r: r["final_accuracy"], "")
     results = [(r.name, r.result("pgd-unbounded-paper")) for r in model.runs if r.result("pgd-unbounded-paper")]
     if final is None:
-        cells = [model.label, f"missing ({why})", paper_text, "–", "–"]
+        cells = [model.label, estimate_cell(None, why), paper_text, "–", "–"]
     else:
         first = results[0][1]
         failed = _per_seed(model, [name for name, r in results if not r.get("passed")], "**FAILED**")
