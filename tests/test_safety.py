@@ -464,3 +464,19 @@ def test_progress_in_a_log_is_one_line_per_stage(project, capsys):
     assert "\r" not in err
     stages = [line.split(":")[1] for line in err.splitlines() if line.startswith(f"{RUN}: ") and " steps in " in line]
     assert len(stages) >= 2 and len(stages) == len(set(stages)), err  # one line per stage, none repeated
+
+
+# ---- issue 22: the last lost, wrong and crashing cases ----------------------------------------
+
+
+@pytest.mark.parametrize("checkpoints", ["gone", "empty"])
+def test_report_with_a_missing_or_empty_checkpoints_folder_is_refused_and_rewrites_nothing(project, capsys,
+                                                                                         checkpoints):
+    """22.6: without the weights no result can be checked; an existing report is not replaced by stale numbers."""
+    assert main(ATTACK) == 0 and main(["report", "--quiet"]) == 0
+    (project / "empty").mkdir()
+    before = tree(project)
+    code, err = call(["report", "--quiet", "--checkpoints", checkpoints], capsys)
+    assert code == 2 and one_line(err), err
+    assert f"--checkpoints '{checkpoints}'" in err and ("does not exist" in err or "holds no trained runs" in err)
+    assert tree(project) == before
