@@ -223,6 +223,15 @@ CASES = [
     (["reproduce", "--cluster", "ray", "--cpus-per-task", "inf", "--quiet"],
      "--cpus-per-task must be a finite number > 0, got inf"),
     (["reproduce", "--dataset", "mnist", "--quiet"], "unknown dataset 'mnist'"),
+    # 22.8: a Ray address and shard count checked before Ray starts; only loopback is ever contacted
+    (["reproduce", "--cluster", "ray", "--address", "notanaddress", "--quiet"],
+     "--address 'notanaddress' is not HOST:PORT (e.g. 10.0.0.5:6379, ray://10.0.0.5:10001) or auto; to use a "
+     "cluster, start one there with `ray start --head --port=6379`"),
+    (["reproduce", "--cluster", "ray", "--address", "127.0.0.1:70000", "--quiet"], "is not HOST:PORT"),
+    (["reproduce", "--cluster", "ray", "--shards", "100000", "--address", "notused", "--quiet"],
+     "--shards must be from 1 to 1024, got 100000"),
+    (["reproduce", "--cluster", "ray", "--address", "127.0.0.1:1", "--quiet"],
+     "no Ray cluster reachable at --address '127.0.0.1:1' (connection refused); start one there with `ray start"),
     (["reproduce", "--preset", "fast", "--dataset", "cifar10", "--data-dir", "empty", "--quiet"],
      "cifar10 not found in"),
 ]
