@@ -480,3 +480,36 @@ def test_report_with_a_missing_or_empty_checkpoints_folder_is_refused_and_rewrit
     assert code == 2 and one_line(err), err
     assert f"--checkpoints '{checkpoints}'" in err and ("does not exist" in err or "holds no trained runs" in err)
     assert tree(project) == before
+
+
+def _mask(n: int) -> dict:
+    from robustbench_mm.runs.results import encode_mask
+
+    return encode_mask([True] * n)
+
+
+@pytest.mark.parametrize("name, edit, field", [
+    ("fgsm-standard.json", lambda r: r["accuracy"].__setitem__(0, 153.0), "accuracy[0] = 153.0 (not a percentage"),
+    ("fgsm-standard.json", lambda r: r["clean"].__setitem__("accuracy", -5), "clean.accuracy = -5 (not a percentage"),
+    ("pgd-bounded.json", lambda r: r.__setitem__("accuracy", 100.5), "accuracy = 100.5 (not a percentage"),
+    ("pgd-unbounded-standard.json", lambda r: r.__setitem__("n_examples", -3), "n_examples = -3 (a count"),
+    ("fgsm-standard.json", lambda r: r.__setitem__("accuracy", ["x"]), "fgsm-standard.json has malformed accuracy"),
+    ("pgd-bounded.json", lambda r: r["per_example"]["correct"].__setitem__("final", _mask(5)),
+     "per_example.correct.final holds 5 flags for the 8 examples"),
+])
+def test_impossible_values_are_problems_naming_file_and_field_never_rendered(project, capsys, name, edit, field):
+    """22.5: every number read from a result is range-checked; the Problems line names the file and the field."""
+    assert main(ATTACK) == 0
+    path = project / "attacks" / RUN / name
+    result = json.loads(path.read_text())
+    edit(result)
+    path.write_text(json.dumps(result))
+    before = tree(project / "attacks") | tree(project / "checkpoints")
+    code, err = call(["report", "--quiet"], capsys)
+    assert code == 0, err
+    problems = (project / "reports" / "index.md").read_text().split("## Problems found while reading")[1]
+    line = next(p for p in problems.splitlines() if name in p)
+    assert field in line, line
+    reports = "".join(p.read_text() for p in (project / "reports").glob("*.md"))
+    assert "153.00" not in reports and "100.50" not in reports and "-5.00" not in reports
+    assert tree(project / "attacks") | tree(project / "checkpoints") == before
