@@ -24,6 +24,7 @@ from robustbench_mm.errors import UsageError
 from robustbench_mm.paper import TABLE5_EPS, TABLE7_COLUMNS, model_key
 from robustbench_mm.presets import deform_convention
 from robustbench_mm.report.orderings import Comparison, compare_group
+from robustbench_mm.report.record_checks import identity_mismatch, one_folder_per_seed
 from robustbench_mm.report.result_checks import EVALUATIONS, FAMILY_REQUIRED_KEYS, PROTOCOLS, read_result
 from robustbench_mm.runs.checkpoints import WEIGHT_FILES, find_runs, read_meta, stored_metadata
 from robustbench_mm.runs.files import EXAMPLES_FILE
@@ -72,6 +73,13 @@ class RunRecord:
         return self.missing.get(evaluation, f"no {evaluation}.json for {self.name}")
 
     @property
+    def epochs(self) -> int | None:
+        """Epochs trained: from meta.json, else from a result file's model summary."""
+        if self.meta:
+            return self.meta.get("epoch")
+        return next((r["model"].get("epochs_trained") for r in self.results.values()), None)
+
+    @property
     def seed(self) -> int | None:
         """The training seed: from meta.json, else from a result file's model summary, else the folder name."""
         if self.meta:
@@ -86,6 +94,7 @@ class ModelRuns:
 
     name: str
     runs: list[RunRecord]
+    detail: str = ""  # what tells it from a model of the same name and key, e.g. "12 epochs"
 
     @property
     def key(self) -> str:
@@ -93,7 +102,7 @@ class ModelRuns:
 
     @property
     def label(self) -> str:
-        return self.runs[0].label
+        return self.runs[0].label + (f" ({self.detail})" if self.detail else "")
 
     @property
     def folders(self) -> str:
@@ -121,12 +130,15 @@ class ModelRuns:
 
 
 def model_runs(records: Iterable[RunRecord]) -> list[ModelRuns]:
-    """Runs grouped by model identity: the same key and the same run name up to its seed suffix."""
-    by_identity: dict[tuple[str, str], list[RunRecord]] = {}
+    """Runs grouped by model identity: the same key, the same run name up to its seed suffix and the same number
+    of epochs trained (seeds trained for different epochs are different models, each labelled with its epochs)."""
+    by_identity: dict[tuple[str, str, Any], list[RunRecord]] = {}
     for record in records:
-        by_identity.setdefault((record.key, split_seed_suffix(record.name)[0]), []).append(record)
-    return [ModelRuns(base, sorted(runs, key=lambda r: (r.seed is None, r.seed or 0, r.name)))
-            for (_, base), runs in by_identity.items()]
+        by_identity.setdefault((record.key, split_seed_suffix(record.name)[0], record.epochs), []).append(record)
+    split = Counter((key, base) for key, base, _ in by_identity)
+    return [ModelRuns(base, sorted(runs, key=lambda r: (r.seed is None, r.seed or 0, r.name)),
+                      f"{epochs} epochs" if split[(key, base)] > 1 else "")
+            for (key, base, epochs), runs in by_identity.items()]
 
 
 def model_label(method: str, alpha: float | None) -> str:
@@ -139,12 +151,6 @@ def _identity_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
     alpha = config["alpha"] if config["method"] != "baseline" else None
     return {"key": model_key(config["method"], alpha), "dataset": config["dataset"], "arch": config["arch"],
             "preset": config["preset"], "width": config["width"], "method": config["method"], "alpha": alpha}
-
-
-# What the report reads from each evaluation, checked for type before a table uses it.
-
-
-# Fields of a result's model summary that may be absent or null (external models lack some), else of this type.
 
 
 def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tuple[list[RunRecord], list[str]]:
@@ -198,6 +204,12 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
                                 "cannot be checked and the training curves are missing")
         else:
             continue
+        for evaluation, result in list(results.items()):
+            why = identity_mismatch(name, identity if meta is not None else {}, result["model"])
+            if why is not None:
+                del results[evaluation]
+                missing[evaluation] = why
+                problems.append(f"{name}: {evaluation}.json not used: {why}")
         for evaluation, result in results.items():
             trained = result["model"].get("epochs_trained")
             if meta is not None and trained != meta["epoch"]:
@@ -213,7 +225,8 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
                 problems.append(f"{name}: {EXAMPLES_FILE} not used: {why}")
                 examples = None
         records.append(RunRecord(name, identity, meta, results, missing, examples))
-    return records, problems
+    records, duplicates = one_folder_per_seed(records)
+    return records, problems + duplicates
 
 
 def _examples_model(path: Path) -> dict[str, Any]:
