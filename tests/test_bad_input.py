@@ -3,6 +3,7 @@ and no file created or changed."""
 
 import hashlib
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -93,6 +94,21 @@ def file_at(relative):
     def setup(root):
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text("a user's file")
+    return setup
+
+
+def irregular_weights(relative, kind):
+    """A weights path that is no regular file: a link to /dev/zero, a folder or a FIFO (22.10)."""
+    def setup(root):
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        if kind == "device":
+            path.symlink_to("/dev/zero")
+        elif kind == "folder":
+            path.mkdir()
+        else:
+            os.mkfifo(path)
     return setup
 
 
@@ -203,6 +219,14 @@ CASES = [
     (IMPORT + ["--weights", "evil.pt", "--name", "x", "--method", "mixup"], "unknown method 'mixup'"),
     (["import", "--from", "keras", "--weights", "evil.pt", "--dataset", "digits", "--name", "x", "--method",
       "baseline"], "invalid choice: 'keras'"),
+    # 22.10: weights that are no regular file say what they are, at once
+    *[(EXTERNAL + ["--model", FACTORY, "--weights", f"odd/{kind}.safetensors", "--dataset", "digits"],
+       f"weights file 'odd/{kind}.safetensors' is not a regular file (a {kind})",
+       irregular_weights(f"odd/{kind}.safetensors", kind)) for kind in ("device", "folder", "FIFO")],
+    *[(["attack", "--checkpoint", "broken", "--quiet"], f"is not a regular file (a {kind})",
+       irregular_weights("checkpoints/broken/last.safetensors", kind)) for kind in ("device", "folder", "FIFO")],
+    (["deform", "--checkpoint", "broken", "--quiet"], "is not a regular file (a device)",
+     irregular_weights("checkpoints/broken/last.safetensors", "device")),
     # deform
     (DEFORM + ["--sets", "rotate-30"], "unknown deformation set 'rotate-30'; valid: all, table3, rotate-20"),
     (DEFORM + ["--seed", "-1"], "--seed must be >= 0, got -1"),

@@ -590,3 +590,28 @@ def test_seeds_trained_for_different_epochs_and_results_on_different_examples_ar
     assert f"No mixup (baseline) ({epochs + 1} epochs)" in robustness
     assert "on the same test examples" not in robustness and "(n = 6)" in robustness and "(n = 8)" in robustness
     assert tree(project / "attacks") | tree(project / "checkpoints") == before
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("truncate", "is corrupted (it is"), ("device", "is not a regular file (a device); results cannot be checked"),
+    ("fifo", "is not a regular file (a FIFO); results cannot be checked")])
+def test_report_says_what_is_wrong_with_the_weights_never_rerun_attack_for_a_broken_file(project, capsys, damage, says):
+    """22.10 and 22.11: truncated weights are "corrupted" (rerunning attack would fail on them), and a link to
+    /dev/zero or a FIFO is named for what it is, at once, as a Problem."""
+    assert main(ATTACK) == 0
+    weights = project / "checkpoints" / RUN / "last.safetensors"
+    data = weights.read_bytes()
+    weights.unlink()
+    if damage == "truncate":
+        weights.write_bytes(data[: len(data) // 2])
+    elif damage == "device":
+        weights.symlink_to("/dev/zero")
+    else:
+        os.mkfifo(weights)
+    before = tree(project / "attacks") | {"weights": weights.is_file() and sha256(weights)}
+    code, err = call(["report", "--quiet"], capsys)
+    assert code == 0, err
+    problems = (project / "reports" / "index.md").read_text().split("## Problems found while reading")[1]
+    line = next(p for p in problems.splitlines() if "fgsm-standard.json not used" in p)
+    assert says in line and "rerun attack" not in line, line
+    assert tree(project / "attacks") | {"weights": weights.is_file() and sha256(weights)} == before

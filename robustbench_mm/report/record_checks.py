@@ -4,8 +4,11 @@ however many folders hold it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from robustbench_mm.common.storage import file_sha256
+from robustbench_mm.runs.checkpoints import WEIGHT_FILES, safetensors_damage
 from robustbench_mm.runs.seeds import split_seed_suffix
 
 
@@ -42,3 +45,32 @@ def one_folder_per_seed(records: list) -> tuple[list, list[str]]:
                     problems.append(f"{other.name}: seed {seed} of this model is already shown from {kept.name}; "
                                     "one seed is one sample, so it is not counted twice")
     return [r for r in records if r.name not in dropped], problems
+
+
+def stale_reason(run_dir: Path, model: dict[str, Any], stage: str, digests: dict[str, tuple[str | None, str]]) -> str | None:
+    """Why a result's model summary does not match the weights in `run_dir`, or None when it does.
+
+    `digests` caches (digest or None, why not) per weights file, each hashed once; only regular files are read."""
+    kind = model.get("checkpoint")
+    if kind not in WEIGHT_FILES:
+        return f"it names no known checkpoint ({kind!r}), rerun {stage}"
+    path = run_dir / WEIGHT_FILES[kind]
+    if kind not in digests:
+        try:
+            digests[kind] = (file_sha256(path), "")
+        except OSError as exc:  # NotARegularFile says what the path is
+            digests[kind] = (None, exc.strerror if exc.strerror and "regular" in exc.strerror else "")
+    digest, why = digests[kind]
+    stored = model.get("weights_sha256")
+    if digest is None:
+        return (f"checkpoints/{run_dir.name}/{WEIGHT_FILES[kind]} is {why}; results cannot be checked against it" if why
+                else f"no readable {WEIGHT_FILES[kind]} in checkpoints/{run_dir.name} to check it against, rerun {stage}")
+    if stored is None:
+        return f"results predate weight digests, so they cannot be tied to these weights, rerun {stage}"
+    if stored != digest:
+        damage = safetensors_damage(path)
+        if damage is not None:
+            return (f"checkpoints/{run_dir.name}/{WEIGHT_FILES[kind]} is corrupted ({damage}): retrain or restore it; "
+                    f"rerunning {stage} cannot help")
+        return f"results are for other weights, rerun {stage}"
+    return None

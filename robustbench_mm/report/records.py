@@ -17,14 +17,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
-from robustbench_mm.common.storage import file_sha256
 from robustbench_mm.config import TABLE_MODELS
 from robustbench_mm.data.deformations import DEFORM_EVALUATIONS, DEFORM_SETS, DEFORM_VARIANTS, evaluation_name
 from robustbench_mm.errors import UsageError
 from robustbench_mm.paper import TABLE5_EPS, TABLE7_COLUMNS, model_key
 from robustbench_mm.presets import deform_convention
 from robustbench_mm.report.orderings import Comparison, compare_group
-from robustbench_mm.report.record_checks import identity_mismatch, one_folder_per_seed
+from robustbench_mm.report.record_checks import identity_mismatch, one_folder_per_seed, stale_reason
 from robustbench_mm.report.result_checks import EVALUATIONS, FAMILY_REQUIRED_KEYS, PROTOCOLS, read_result
 from robustbench_mm.runs.checkpoints import WEIGHT_FILES, find_runs, read_meta, stored_metadata
 from robustbench_mm.runs.files import EXAMPLES_FILE
@@ -190,7 +189,7 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
                 else:
                     results[path.stem] = result
         meta = metas.get(name)
-        digests: dict[str, str | None] = {}  # each weights file is hashed once
+        digests: dict[str, tuple[str | None, str]] = {}  # each weights file is hashed once
         if name in has_folder:
             _drop_stale_results(checkpoints_root / name, results, missing, problems, digests)
         if meta is not None:
@@ -219,7 +218,7 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
         examples = examples if examples.is_file() else None
         if examples is not None and name in has_folder:
             model = _examples_model(examples)
-            why = _stale_reason(checkpoints_root / name, model, "attack", digests) if model else \
+            why = stale_reason(checkpoints_root / name, model, "attack", digests) if model else \
                 "it records no model, so it cannot be tied to these weights, rerun attack"
             if why is not None:
                 problems.append(f"{name}: {EXAMPLES_FILE} not used: {why}")
@@ -239,7 +238,7 @@ def _examples_model(path: Path) -> dict[str, Any]:
 
 
 def _drop_stale_results(run_dir: Path, results: dict[str, dict[str, Any]], missing: dict[str, str],
-                        problems: list[str], digests: dict[str, str | None]) -> None:
+                        problems: list[str], digests: dict[str, tuple[str | None, str]]) -> None:
     """Move every result not made from the weights now in `run_dir` from `results` to `missing`.
 
     A run retrained with --force, another seed or method under the same name, or a copied weights
@@ -249,31 +248,11 @@ def _drop_stale_results(run_dir: Path, results: dict[str, dict[str, Any]], missi
     for evaluation, result in list(results.items()):
         stage = "deform" if evaluation in DEFORM_EVALUATIONS else "calibrate" if evaluation == "calibration" else \
             "attack"
-        why = _stale_reason(run_dir, result["model"], stage, digests)
+        why = stale_reason(run_dir, result["model"], stage, digests)
         if why is not None:
             del results[evaluation]
             missing[evaluation] = why
             problems.append(f"{run_dir.name}: {evaluation}.json not used: {why}")
-
-
-def _stale_reason(run_dir: Path, model: dict[str, Any], stage: str, digests: dict[str, str | None]) -> str | None:
-    """Why a result's model summary does not match the weights in `run_dir`, or None when it does."""
-    kind = model.get("checkpoint")
-    if kind not in WEIGHT_FILES:
-        return f"it names no known checkpoint ({kind!r}), rerun {stage}"
-    if kind not in digests:
-        try:
-            digests[kind] = file_sha256(run_dir / WEIGHT_FILES[kind])
-        except OSError:
-            digests[kind] = None
-    stored = model.get("weights_sha256")
-    if digests[kind] is None:
-        return f"no readable {WEIGHT_FILES[kind]} in checkpoints/{run_dir.name} to check it against, rerun {stage}"
-    if stored is None:
-        return f"results predate weight digests, so they cannot be tied to these weights, rerun {stage}"
-    if stored != digests[kind]:
-        return f"results are for other weights, rerun {stage}"
-    return None
 
 
 # ---- groups: one section of every table per (dataset, architecture, preset) ----------------
