@@ -247,6 +247,9 @@ CASES = [
     (["reproduce", "--cluster", "ray", "--cpus-per-task", "inf", "--quiet"],
      "--cpus-per-task must be a finite number > 0, got inf"),
     (["reproduce", "--dataset", "mnist", "--quiet"], "unknown dataset 'mnist'"),
+    # 22.11: every output folder is checked before any training
+    (["reproduce", "--reports", "/proc/x", "--quiet"], "output folder '/proc/x' is not writable"),
+    (["reproduce", "--attacks", "blocker/sub", "--quiet"], "choose another with --attacks"),
     # 22.8: a Ray address and shard count checked before Ray starts; only loopback is ever contacted
     (["reproduce", "--cluster", "ray", "--address", "notanaddress", "--quiet"],
      "--address 'notanaddress' is not HOST:PORT (e.g. 10.0.0.5:6379, ray://10.0.0.5:10001) or auto; to use a "

@@ -39,6 +39,24 @@ def ensure_writable_dir(path: Path, option: str = "--out") -> Path:
     return path
 
 
+def check_writable_dir(path: Path, option: str) -> None:
+    """Refuse `path` unless it is, or could be made, a writable folder; creates nothing. A command that writes
+    several folders checks them all this way before any work, so a bad one is found before hours of training."""
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), Path("."))
+    if not existing.is_dir():
+        raise UsageError(f"output folder {str(path)!r} is not writable ({str(existing)!r} is not a folder); "
+                         f"choose another with {option}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=TEMP_PREFIX + "write-test-", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(existing) from None
+        raise UsageError(f"output folder {str(path)!r} is not writable ({exc.strerror} in {str(existing)!r}); "
+                         f"choose another with {option}") from None
+
+
 class DiskFull(MMRobustError):
     """No space left where a file was being written; what was saved before stays."""
 
