@@ -3,6 +3,7 @@ and no file created or changed."""
 
 import hashlib
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -93,6 +94,21 @@ def file_at(relative):
     def setup(root):
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text("a user's file")
+    return setup
+
+
+def irregular_weights(relative, kind):
+    """A weights path that is no regular file: a link to /dev/zero, a folder or a FIFO (22.10)."""
+    def setup(root):
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        if kind == "device":
+            path.symlink_to("/dev/zero")
+        elif kind == "folder":
+            path.mkdir()
+        else:
+            os.mkfifo(path)
     return setup
 
 
@@ -203,6 +219,14 @@ CASES = [
     (IMPORT + ["--weights", "evil.pt", "--name", "x", "--method", "mixup"], "unknown method 'mixup'"),
     (["import", "--from", "keras", "--weights", "evil.pt", "--dataset", "digits", "--name", "x", "--method",
       "baseline"], "invalid choice: 'keras'"),
+    # 22.10: weights that are no regular file say what they are, at once
+    *[(EXTERNAL + ["--model", FACTORY, "--weights", f"odd/{kind}.safetensors", "--dataset", "digits"],
+       f"weights file 'odd/{kind}.safetensors' is not a regular file (a {kind})",
+       irregular_weights(f"odd/{kind}.safetensors", kind)) for kind in ("device", "folder", "FIFO")],
+    *[(["attack", "--checkpoint", "broken", "--quiet"], f"is not a regular file (a {kind})",
+       irregular_weights("checkpoints/broken/last.safetensors", kind)) for kind in ("device", "folder", "FIFO")],
+    (["deform", "--checkpoint", "broken", "--quiet"], "is not a regular file (a device)",
+     irregular_weights("checkpoints/broken/last.safetensors", "device")),
     # deform
     (DEFORM + ["--sets", "rotate-30"], "unknown deformation set 'rotate-30'; valid: all, table3, rotate-20"),
     (DEFORM + ["--seed", "-1"], "--seed must be >= 0, got -1"),
@@ -223,6 +247,18 @@ CASES = [
     (["reproduce", "--cluster", "ray", "--cpus-per-task", "inf", "--quiet"],
      "--cpus-per-task must be a finite number > 0, got inf"),
     (["reproduce", "--dataset", "mnist", "--quiet"], "unknown dataset 'mnist'"),
+    # 22.11: every output folder is checked before any training
+    (["reproduce", "--reports", "/proc/x", "--quiet"], "output folder '/proc/x' is not writable"),
+    (["reproduce", "--attacks", "blocker/sub", "--quiet"], "choose another with --attacks"),
+    # 22.8: a Ray address and shard count checked before Ray starts; only loopback is ever contacted
+    (["reproduce", "--cluster", "ray", "--address", "notanaddress", "--quiet"],
+     "--address 'notanaddress' is not HOST:PORT (e.g. 10.0.0.5:6379, ray://10.0.0.5:10001) or auto; to use a "
+     "cluster, start one there with `ray start --head --port=6379`"),
+    (["reproduce", "--cluster", "ray", "--address", "127.0.0.1:70000", "--quiet"], "is not HOST:PORT"),
+    (["reproduce", "--cluster", "ray", "--shards", "100000", "--address", "notused", "--quiet"],
+     "--shards must be from 1 to 1024, got 100000"),
+    (["reproduce", "--cluster", "ray", "--address", "127.0.0.1:1", "--quiet"],
+     "no Ray cluster reachable at --address '127.0.0.1:1' (connection refused); start one there with `ray start"),
     (["reproduce", "--preset", "fast", "--dataset", "cifar10", "--data-dir", "empty", "--quiet"],
      "cifar10 not found in"),
 ]

@@ -464,3 +464,154 @@ def test_progress_in_a_log_is_one_line_per_stage(project, capsys):
     assert "\r" not in err
     stages = [line.split(":")[1] for line in err.splitlines() if line.startswith(f"{RUN}: ") and " steps in " in line]
     assert len(stages) >= 2 and len(stages) == len(set(stages)), err  # one line per stage, none repeated
+
+
+# ---- issue 22: the last lost, wrong and crashing cases ----------------------------------------
+
+
+@pytest.mark.parametrize("checkpoints", ["gone", "empty"])
+def test_report_with_a_missing_or_empty_checkpoints_folder_is_refused_and_rewrites_nothing(project, capsys,
+                                                                                         checkpoints):
+    """22.6: without the weights no result can be checked; an existing report is not replaced by stale numbers."""
+    assert main(ATTACK) == 0 and main(["report", "--quiet"]) == 0
+    (project / "empty").mkdir()
+    before = tree(project)
+    code, err = call(["report", "--quiet", "--checkpoints", checkpoints], capsys)
+    assert code == 2 and one_line(err), err
+    assert f"--checkpoints '{checkpoints}'" in err and ("does not exist" in err or "holds no trained runs" in err)
+    assert tree(project) == before
+
+
+def _mask(n: int) -> dict:
+    from robustbench_mm.runs.results import encode_mask
+
+    return encode_mask([True] * n)
+
+
+@pytest.mark.parametrize("name, edit, field", [
+    ("fgsm-standard.json", lambda r: r["accuracy"].__setitem__(0, 153.0), "accuracy[0] = 153.0 (not a percentage"),
+    ("fgsm-standard.json", lambda r: r["clean"].__setitem__("accuracy", -5), "clean.accuracy = -5 (not a percentage"),
+    ("pgd-bounded.json", lambda r: r.__setitem__("accuracy", 100.5), "accuracy = 100.5 (not a percentage"),
+    ("pgd-unbounded-standard.json", lambda r: r.__setitem__("n_examples", -3), "n_examples = -3 (a count"),
+    ("fgsm-standard.json", lambda r: r.__setitem__("accuracy", ["x"]), "fgsm-standard.json has malformed accuracy"),
+    ("pgd-bounded.json", lambda r: r["per_example"]["correct"].__setitem__("final", _mask(5)),
+     "per_example.correct.final holds 5 flags for the 8 examples"),
+])
+def test_impossible_values_are_problems_naming_file_and_field_never_rendered(project, capsys, name, edit, field):
+    """22.5: every number read from a result is range-checked; the Problems line names the file and the field."""
+    assert main(ATTACK) == 0
+    path = project / "attacks" / RUN / name
+    result = json.loads(path.read_text())
+    edit(result)
+    path.write_text(json.dumps(result))
+    before = tree(project / "attacks") | tree(project / "checkpoints")
+    code, err = call(["report", "--quiet"], capsys)
+    assert code == 0, err
+    problems = (project / "reports" / "index.md").read_text().split("## Problems found while reading")[1]
+    line = next(p for p in problems.splitlines() if name in p)
+    assert field in line, line
+    reports = "".join(p.read_text() for p in (project / "reports").glob("*.md"))
+    assert "153.00" not in reports and "100.50" not in reports and "-5.00" not in reports
+    assert tree(project / "attacks") | tree(project / "checkpoints") == before
+
+
+def copy_run(project: Path, name: str, **meta_changes) -> Path:
+    """checkpoints/<RUN> copied to checkpoints/<name> (the same weights), its meta.json edited."""
+    run_dir = project / "checkpoints" / name
+    shutil.copytree(project / "checkpoints" / RUN, run_dir)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    meta["run"] = name
+    for key, value in meta_changes.items():
+        if key == "seed":
+            meta["config"]["seed"] = value
+        else:
+            meta[key] = value
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    return run_dir
+
+
+def test_the_same_seed_in_two_folders_is_one_sample(project, capsys):
+    """22.3: `<run>` (seed 0) and `<run>-s0` hold one sample: the -s0 folder is shown, the other named under Problems."""
+    copy_run(project, f"{RUN}-s0")
+    assert main(ATTACK) == 0 and main(with_option(ATTACK, "--checkpoint", f"{RUN}-s0")) == 0
+    before = tree(project / "attacks") | tree(project / "checkpoints")
+    code, err = call(["report", "--quiet"], capsys)
+    assert code == 0, err
+    summary = json.loads((project / "reports" / "summary.json").read_text())
+    assert [m["run"] for g in summary["groups"] for m in g["models"]] == [f"{RUN}-s0"]
+    assert any(p.startswith(f"{RUN}: seed 0 of this model is already shown from {RUN}-s0") for p in summary["problems"])
+    table5 = (project / "reports" / "table5.md").read_text()
+    assert "2 seeds" not in table5 and "0:" not in table5.split("## Problems")[0]
+    assert tree(project / "attacks") | tree(project / "checkpoints") == before
+
+
+def test_a_result_is_checked_against_the_model_it_is_shown_for(project, capsys):
+    """22.4: a meta.json whose method was edited, and a results folder copied from another run (the same weights,
+    so the digest agrees): what the result files say they measured decides, and a disagreement is a Problem."""
+    assert main(ATTACK) == 0
+    run_dir = project / "checkpoints" / RUN
+    meta = json.loads((run_dir / "meta.json").read_text())
+    meta["config"] = {**meta["config"], "method": "manifold", "alpha": 2.0}
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    copy_run(project, "copied")
+    shutil.copytree(project / "attacks" / RUN, project / "attacks" / "copied")
+    before = tree(project)
+    records, problems = load_records(project / "checkpoints", project / "attacks")
+    assert all(not r.results for r in records)
+    assert any(p.startswith(f"{RUN}: fgsm-standard.json not used: it measured a model with method 'baseline', but "
+                            f"checkpoints/{RUN}/meta.json says 'manifold'") for p in problems), problems
+    assert any(p.startswith(f"copied: fgsm-standard.json not used: it measured run '{RUN}', not 'copied'")
+               for p in problems), problems
+    assert tree(project) == before
+
+
+def test_seeds_trained_for_different_epochs_and_results_on_different_examples_are_not_passed_off_as_alike(
+        project, capsys):
+    """22.7: two seeds of other lengths of training are two models, each labelled with its epochs, not "(2 seeds)";
+    a row mixing numbers of test examples says how many each number measured, and the caption no longer says
+    "on the same test examples"."""
+    epochs = json.loads((project / "checkpoints" / RUN / "meta.json").read_text())["epoch"]
+    shutil.move(project / "checkpoints" / RUN, project / "checkpoints" / f"{RUN}-s0")
+    meta = json.loads((project / "checkpoints" / f"{RUN}-s0" / "meta.json").read_text())
+    (project / "checkpoints" / f"{RUN}-s0" / "meta.json").write_text(json.dumps({**meta, "run": f"{RUN}-s0"}))
+    shutil.copytree(project / "checkpoints" / f"{RUN}-s0", project / "checkpoints" / RUN)
+    copy_run(project, f"{RUN}-s1", seed=1, epoch=epochs + 1)
+    shutil.rmtree(project / "checkpoints" / RUN)
+    for seed in (0, 1):
+        assert main(with_option(ATTACK, "--checkpoint", f"{RUN}-s{seed}")) == 0
+    path = project / "attacks" / f"{RUN}-s0" / "pgd-bounded.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "n_examples": 6}))  # as if measured separately
+    before = tree(project / "attacks") | tree(project / "checkpoints")
+    code, err = call(["report", "--quiet"], capsys)
+    assert code == 0, err
+    robustness = (project / "reports" / "robustness.md").read_text().split("## Problems")[0]
+    assert "2 seeds" not in robustness
+    assert f"No mixup (baseline) ({epochs} epochs)" in robustness
+    assert f"No mixup (baseline) ({epochs + 1} epochs)" in robustness
+    assert "on the same test examples" not in robustness and "(n = 6)" in robustness and "(n = 8)" in robustness
+    assert tree(project / "attacks") | tree(project / "checkpoints") == before
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("truncate", "is corrupted (it is"), ("device", "is not a regular file (a device); results cannot be checked"),
+    ("fifo", "is not a regular file (a FIFO); results cannot be checked")])
+def test_report_says_what_is_wrong_with_the_weights_never_rerun_attack_for_a_broken_file(project, capsys, damage, says):
+    """22.10 and 22.11: truncated weights are "corrupted" (rerunning attack would fail on them), and a link to
+    /dev/zero or a FIFO is named for what it is, at once, as a Problem."""
+    assert main(ATTACK) == 0
+    weights = project / "checkpoints" / RUN / "last.safetensors"
+    data = weights.read_bytes()
+    weights.unlink()
+    if damage == "truncate":
+        weights.write_bytes(data[: len(data) // 2])
+    elif damage == "device":
+        weights.symlink_to("/dev/zero")
+    else:
+        os.mkfifo(weights)
+    before = tree(project / "attacks") | {"weights": weights.is_file() and sha256(weights)}
+    code, err = call(["report", "--quiet"], capsys)
+    assert code == 0, err
+    problems = (project / "reports" / "index.md").read_text().split("## Problems found while reading")[1]
+    line = next(p for p in problems.splitlines() if "fgsm-standard.json not used" in p)
+    assert says in line and "rerun attack" not in line, line
+    assert tree(project / "attacks") | {"weights": weights.is_file() and sha256(weights)} == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from robustbench_mm.cli.common import add_checkpoints_root, add_device, add_quiet, int_list
+from robustbench_mm.common.storage import check_writable_dir
 from robustbench_mm.config import ARCHS, DATASETS
 from robustbench_mm.errors import UsageError
 from robustbench_mm.pipeline import Folders, plan_for_preset, reproduce
@@ -75,6 +76,8 @@ def cluster_options(args) -> ClusterOptions | None:
 
 def run(args) -> int:
     options = cluster_options(args)
+    for option, folder in (("--checkpoints", args.checkpoints), ("--attacks", args.attacks), ("--reports", args.reports)):
+        check_writable_dir(Path(folder), option)  # every output folder, before any training
     plan = plan_for_preset(args.preset, dataset=args.dataset, arch=args.arch, device=args.device,
                            checkpoints=args.checkpoints, data_dir=args.data_dir,
                            weights=args.weights, seeds=args.seeds)

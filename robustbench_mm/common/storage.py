@@ -39,6 +39,24 @@ def ensure_writable_dir(path: Path, option: str = "--out") -> Path:
     return path
 
 
+def check_writable_dir(path: Path, option: str) -> None:
+    """Refuse `path` unless it is, or could be made, a writable folder; creates nothing. A command that writes
+    several folders checks them all this way before any work, so a bad one is found before hours of training."""
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), Path("."))
+    if not existing.is_dir():
+        raise UsageError(f"output folder {str(path)!r} is not writable ({str(existing)!r} is not a folder); "
+                         f"choose another with {option}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=TEMP_PREFIX + "write-test-", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(existing) from None
+        raise UsageError(f"output folder {str(path)!r} is not writable ({exc.strerror} in {str(existing)!r}); "
+                         f"choose another with {option}") from None
+
+
 class DiskFull(MMRobustError):
     """No space left where a file was being written; what was saved before stays."""
 
@@ -148,16 +166,28 @@ class NotARegularFile(OSError):
     """A path to digest or load that is a folder, a FIFO, a socket or a device: it holds no weights."""
 
 
+def irregular_kind(path: str | Path) -> str | None:
+    """What `path` is when it exists (links followed) but is not a regular file: 'a folder', 'a FIFO', 'a socket',
+    'a device'; None for a regular file or nothing there. Never opens it (a FIFO would block, /dev/zero never end)."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket"
+            if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+
+
 def file_sha256(path: str | Path) -> str:
     """SHA-256 of a regular file, streamed: how a result names the exact weights it measured.
 
     Anything else is refused before it is opened (a link to /dev/zero would be hashed forever); the
     error says what the path is, not that it is missing."""
     path = Path(path)
-    mode = path.stat().st_mode
-    if not stat.S_ISREG(mode):
-        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket"
-                if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+    path.stat()  # a missing file stays a FileNotFoundError
+    kind = irregular_kind(path)
+    if kind is not None:
         raise NotARegularFile(errno.EINVAL, f"not a regular file ({kind})", str(path))
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()

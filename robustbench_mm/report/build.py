@@ -37,6 +37,7 @@ from robustbench_mm.report.tables.robustness import robustness_section
 from robustbench_mm.report.verdicts import RULE as VERDICT_RULE
 from robustbench_mm.report.verdicts import model_verdict
 from robustbench_mm.report.tables.table5 import table5_section
+from robustbench_mm.runs.checkpoints import find_runs
 
 
 # ---- rendering ------------------------------------------------------------------------------
@@ -191,6 +192,10 @@ def write_report(checkpoints_root: str | Path = "checkpoints", attacks_root: str
     if not records:
         raise UsageError(f"nothing to report: no trained models in {str(checkpoints_root)!r} and no results in "
                          f"{str(attacks_root)!r}; run `mm-robust reproduce` or pass --checkpoints/--attacks")
+    if not find_runs(checkpoints_root) and not all(record.external for record in records):
+        what = "does not exist" if not Path(checkpoints_root).exists() else "holds no trained runs (no <run>/meta.json)"
+        raise UsageError(f"--checkpoints {str(checkpoints_root)!r} {what}, so no result in {str(attacks_root)!r} can be "
+                         "tied to its weights; give the folder `mm-robust train` wrote")
     report = build_report(records, problems)
     reports_root = ensure_writable_dir(Path(reports_root), "--reports")
     sources = {"checkpoints": str(checkpoints_root), "attacks": str(attacks_root)}

@@ -17,7 +17,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
-from robustbench_mm.common.storage import file_sha256
 from robustbench_mm.config import REPRODUCE_MODELS
 from robustbench_mm.data.deformations import DEFORM_EVALUATIONS, DEFORM_SETS, DEFORM_VARIANTS, evaluation_name
 from robustbench_mm.errors import UsageError
@@ -25,6 +24,7 @@ from robustbench_mm.evaluation.attack_plan import NOT_APPLICABLE
 from robustbench_mm.paper import TABLE5_EPS, TABLE7_COLUMNS, UNMIXED_METHODS, model_key
 from robustbench_mm.presets import deform_convention
 from robustbench_mm.report.orderings import Comparison, compare_group
+from robustbench_mm.report.record_checks import identity_mismatch, one_folder_per_seed, stale_reason
 from robustbench_mm.report.result_checks import EVALUATIONS, FAMILY_REQUIRED_KEYS, PROTOCOLS, read_result
 from robustbench_mm.runs.checkpoints import WEIGHT_FILES, find_runs, stored_metadata
 from robustbench_mm.runs.files import EXAMPLES_FILE
@@ -83,6 +83,13 @@ class RunRecord:
         return self.missing.get(evaluation, f"no {evaluation}.json for {self.name}")
 
     @property
+    def epochs(self) -> int | None:
+        """Epochs trained: from meta.json, else from a result file's model summary."""
+        if self.meta:
+            return self.meta.get("epoch")
+        return next((r["model"].get("epochs_trained") for r in self.results.values()), None)
+
+    @property
     def seed(self) -> int | None:
         """The training seed: from meta.json, else from a result file's model summary, else the folder name."""
         if self.meta:
@@ -97,6 +104,7 @@ class ModelRuns:
 
     name: str
     runs: list[RunRecord]
+    detail: str = ""  # what tells it from a model of the same name and key, e.g. "12 epochs"
 
     @property
     def key(self) -> str:
@@ -104,7 +112,7 @@ class ModelRuns:
 
     @property
     def label(self) -> str:
-        return self.runs[0].label
+        return self.runs[0].label + (f" ({self.detail})" if self.detail else "")
 
     @property
     def folders(self) -> str:
@@ -132,12 +140,15 @@ class ModelRuns:
 
 
 def model_runs(records: Iterable[RunRecord]) -> list[ModelRuns]:
-    """Runs grouped by model identity: the same key and the same run name up to its seed suffix."""
-    by_identity: dict[tuple[str, str], list[RunRecord]] = {}
+    """Runs grouped by model identity: the same key, the same run name up to its seed suffix and the same number
+    of epochs trained (seeds trained for different epochs are different models, each labelled with its epochs)."""
+    by_identity: dict[tuple[str, str, Any], list[RunRecord]] = {}
     for record in records:
-        by_identity.setdefault((record.key, split_seed_suffix(record.name)[0]), []).append(record)
-    return [ModelRuns(base, sorted(runs, key=lambda r: (r.seed is None, r.seed or 0, r.name)))
-            for (_, base), runs in by_identity.items()]
+        by_identity.setdefault((record.key, split_seed_suffix(record.name)[0], record.epochs), []).append(record)
+    split = Counter((key, base) for key, base, _ in by_identity)
+    return [ModelRuns(base, sorted(runs, key=lambda r: (r.seed is None, r.seed or 0, r.name)),
+                      f"{epochs} epochs" if split[(key, base)] > 1 else "")
+            for (key, base, epochs), runs in by_identity.items()]
 
 
 def model_label(method: str, alpha: float | None) -> str:
@@ -167,12 +178,6 @@ def _identity_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
     alpha = config["alpha"] if config["method"] not in UNMIXED_METHODS else None
     return {"key": model_key(config["method"], alpha), "dataset": config["dataset"], "arch": config["arch"],
             "preset": config["preset"], "width": config["width"], "method": config["method"], "alpha": alpha}
-
-
-# What the report reads from each evaluation, checked for type before a table uses it.
-
-
-# Fields of a result's model summary that may be absent or null (external models lack some), else of this type.
 
 
 def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tuple[list[RunRecord], list[str]]:
@@ -213,7 +218,7 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
                     results[path.stem] = result
         _mark_not_applicable(results, missing)
         meta = metas.get(name)
-        digests: dict[str, str | None] = {}  # each weights file is hashed once
+        digests: dict[str, tuple[str | None, str]] = {}  # each weights file is hashed once
         if name in has_folder:
             _drop_stale_results(checkpoints_root / name, results, missing, problems, digests)
         if meta is not None:
@@ -227,6 +232,12 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
                                 "cannot be checked and the training curves are missing")
         else:
             continue
+        for evaluation, result in list(results.items()):
+            why = identity_mismatch(name, identity if meta is not None else {}, result["model"])
+            if why is not None:
+                del results[evaluation]
+                missing[evaluation] = why
+                problems.append(f"{name}: {evaluation}.json not used: {why}")
         for evaluation, result in results.items():
             trained = result["model"].get("epochs_trained")
             if meta is not None and trained != meta["epoch"]:
@@ -236,13 +247,14 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
         examples = examples if examples.is_file() else None
         if examples is not None and name in has_folder:
             model = _examples_model(examples)
-            why = _stale_reason(checkpoints_root / name, model, "attack", digests) if model else \
+            why = stale_reason(checkpoints_root / name, model, "attack", digests) if model else \
                 "it records no model, so it cannot be tied to these weights, rerun attack"
             if why is not None:
                 problems.append(f"{name}: {EXAMPLES_FILE} not used: {why}")
                 examples = None
         records.append(RunRecord(name, identity, meta, results, missing, examples))
-    return records, problems
+    records, duplicates = one_folder_per_seed(records)
+    return records, problems + duplicates
 
 
 def _mark_not_applicable(results: dict[str, dict[str, Any]], missing: dict[str, str]) -> None:
@@ -265,7 +277,7 @@ def _examples_model(path: Path) -> dict[str, Any]:
 
 
 def _drop_stale_results(run_dir: Path, results: dict[str, dict[str, Any]], missing: dict[str, str],
-                        problems: list[str], digests: dict[str, str | None]) -> None:
+                        problems: list[str], digests: dict[str, tuple[str | None, str]]) -> None:
     """Move every result not made from the weights now in `run_dir` from `results` to `missing`.
 
     A run retrained with --force, another seed or method under the same name, or a copied weights
@@ -275,31 +287,11 @@ def _drop_stale_results(run_dir: Path, results: dict[str, dict[str, Any]], missi
     for evaluation, result in list(results.items()):
         stage = "deform" if evaluation in DEFORM_EVALUATIONS else "calibrate" if evaluation == "calibration" else \
             "corrupt" if evaluation == "corruptions" else "attack"
-        why = _stale_reason(run_dir, result["model"], stage, digests)
+        why = stale_reason(run_dir, result["model"], stage, digests)
         if why is not None:
             del results[evaluation]
             missing[evaluation] = why
             problems.append(f"{run_dir.name}: {evaluation}.json not used: {why}")
-
-
-def _stale_reason(run_dir: Path, model: dict[str, Any], stage: str, digests: dict[str, str | None]) -> str | None:
-    """Why a result's model summary does not match the weights in `run_dir`, or None when it does."""
-    kind = model.get("checkpoint")
-    if kind not in WEIGHT_FILES:
-        return f"it names no known checkpoint ({kind!r}), rerun {stage}"
-    if kind not in digests:
-        try:
-            digests[kind] = file_sha256(run_dir / WEIGHT_FILES[kind])
-        except OSError:
-            digests[kind] = None
-    stored = model.get("weights_sha256")
-    if digests[kind] is None:
-        return f"no readable {WEIGHT_FILES[kind]} in checkpoints/{run_dir.name} to check it against, rerun {stage}"
-    if stored is None:
-        return f"results predate weight digests, so they cannot be tied to these weights, rerun {stage}"
-    if stored != digests[kind]:
-        return f"results are for other weights, rerun {stage}"
-    return None
 
 
 # ---- groups: one section of every table per (dataset, architecture, preset) ----------------

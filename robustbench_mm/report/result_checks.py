@@ -12,7 +12,7 @@ from robustbench_mm.common.storage import read_json
 from robustbench_mm.data.deformations import DEFORM_EVALUATIONS
 from robustbench_mm.errors import UsageError
 from robustbench_mm.runs.evaluations import Evaluation, Family
-from robustbench_mm.runs.results import RESULT_FORMAT
+from robustbench_mm.runs.results import RESULT_FORMAT, decode_mask
 
 
 PROTOCOLS = tuple(ATTACK_PROTOCOLS)  # the FGSM protocols, in the tables' column order
@@ -57,6 +57,9 @@ def read_result(path: Path, evaluation: str) -> tuple[dict[str, Any] | None, str
     wrong = malformed_fields(result, evaluation)
     if wrong:
         return None, f"{path.name} has malformed {', '.join(wrong)}"
+    impossible = impossible_values(result)
+    if impossible:
+        return None, f"{path.name} has impossible values: {'; '.join(impossible)}"
     return result, None
 
 
@@ -74,9 +77,9 @@ def _accuracy_dict(value: Any) -> bool:
 
 def _fgsm_ok(result: dict[str, Any]) -> dict[str, bool]:
     sweep = result.get("sweep", {"eps": [], "accuracy": []})
-    return {"clean": _accuracy_dict(result["clean"]),
-            "eps": _numbers(result["eps"]) and _numbers(result["accuracy"]) and
-            len(result["eps"]) == len(result["accuracy"]),
+    return {"clean": _accuracy_dict(result["clean"]), "eps": _numbers(result["eps"]),
+            "accuracy": _numbers(result["accuracy"]) and (not _numbers(result["eps"]) or
+                                                          len(result["eps"]) == len(result["accuracy"])),
             "sweep": isinstance(sweep, dict) and _numbers(sweep.get("eps")) and _numbers(sweep.get("accuracy"))}
 
 
@@ -167,3 +170,61 @@ def malformed_fields(result: dict[str, Any], evaluation: str) -> list[str]:
 
 
 FIELD_CHECKS["pgd-unbounded-standard-bpda"] = FIELD_CHECKS["pgd-unbounded-standard"]
+
+
+# ---- values a result can hold at all --------------------------------------------------------
+
+
+def _accuracies(result: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(field, value) of every accuracy (a percentage) a result holds, wherever its evaluation keeps them."""
+    found: list[tuple[str, Any]] = []
+
+    def add(name: str, value: Any) -> None:
+        for i, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            found.append((name if i is None else f"{name}[{i}]", item))
+
+    for key in ("accuracy", "final_accuracy", "robust_accuracy", "accuracy_per_step"):
+        if key in result and not isinstance(result[key], str):
+            add(key, result[key])
+    for key in ("clean", "sweep"):
+        if isinstance(result.get(key), dict) and "accuracy" in result[key]:
+            add(f"{key}.accuracy", result[key]["accuracy"])
+    for name, entry in (result.get("sets") or {}).items() if isinstance(result.get("sets"), dict) else ():
+        if isinstance(entry, dict):
+            add(f"sets.{name}.accuracy", entry.get("accuracy"))
+    for i, stage in enumerate(result.get("stages") or []) if isinstance(result.get("stages"), list) else ():
+        if isinstance(stage, dict) and "robust_accuracy" in stage:
+            add(f"stages[{i}].robust_accuracy", stage["robust_accuracy"])
+    return found
+
+
+def impossible_values(result: dict[str, Any]) -> list[str]:
+    """'field = value (why)' for every number outside what it can be: accuracies outside [0, 100], negative counts,
+    per-example masks whose length is not the example range they say they cover."""
+    bad = [f"{name} = {value!r} (not a percentage in [0, 100])" for name, value in _accuracies(result)
+           if not (_number(value) and 0 <= value <= 100)]
+    for key in ("n_examples", "steps"):
+        value = result.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not value >= 0:
+            bad.append(f"{key} = {value!r} (a count, must be >= 0)")
+    return bad + _mask_problems(result.get("per_example"))
+
+
+def _mask_problems(per_example: Any) -> list[str]:
+    if per_example is None:
+        return []
+    span = per_example.get("example_range") if isinstance(per_example, dict) else None
+    if not (isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span) and
+            0 <= span[0] <= span[1]) or not isinstance(per_example.get("correct"), dict):
+        return [f"per_example = {str(per_example)[:60]!r} (needs example_range [start, stop] and correct masks)"]
+    bad = []
+    for name, mask in per_example["correct"].items():
+        try:
+            length = len(decode_mask(mask))
+        except ValueError as exc:
+            bad.append(f"per_example.correct.{name} ({exc})")
+            continue
+        if length != span[1] - span[0]:
+            bad.append(f"per_example.correct.{name} holds {length} flags for the {span[1] - span[0]} examples "
+                       f"of example_range {span}")
+    return bad

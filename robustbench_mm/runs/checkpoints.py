@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_bytes, save_file
 
-from robustbench_mm.common.storage import atomic_write
+from robustbench_mm.common.storage import atomic_write, irregular_kind
 from robustbench_mm.config import TrainConfig
 from robustbench_mm.errors import UsageError
 from robustbench_mm.models.factory import model_from_config
@@ -57,6 +58,8 @@ def load_tensors_with_digest(path: Path) -> tuple[dict[str, torch.Tensor], dict[
     if path.suffix in PICKLE_SUFFIXES:
         raise UsageError(f"refusing to load {str(path)!r}: pickle-based checkpoints can run code when loaded; "
                          "mm-robust only reads .safetensors")
+    if irregular_kind(path) is not None:
+        raise UsageError(f"checkpoint {str(path)!r} is not a regular file ({irregular_kind(path)}); give a .safetensors file")
     if not path.is_file():
         raise UsageError(f"missing checkpoint file {str(path)!r}")
     try:
@@ -75,6 +78,22 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
     if not isinstance(metadata, dict):
         raise ValueError("__metadata__ is not an object")
     return metadata
+
+
+def safetensors_damage(path: Path) -> str | None:
+    """Why the safetensors file at `path` cannot be whole (its header unreadable, or its tensors' data running past
+    the end of the file, as in a truncated copy), else None. Reads the header only."""
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+            size = os.fstat(handle.fileno()).st_size
+        end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+    except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError) as exc:
+        return f"its header is unreadable ({type(exc).__name__})"
+    if 8 + length + end > size:
+        return f"it is {size} bytes but its header needs {8 + length + end} (truncated)"
+    return None
 
 
 def save_weights(path: Path, model: torch.nn.Module) -> None:

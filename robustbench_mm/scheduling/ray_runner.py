@@ -23,7 +23,7 @@ from robustbench_mm.data.images import load_dataset
 from robustbench_mm.errors import MMRobustError, UsageError
 from robustbench_mm.pipeline import Folders, Plan, check_evaluation_targets, finished_training
 from robustbench_mm.scheduling.graph import ACCELERATED, Task, shard_ranges, task_graph
-from robustbench_mm.scheduling.options import ClusterOptions
+from robustbench_mm.scheduling.options import ClusterOptions, check_reachable
 from robustbench_mm.scheduling.progress import TaskRecord, state_line, summary, where
 from robustbench_mm.scheduling.tasks import TaskContext, execute, write_markers
 
@@ -105,6 +105,8 @@ def run_on_ray(plan: Plan, folders: Folders = Folders(), options: ClusterOptions
     it to kill a worker mid-task).
     """
     ray = import_ray()
+    if options.address is not None and not ray.is_initialized():
+        check_reachable(options.address)
     # As in one process: a finished result the plan would replace is refused before a cluster starts.
     check_evaluation_targets(plan, folders, [config for config in plan.train if finished_training(config)])
     started_here = not ray.is_initialized()

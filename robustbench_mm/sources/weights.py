@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from robustbench_mm.common.storage import irregular_kind
 from robustbench_mm.errors import UsageError
 
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -74,6 +75,9 @@ def _as_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a weights file: safetensors, or a PyTorch file read with weights_only=True."""
     path = Path(path)
+    if irregular_kind(path) is not None:
+        raise UsageError(f"weights file {str(path)!r} is not a regular file ({irregular_kind(path)}); "
+                         "give a .safetensors, .pt or .pth file")
     if not path.is_file():
         raise UsageError(f"missing weights file {str(path)!r}")
     if path.suffix == SAFETENSORS_SUFFIX:

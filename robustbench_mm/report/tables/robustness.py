@@ -138,11 +138,18 @@ def robustness_section(group: Group) -> Section:
     """The "How robust is it really?" table: one row per model (seeds aggregated), every attack side by side."""
     number_columns, breakdowns = columns([r.results for r in group.runs], group.fgsm_eps)
     md_rows, rows = [], []
+    # The columns come from separate commands: when they measured different numbers of test examples, every
+    # number says how many it measured and the caption does not claim the same examples.
+    sizes = {r.results[c.evaluation].get("n_examples") for r in group.runs for c in number_columns
+             if c.evaluation in r.results}
+    mixed = len(sizes) > 1
     for model in group.models:
         cells = [model.label, f"`{model.folders}`"]
         for column in number_columns:
             cell, why = model.cell(column.evaluation, column.value_of, f"{column.evaluation}.json has no such number")
-            cells.append(estimate_cell(cell, why))
+            n = sorted({r.results[column.evaluation].get("n_examples") for r in model.runs
+                        if column.evaluation in r.results}, key=str)
+            cells.append(estimate_cell(cell, why) + (f" (n = {', '.join(map(str, n))})" if mixed and cell else ""))
             rows.append(table_csv_row(group, model, model.key, column.evaluation, column.setting, cell, None,
                                  cell_status(cell, why), "not in the paper"))
         stage_texts = []
@@ -167,5 +174,8 @@ def robustness_section(group: Group) -> Section:
     steps = adversarial_steps_fact(group)
     if steps:
         facts.append(steps)
-    return Section(group.heading, facts, [*NOTES, RULE],
+    notes = [NOTES[0].replace("on the same test examples", "on different numbers of test examples: each number "
+                              f"says how many (n) it measured ({', '.join(map(str, sorted(sizes, key=str)))})")
+             if mixed else NOTES[0], *NOTES[1:], RULE]
+    return Section(group.heading, facts, notes,
                    [Block("Robust accuracy (%) under every attack", header, md_rows)], rows)
