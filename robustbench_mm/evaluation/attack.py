@@ -28,39 +28,30 @@ from typing import Any, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from robustbench_mm.attacks import (
-    PROTOCOLS, WORST_CASE_DEFINITION, Check, WorstCase, bounded_pgd_step_size, check_deterministic,
-    check_eps_zero_is_clean, check_input_gradients, check_iterative_beats_single_step, check_sweep_does_not_rise,
-    check_unbounded_pgd, fgsm, fgsm_sweep, percent, pgd_worst_case)
-from robustbench_mm.attacks.autoattack import BUDGETS, STAGES, STAGE_LABELS, AutoAttackFlags, eps_text, run_autoattack
-from robustbench_mm.attacks.checks import (
-    check_black_box_not_stronger, check_incomplete_optimisation, check_silent_success)
-from robustbench_mm.attacks.indicators import reevaluate
-from robustbench_mm.attacks.pgd import PgdRun, pgd
+from robustbench_mm.attacks import PROTOCOLS, WorstCase, bounded_pgd_step_size, fgsm_sweep, percent, pgd_worst_case
+from robustbench_mm.attacks.autoattack import BUDGETS, AutoAttackFlags, eps_text, run_autoattack
 from robustbench_mm.common.progress import progress_bar
 from robustbench_mm.common.runtime import memory_format, resolve_device, seed_everything
 from robustbench_mm.common.storage import ensure_writable_dir, folder_lock
 from robustbench_mm.config import AttackConfig
 from robustbench_mm.data.images import ImageSet, to_unit_float
+from robustbench_mm.evaluation.attack_payloads import ResultPayloads
 from robustbench_mm.evaluation.attack_plan import (
-    ITERATIVE_PROTOCOL, autoattack_eps, autoattack_evaluation, check_attack_targets, check_dataset, check_eps,
-    bpda_config, check_num_classes, config_for_model, evaluation_settings, examples_metadata, protocols_not_applicable, sweep_grid,
-    verdict_protocol)
+    ITERATIVE_PROTOCOL, autoattack_eps, autoattack_evaluation, bpda_config, check_attack_targets, check_dataset,
+    check_eps, check_num_classes, config_for_model, evaluation_settings, protocols_not_applicable, sweep_grid)
 from robustbench_mm.evaluation.autoattack_state import AutoAttackState, flags_of_result
+from robustbench_mm.evaluation.masking_checks import MaskingChecks
 from robustbench_mm.evaluation.test_sets import TestSets
-from robustbench_mm.figures.masking import save_gradient_masking_figure
 from robustbench_mm.models.metrics import accuracy_and_nll, predict
 from robustbench_mm.models.thermometer import bpda, bpda_layers
+from robustbench_mm.runs.checkpoints import load_model, resolve_runs
 from robustbench_mm.runs.evaluations import bpda_name
-from robustbench_mm.runs.checkpoints import load_model, resolve_runs, save_tensors, stored_metadata
-from robustbench_mm.runs.files import EXAMPLES_FILE, MASKING_FIGURE
 from robustbench_mm.runs.results import (
-    OWN_COMMAND, ConflictHint, as_json, decode_mask, encode_mask, eps_label, finished_result, result_path,
-    write_result)
+    OWN_COMMAND, ConflictHint, as_json, decode_mask, encode_mask, finished_result, result_path, write_result)
 from robustbench_mm.sources.loading import ModelSource, check_contracts, from_run
 
 
-class ModelAttacks:
+class ModelAttacks(ResultPayloads, MaskingChecks):
     """Every attack on one model. Each piece runs at most once, and only when a file still needs it."""
 
     def __init__(self, loaded: ModelSource, data: ImageSet, config: AttackConfig, out_dir: Path,
@@ -274,165 +265,6 @@ class ModelAttacks:
             done.append(path)
             return
         write_result(path, self.named(evaluation), self.summary, self.settings(evaluation), payload())
-        written.append(path)
-
-    def fgsm_payload(self, protocol_name: str) -> dict[str, Any]:
-        protocol = PROTOCOLS[protocol_name]
-        accuracy = self.sweep_accuracy(protocol_name)
-        at = dict(zip(self.grid, accuracy))
-        payload = {
-            "protocol": protocol_name,
-            "protocol_description": protocol.description,
-            "loss": protocol.loss_name,
-            "clip": protocol.clip,
-            **self.base_payload(),
-            "clean": self.clean,
-            "eps": [float(e) for e in self.config.eps],
-            "accuracy": [at[float(e)] for e in self.config.eps],
-            "sweep": {"eps": self.grid, "accuracy": accuracy},
-        }
-        if protocol.eps_on_normalized_input:
-            payload["pixel_step_per_eps"] = self.model.std.flatten().tolist()  # per channel: eps * std
-        correct = self.fgsm_sweep(protocol_name)["correct"]
-        payload["per_example"] = self.per_example(
-            {"clean": self.clean_correct, **{eps_label(float(e)): correct[self.grid.index(float(e))]
-                                             for e in self.config.eps}})
-        return payload
-
-    def pgd_payload(self, protocol_name: str) -> dict[str, Any]:
-        c = self.config
-        protocol = PROTOCOLS[protocol_name]
-        run = self.unbounded_pgd(protocol_name)
-        curve = run["accuracy_per_step"]
-        verdict = verdict_protocol(c.protocols)
-        return {
-            "protocol": protocol_name, "protocol_description": protocol.description, "loss": protocol.loss_name,
-            "projection": "none (unbounded)", "random_start": False, "clip": protocol.clip,
-            "robust_accuracy": WORST_CASE_DEFINITION,
-            **self.base_payload(),
-            "steps": c.pgd_steps, "step_size": c.pgd_step_size,
-            "accuracy_per_step": curve, "final_accuracy": curve[-1],
-            "threshold": c.pgd_pass_threshold, "passed": curve[-1] <= c.pgd_pass_threshold,
-            "verdict": protocol_name == verdict, "verdict_protocol": verdict,
-            "seconds": run["seconds"], "example_steps": run["example_steps"],
-            "per_example": self.per_example({"clean": self.clean_correct, "final": run["final"]}),
-        }
-
-    def bounded_pgd_payload(self) -> dict[str, Any]:
-        c = self.config
-        eps = check_eps(c)
-        run = self.bounded_pgd
-        return {
-            "protocol": ITERATIVE_PROTOCOL, "loss": PROTOCOLS[ITERATIVE_PROTOCOL].loss_name, "clip": True,
-            "projection": "L-inf ball", "random_start": False, "robust_accuracy": WORST_CASE_DEFINITION,
-            **self.base_payload(),
-            "eps": eps, "steps": c.bounded_pgd_steps, "step_size": bounded_pgd_step_size(eps, c.bounded_pgd_steps),
-            "clean": self.clean, "accuracy": run["accuracy"],
-            "seconds": run["seconds"], "example_steps": run["example_steps"],
-            "per_example": self.per_example({"clean": self.clean_correct, "final": run["final"]}),
-        }
-
-    def autoattack_payload(self, eps: float) -> dict[str, Any]:
-        flags = self.autoattack(eps)["flags"]
-        budget = self.config.aa_budget
-        stages = [{"stage": s, "label": STAGE_LABELS[s], "robust_accuracy": percent(flags.after[s]),
-                   "seconds": round(flags.seconds.get(s, 0.0), 3),
-                   **({"example_steps": flags.example_steps[s]} if s in flags.example_steps else {})} for s in STAGES]
-        return {
-            "eps": eps, "eps_text": eps_text(eps), "norm": "Linf", "threat_model": "Linf", "version": "standard",
-            "budget": budget, "components": BUDGETS[budget].to_dict(),
-            "implementation": "mm-robust's own APGD-CE, APGD-T, FAB-T (multi-targeted) and Square: the reference "
-                              "arithmetic with the active set (an example leaves a stage once it is fooled; Square "
-                              "queries only the examples not yet fooled), the same per-example outcome as "
-                              "torchattacks 3.5.1's components from the same seed; configured one by one",
-            "robust_accuracy_definition": "an example is robust if it is classified correctly and no stage found "
-                                          "a misclassified image inside the eps-ball and [0, 1]; each stage runs "
-                                          "only on the examples every earlier stage failed to fool",
-            **self.base_payload(), "seed": self.config.seed, "chunk_size": self.config.batch_size,
-            "clean": {"accuracy": percent(flags.clean)}, "stages": stages, "robust_accuracy": percent(flags.final),
-            "per_example": self.per_example({"clean": flags.clean, **{s: flags.after[s] for s in STAGES},
-                                             "final": flags.final}),
-        }
-
-    def checks(self) -> list[Check]:
-        c = self.config
-        eps = check_eps(c)
-        sweeps = {p: (self.grid, self.sweep_accuracy(p)) for p in c.protocols}
-        standard_correct = self.fgsm_sweep(ITERATIVE_PROTOCOL)["correct"][self.grid.index(eps)]
-        second_pass = predict(self.model, self.data, c.batch_size)
-        curves = {p: self.unbounded_pgd(p)["accuracy_per_step"] for p in c.protocols}
-        return [
-            check_unbounded_pgd(curves, c.pgd_pass_threshold, verdict_protocol(c.protocols)),
-            check_iterative_beats_single_step(standard_correct, self.bounded_pgd["final"], eps, c.bounded_pgd_steps,
-                                              c.max_fgsm_only_share),
-            check_sweep_does_not_rise(sweeps, c.max_sweep_rise),
-            check_eps_zero_is_clean(sweeps, self.clean["accuracy"]),
-            check_input_gradients({p: self.fgsm_sweep(p)["gradient_size"] for p in c.protocols},
-                                  c.max_zero_gradient_share),
-            check_deterministic(self.clean_logits.cpu(), second_pass.cpu()),
-            *self.black_box_checks(),
-            *self.indicator_checks(),
-        ]
-
-    @cached_property
-    def traced_pgd(self) -> tuple[PgdRun, torch.Tensor, str]:
-        """Bounded PGD (the check eps, standard protocol) once more on the first batch, every example for every
-        step with its loss recorded: (the run, the labels, what it is called)."""
-        c = self.config
-        eps = check_eps(c)
-        count = min(len(self.data), c.batch_size)
-        x = to_unit_float(self.data.images[:count]).contiguous(memory_format=self.memory_format)
-        labels = self.data.labels[:count]
-        run = pgd(self.model, x, labels, PROTOCOLS[ITERATIVE_PROTOCOL], c.bounded_pgd_steps,
-                  bounded_pgd_step_size(eps, c.bounded_pgd_steps), eps, record_losses=True)
-        return run, labels, f"{c.bounded_pgd_steps}-step PGD at eps {eps:g} on the first {count} examples"
-
-    def indicator_checks(self) -> list[Check]:
-        """Pintor et al.'s incomplete optimisation (the loss trace where PGD failed) and silent success (PGD's own
-        success flags on its last iterate against a fresh evaluation of the images it returned)."""
-        c = self.config
-        run, labels, what = self.traced_pgd
-        failed = run.worst_case()[-1].cpu()
-        claimed = run.correct[-1].logical_not().cpu()
-        return [check_incomplete_optimisation(run.losses, failed, what, c.incomplete_window, c.max_loss_movement),
-                check_silent_success(claimed, reevaluate(self.model, run.adversarial, labels, c.batch_size),
-                                     f"{what}, last iterate", c.max_silent_success_share)]
-
-    def black_box_checks(self) -> list[Check]:
-        """The seventh check, where AutoAttack ran: at its first eps, Square against the white-box stages."""
-        if not self.config.autoattack:
-            return []
-        eps = autoattack_eps(self.config)[0]
-        flags = self.autoattack(eps)["flags"]
-        return [check_black_box_not_stronger(flags.after["fab-t"], flags.after["square"], eps,
-                                             self.config.max_black_box_share)]
-
-    def masking_payload(self) -> dict[str, Any]:
-        checks = [check.to_dict() for check in self.checks()]
-        failed = [check["name"] for check in checks if not check["passed"]]
-        title = (f"Gradient-masking checks: {self.loaded.name} ({self.loaded.checkpoint} checkpoint, "
-                 f"{len(self.data)} images) - " + (f"FLAGGED: {', '.join(failed)}" if failed else "all passed"))
-        save_gradient_masking_figure(self.out_dir / MASKING_FIGURE, checks, title)
-        return {**self.base_payload(), "check_eps": check_eps(self.config),
-                "bounded_pgd_step_size": bounded_pgd_step_size(check_eps(self.config), self.config.bounded_pgd_steps),
-                "checks": checks, "flagged": bool(failed), "failed": failed, "figure": MASKING_FIGURE}
-
-    def _write_examples(self, written: list[Path], done: list[Path]) -> None:
-        count = min(self.config.save_examples, len(self.data))
-        if count == 0:
-            return
-        path = self.out_dir / EXAMPLES_FILE
-        metadata = examples_metadata(self.config, self.summary, self.data.name)
-        if not self.force and stored_metadata(path) == metadata:
-            done.append(path)
-            return
-        clean = to_unit_float(self.data.images[:count])
-        labels = self.data.labels[:count]
-        adversarial = fgsm(self.model, clean, labels, float(self.config.eps[0]), PROTOCOLS[metadata["protocol"]])
-        with torch.no_grad():
-            tensors = {"clean": clean, "adversarial": adversarial, "labels": labels,
-                       "clean_pred": self.model(clean).argmax(1), "adversarial_pred": self.model(adversarial).argmax(1)}
-        save_tensors(path, tensors, metadata)
         written.append(path)
 
 
