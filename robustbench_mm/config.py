@@ -231,6 +231,7 @@ class AttackConfig:
     # Pintor et al.'s indicators (attacks/indicators.py) on bounded PGD with its loss trace, first batch of examples:
     incomplete_window: int = 10  # the last iterates whose best loss may still move ...
     max_loss_movement: float = 0.05  # ... by at most this share of the trace's range (incomplete optimisation)
+    max_unsettled_share: float = 20.0  # % of the failed examples whose loss may still be moving at the end
     max_silent_success_share: float = 0.0  # percent of examples whose success flag may disagree with the model
 
     def __post_init__(self) -> None:
@@ -255,6 +256,8 @@ class AttackConfig:
         check_positive("incomplete_window", self.incomplete_window)
         if not 0 <= self.max_loss_movement <= 1:
             raise UsageError(f"max_loss_movement must be a share in [0, 1], got {self.max_loss_movement}")
+        if not 0 <= self.max_unsettled_share <= 100:
+            raise UsageError(f"max_unsettled_share must be a percentage in [0, 100], got {self.max_unsettled_share}")
         check_positive("--batch-size", self.batch_size)
         check_seed("--seed", self.seed)
         check_positive("--save-examples", self.save_examples, allow_zero=True)

@@ -87,7 +87,8 @@ def test_pgd_and_masking_results_follow_the_contract(attacked, tiny_runs):
     names = [c["name"] for c in masking["checks"]]
     assert names == ["unbounded-pgd-reaches-zero", "iterative-at-least-single-step",
                      "accuracy-does-not-rise-with-eps", "eps-zero-equals-clean",
-                     "input-gradients-nonzero-and-finite", "logits-deterministic"]
+                     "input-gradients-nonzero-and-finite", "logits-deterministic", "optimisation-complete",
+                     "success-flags-agree-with-model"]
     assert all(set(c) >= {"name", "passed", "value", "detail"} for c in masking["checks"])
     assert masking["flagged"] == (not all(c["passed"] for c in masking["checks"]))
 

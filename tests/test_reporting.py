@@ -263,7 +263,8 @@ def test_robustness_table_and_model_info(folders):
     _, attacks, reports, runs = folders
     cells = list(csv.DictReader(io.StringIO((reports / "robustness.csv").read_text())))
     for run in runs.values():
-        mine = {(c["evaluation"], c["setting"]): float(c["ours"]) for c in cells if c["run"] == run}
+        mine = {(c["evaluation"], c["setting"]): float(c["ours"]) for c in cells
+                if c["run"] == run and c["evaluation"] != "verdict"}
         aa = json.loads(result_path(attacks, run, "autoattack-8_255").read_text())
         pgd20 = json.loads(result_path(attacks, run, "pgd-bounded").read_text())
         fgsm = json.loads(result_path(attacks, run, "fgsm-paper").read_text())

@@ -18,6 +18,7 @@ from robustbench_mm.attacks.indicators import (
     silent_success)
 
 DETERMINISM_TOLERANCE = 1e-6
+MAX_UNSETTLED_SHARE = 20.0  # % of failed examples whose loss may still be moving when the attack stops
 GRADIENT_HISTOGRAM_EDGES = tuple(range(-40, 5))  # log10 of max |input gradient| per example
 
 
@@ -181,13 +182,16 @@ TRACES_DRAWN = 20  # loss traces the panel draws (the value is over all of them)
 
 
 def check_incomplete_optimisation(losses: torch.Tensor, failed: torch.Tensor, what: str,
-                                  window: int = INCOMPLETE_WINDOW, threshold: float = INCOMPLETE_THRESHOLD) -> Check:
+                                  window: int = INCOMPLETE_WINDOW, threshold: float = INCOMPLETE_THRESHOLD,
+                                  max_share: float = MAX_UNSETTLED_SHARE) -> Check:
     """The attack's loss must have settled where it failed (Pintor et al.'s *incomplete optimisation*).
 
     `losses`: (iterates, N) each example's loss at every iterate (`pgd(..., record_losses=True)`);
     `failed`: bool (N,), the examples the attack did not fool. Only their traces count: an example
-    already fooled has nothing left to find, and its loss may rise forever. `value` is the largest
-    movement of the best loss so far over the last `window` iterates, as a share of the trace's range.
+    already fooled has nothing left to find, and its loss may rise forever. A trace is unsettled when its best
+    loss so far still moved by more than `threshold` of its range over the last `window` iterates (or is not
+    finite); `value` is the share (%) of unsettled traces, which may be at most `max_share` (a fixed-step attack
+    leaves a few examples creeping along the ball's boundary; most of them still climbing means it stopped early).
     """
     failed = torch.as_tensor(failed).bool().cpu()
     traces = torch.as_tensor(losses).double().cpu()[:, failed]
@@ -198,12 +202,17 @@ def check_incomplete_optimisation(losses: torch.Tensor, failed: torch.Tensor, wh
     else:
         indicator = incomplete_optimisation(traces, window, threshold)
         movement = loss_movement(traces, window)
-        value = indicator.value if math.isfinite(indicator.value) else None
-        passed = not indicator.tripped
-        detail = f"{what}, on the {n_failed} examples it failed on: {indicator.explanation}"
+        unsettled = int(sum(1 for m in movement if not (math.isfinite(m) and m <= threshold)))
+        finite = all(math.isfinite(m) for m in movement)
+        value = 100.0 * unsettled / n_failed if finite else None
+        passed = finite and value <= max_share
+        detail = (f"{what}, on the {n_failed} examples it failed on: {unsettled} ({100.0 * unsettled / n_failed:.1f} %) "
+                  f"still moved by more than {threshold:g} of their range over the last {window} iterates (allowed "
+                  f"{max_share:g} %); {indicator.explanation}")
     shown = traces[:, :TRACES_DRAWN].numpy()
     return Check("optimisation-complete", passed, value, detail, {
         "kind": "loss-trace", "what": what, "window": window, "threshold": threshold, "n_failed": n_failed,
+        "max_share": max_share,
         "movement": [float(m) if math.isfinite(m) else None for m in movement[:TRACES_DRAWN]],
         "traces": [[float(v) if math.isfinite(v) else None for v in shown[:, j]] for j in range(shown.shape[1])]})
 

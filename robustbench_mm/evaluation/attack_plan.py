@@ -123,6 +123,7 @@ def evaluation_settings(config: AttackConfig, evaluation: str, dataset: str) -> 
                 "max_zero_gradient_share": config.max_zero_gradient_share,
                 "indicators": {"examples": "the first batch", "incomplete_window": config.incomplete_window,
                                "max_loss_movement": config.max_loss_movement,
+                               "max_unsettled_share": config.max_unsettled_share,
                                "max_silent_success_share": config.max_silent_success_share}}
     raise ValueError(f"unknown evaluation {evaluation!r}")
 

@@ -47,15 +47,19 @@ class MaskingChecks:
     @cached_property
     def traced_pgd(self) -> tuple[PgdRun, torch.Tensor, str]:
         """Bounded PGD (the check eps, standard protocol) once more on the first batch, every example for every
-        step with its loss recorded: (the run, the labels, what it is called)."""
+        step with its loss recorded: (the run, the labels, what it is called).
+
+        It runs at least four windows' worth of steps: whether the loss has settled over the last `window`
+        iterates says something only when the attack had steps before them to climb."""
         c = self.config
         eps = check_eps(c)
+        steps = max(c.bounded_pgd_steps, 4 * c.incomplete_window)
         count = min(len(self.data), c.batch_size)
         x = to_unit_float(self.data.images[:count]).contiguous(memory_format=self.memory_format)
         labels = self.data.labels[:count]
-        run = pgd(self.model, x, labels, PROTOCOLS[ITERATIVE_PROTOCOL], c.bounded_pgd_steps,
-                  bounded_pgd_step_size(eps, c.bounded_pgd_steps), eps, record_losses=True)
-        return run, labels, f"{c.bounded_pgd_steps}-step PGD at eps {eps:g} on the first {count} examples"
+        run = pgd(self.model, x, labels, PROTOCOLS[ITERATIVE_PROTOCOL], steps, bounded_pgd_step_size(eps, steps), eps,
+                  record_losses=True)
+        return run, labels, f"{steps}-step PGD at eps {eps:g} on the first {count} examples"
 
     def indicator_checks(self) -> list[Check]:
         """Pintor et al.'s incomplete optimisation (the loss trace where PGD failed) and silent success (PGD's own
@@ -64,7 +68,8 @@ class MaskingChecks:
         run, labels, what = self.traced_pgd
         failed = run.worst_case()[-1].cpu()
         claimed = run.correct[-1].logical_not().cpu()
-        return [check_incomplete_optimisation(run.losses, failed, what, c.incomplete_window, c.max_loss_movement),
+        return [check_incomplete_optimisation(run.losses, failed, what, c.incomplete_window, c.max_loss_movement,
+                                              c.max_unsettled_share),
                 check_silent_success(claimed, reevaluate(self.model, run.adversarial, labels, c.batch_size),
                                      f"{what}, last iterate", c.max_silent_success_share)]
 

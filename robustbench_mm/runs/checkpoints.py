@@ -85,9 +85,11 @@ def safetensors_damage(path: Path) -> str | None:
     the end of the file, as in a truncated copy), else None. Reads the header only."""
     try:
         with open(path, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
             size = os.fstat(handle.fileno()).st_size
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if 8 + length > size:  # a garbled length must not be read (it can ask for exabytes)
+                return f"it is {size} bytes but its header claims {length} (truncated or not a safetensors file)"
+            header = json.loads(handle.read(length))
         end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
     except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError) as exc:
         return f"its header is unreadable ({type(exc).__name__})"
