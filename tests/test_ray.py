@@ -34,7 +34,8 @@ from robustbench_mm.scheduling.ray_runner import run_on_ray  # noqa: E402
 
 # Fields that legitimately differ between two runs of the same work: when a file was written and how long
 # things took. Everything else in every file must be identical.
-TIMING_FIELDS = {"finished", "updated", "generated", "seconds", "images_per_second", "median_share_of_epoch"}
+TIMING_FIELDS = {"finished", "updated", "generated", "seconds", "generate_seconds", "images_per_second",
+                 "median_share_of_epoch"}
 # index.md's date line, and its FGSM-during-training note that prints what measuring cost in time.
 TIMING_LINES = ("Built by `mm-robust report` on", "measuring it cost")
 # The report's manifest of file hashes: the hashes of the files that carry the timings above differ too.
