@@ -10,9 +10,10 @@ import dataclasses
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from robustbench_mm.data.corruptions import ALL_CORRUPTIONS, CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
+from robustbench_mm.data.corruptions import CORRUPTION_SOURCES, SEVERITIES, resolve_corruption_names
 from robustbench_mm.data.deformations import CONVENTIONS, DEFORM_SETS, FILLS, INTERPOLATIONS, resolve_set_names
-from robustbench_mm.errors import UsageError, check_choice, check_finite, check_positive
+from robustbench_mm.errors import (
+    UsageError, check_choice, check_fields_finite, check_folder_name, check_positive, check_seed, check_whole)
 from robustbench_mm.paper import TABLE5_EPS
 from robustbench_mm.presets import PRESETS, TRAINING
 
@@ -28,39 +29,6 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("bf16", "fp32")
 CHECKPOINT_KINDS = ("last", "best")
 AA_BUDGETS = ("standard", "smoke")  # robustbench_mm.attacks.autoattack.BUDGETS
-
-MAX_SEED = 2**32 - 1  # numpy's legacy seeding, used by seed_everything, takes no more
-
-
-def check_seed(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise UsageError(f"{name} must be a whole number from 0 to {MAX_SEED}, got {value!r}")
-    check_positive(name, value, allow_zero=True)
-    if value > MAX_SEED:
-        raise UsageError(f"{name} must be at most {MAX_SEED} (2**32 - 1), got {value}")
-
-
-def check_whole(name: str, value, minimum: int) -> None:
-    """A whole number (not a bool or float) of at least `minimum`."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise UsageError(f"{name} must be a whole number of at least {minimum}, got {value!r}")
-
-
-def check_folder_name(name: str, value: str) -> None:
-    """One plain folder name, so a run can never land outside its root (no /, .., absolute or hidden path)."""
-    if not isinstance(value, str) or value in ("", ".", "..") or value.startswith(".") or \
-            any(c in value for c in "/\\\0") or value != value.strip():
-        raise UsageError(f"{name} must be a plain folder name (no /, \\, .., leading dot or surrounding spaces), "
-                         f"got {value!r}")
-
-
-def check_fields_finite(config) -> None:
-    """Every float setting of `config` (alone or in a tuple) is finite: the net under each config's own checks."""
-    for f in fields(config):
-        value = getattr(config, f.name)
-        for item in value if isinstance(value, tuple) else (value,):
-            check_finite("--" + f.name.replace("_", "-"), item)
-
 
 # The paper's alpha per method; `--method all` trains exactly the models Tables 3, 5 and 7 need.
 DEFAULT_ALPHA = {"baseline": 0.0, "input": 1.0, "manifold": 2.0, "adversarial": 0.0, "thermometer": 0.0}
@@ -311,29 +279,6 @@ class DeformConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-CORRUPTION_SOURCES = ("auto", "generated", "official")
-
-
-def resolve_corruption_names(requested, extra: bool = False) -> tuple[str, ...]:
-    """'all' (the 15 of CIFAR-10-C's benchmark), corruption names, or a comma-separated mix, plus the 4 extra
-    ones when `extra` -> names in make_cifar_c.py's order. An empty selection means the 15."""
-    tokens = [requested] if isinstance(requested, str) else list(requested)
-    names = [part.strip() for token in tokens for part in str(token).split(",") if part.strip()]
-    if tokens and not names:
-        raise UsageError(f"--corruptions {', '.join(map(repr, tokens))} names no corruption; give names or 'all' "
-                         "(or leave --corruptions out for the 15)")
-    chosen: set[str] = set(EXTRA_CORRUPTIONS) if extra else set()
-    for name in names or ["all"]:
-        if name == "all":
-            chosen.update(CORRUPTIONS)
-        elif name in ALL_CORRUPTIONS:
-            chosen.add(name)
-        else:
-            raise UsageError(f"unknown corruption {name!r}; valid: all, {', '.join(ALL_CORRUPTIONS)} "
-                             "(or a comma-separated list)")
-    return tuple(name for name in ALL_CORRUPTIONS if name in chosen)
 
 
 @dataclass(frozen=True)

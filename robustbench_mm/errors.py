@@ -1,5 +1,6 @@
 """Exceptions that the CLI turns into one line on stderr and an exit code, never a traceback."""
 
+import dataclasses
 import math
 
 
@@ -35,3 +36,36 @@ def check_positive(name: str, value, allow_zero: bool = False) -> None:
     if bad:
         bound = ">= 0" if allow_zero else "> 0"
         raise UsageError(f"{name} must be {bound}, got {value}")
+
+
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding, used by seed_everything, takes no more
+
+
+def check_seed(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UsageError(f"{name} must be a whole number from 0 to {MAX_SEED}, got {value!r}")
+    check_positive(name, value, allow_zero=True)
+    if value > MAX_SEED:
+        raise UsageError(f"{name} must be at most {MAX_SEED} (2**32 - 1), got {value}")
+
+
+def check_whole(name: str, value, minimum: int) -> None:
+    """A whole number (not a bool or float) of at least `minimum`."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise UsageError(f"{name} must be a whole number of at least {minimum}, got {value!r}")
+
+
+def check_folder_name(name: str, value: str) -> None:
+    """One plain folder name, so a run can never land outside its root (no /, .., absolute or hidden path)."""
+    if not isinstance(value, str) or value in ("", ".", "..") or value.startswith(".") or \
+            any(c in value for c in "/\\\0") or value != value.strip():
+        raise UsageError(f"{name} must be a plain folder name (no /, \\, .., leading dot or surrounding spaces), "
+                         f"got {value!r}")
+
+
+def check_fields_finite(config) -> None:
+    """Every float setting of `config` (alone or in a tuple) is finite: the net under each config's own checks."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        for item in value if isinstance(value, tuple) else (value,):
+            check_finite("--" + f.name.replace("_", "-"), item)

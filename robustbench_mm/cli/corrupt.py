@@ -5,8 +5,8 @@ from __future__ import annotations
 from robustbench_mm.cli.common import (
     add_device, add_external_model, add_model_inputs, add_quiet, add_test_subset, external_source_from_args,
     int_list)
-from robustbench_mm.config import CORRUPTION_SOURCES, CorruptConfig
-from robustbench_mm.data.corruptions import CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
+from robustbench_mm.config import CorruptConfig
+from robustbench_mm.data.corruptions import CORRUPTIONS, CORRUPTION_SOURCES, EXTRA_CORRUPTIONS, SEVERITIES
 from robustbench_mm.evaluation.corrupt import OFFICIAL_FOLDERS, run_corrupt
 from robustbench_mm.evaluation.corrupt_results import format_summary, load_results
 

@@ -185,3 +185,26 @@ def _load_array(path: Path, shape: tuple, dtype) -> np.ndarray:
     if dtype is not None and array.dtype != dtype:
         raise UsageError(f"{path}: expected dtype {np.dtype(dtype).name}, got {array.dtype}")
     return array
+
+
+CORRUPTION_SOURCES = ("auto", "generated", "official")
+
+
+def resolve_corruption_names(requested, extra: bool = False) -> tuple[str, ...]:
+    """'all' (the 15 of CIFAR-10-C's benchmark), corruption names, or a comma-separated mix, plus the 4 extra
+    ones when `extra` -> names in make_cifar_c.py's order. An empty selection means the 15."""
+    tokens = [requested] if isinstance(requested, str) else list(requested)
+    names = [part.strip() for token in tokens for part in str(token).split(",") if part.strip()]
+    if tokens and not names:
+        raise UsageError(f"--corruptions {', '.join(map(repr, tokens))} names no corruption; give names or 'all' "
+                         "(or leave --corruptions out for the 15)")
+    chosen: set[str] = set(EXTRA_CORRUPTIONS) if extra else set()
+    for name in names or ["all"]:
+        if name == "all":
+            chosen.update(CORRUPTIONS)
+        elif name in ALL_CORRUPTIONS:
+            chosen.add(name)
+        else:
+            raise UsageError(f"unknown corruption {name!r}; valid: all, {', '.join(ALL_CORRUPTIONS)} "
+                             "(or a comma-separated list)")
+    return tuple(name for name in ALL_CORRUPTIONS if name in chosen)

@@ -26,7 +26,7 @@ from robustbench_mm.presets import deform_convention
 from robustbench_mm.report.orderings import Comparison, compare_group
 from robustbench_mm.report.record_checks import identity_mismatch, one_folder_per_seed, stale_reason
 from robustbench_mm.report.result_checks import EVALUATIONS, FAMILY_REQUIRED_KEYS, PROTOCOLS, read_result
-from robustbench_mm.runs.checkpoints import WEIGHT_FILES, find_runs, stored_metadata
+from robustbench_mm.runs.checkpoints import find_runs, stored_metadata
 from robustbench_mm.runs.files import EXAMPLES_FILE
 from robustbench_mm.runs.evaluations import is_bpda
 from robustbench_mm.runs.meta import read_meta
