@@ -144,8 +144,9 @@ def pgd_worst_case(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
 
     A batch holds up to `batch_size` examples, each at its own step. After every forward pass,
     the examples it shows misclassified leave (their first fooling iterate is recorded), as do
-    those that survived iterate `steps`; the rest take one step and the free slots are filled
-    with the next waiting examples at step 0. The host learns which examples left once per
+    those that survived iterate `steps` and those whose last step did not move them (a fixed point: every
+    later step would return the same image, so they stay correct to the end); the rest take one step and
+    the free slots are filled with the next waiting examples at step 0. The host learns which examples left once per
     pass (that is what re-batching needs). `on_done(k)` is told how many examples finished.
     """
     n = len(labels)
@@ -156,6 +157,7 @@ def pgd_worst_case(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
     index = torch.empty(0, dtype=torch.long, device=device)
     adversarial = clean = None
     taken = torch.empty(0, dtype=torch.long, device=device)  # steps each active example has taken
+    stalled = torch.empty(0, dtype=torch.bool, device=device)  # its last step did not move it
     next_waiting, spent = 0, 0
     while True:
         free = batch_size - len(index)
@@ -169,17 +171,23 @@ def pgd_worst_case(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
             clean = clean.contiguous(memory_format=memory_format)
             adversarial = adversarial.contiguous(memory_format=memory_format)
             taken = torch.cat([taken, torch.zeros(len(new), dtype=torch.long, device=device)])
+            stalled = torch.cat([stalled, torch.zeros(len(new), dtype=torch.bool, device=device)])
         if len(index) == 0:
             break
         grad, logits = input_gradient(model, adversarial, labels[index], protocol.summed_loss)
         spent += len(index)
         correct = logits.argmax(1) == labels[index]
         fooled_at[index[~correct]] = taken[~correct]
-        keep = correct & (taken < steps)
+        keep = correct & (taken < steps) & ~stalled
         finished = len(index) - int(keep.sum())
         index, taken = index[keep], taken[keep] + 1
         clean = clean[keep]
-        adversarial = pgd_step(adversarial[keep], clean, grad[keep], step, radius, protocol.clip).detach()
+        before = adversarial[keep]
+        adversarial = pgd_step(before, clean, grad[keep], step, radius, protocol.clip).detach()
+        # An iterate the step left where it was (a zero input gradient, or pinned at the ball's edge) is a fixed point
+        # of a deterministic model: every later step returns it, still correct, so it leaves after its next pass
+        # (found without a second wait for the device per step).
+        stalled = (adversarial - before).flatten(1).abs().amax(1) == 0
         if on_done is not None and finished:
             on_done(finished)
     return WorstCase(fooled_at.cpu(), steps, spent)
