@@ -25,9 +25,9 @@ from robustbench_mm.errors import MMRobustError
 from robustbench_mm.evaluation.corrupt import _TestDataCache, measure_model, planned_sets
 from robustbench_mm.evaluation.corrupt_results import (
     EVALUATION, Measured, result_entries, result_settings, set_label, store_result, stored_sets)
-from robustbench_mm.runs.checkpoints import load_model, load_tensors, save_tensors
+from robustbench_mm.runs.checkpoints import load_model, save_tensors
 from robustbench_mm.runs.results import as_json, finished_result, result_path
-from robustbench_mm.scheduling.shards import SHARD_FOLDER
+from robustbench_mm.scheduling.shards import SHARD_FOLDER, read_shard_outcomes
 from robustbench_mm.sources.loading import ModelSource, from_run
 
 
@@ -49,19 +49,10 @@ def write_shard(path: Path, identity: str, measured: Measured) -> None:
 
 
 def read_shard(path: Path, identity: str) -> Measured | None:
-    """The shard stored at `path` if it is there, readable, and made for exactly this model, settings and range."""
-    if not path.is_file():
+    stored = read_shard_outcomes(path, identity)
+    if stored is None:
         return None
-    try:
-        tensors, metadata = load_tensors(path)
-    except MMRobustError:  # a damaged shard is simply measured again
-        return None
-    if metadata.get("identity") != identity:
-        return None
-    outcomes: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        name, field = key.rsplit(".", 1)
-        outcomes.setdefault(name, {})[field] = value
+    outcomes, metadata = stored
     return Measured(outcomes, json.loads(metadata["seconds"]), json.loads(metadata["generate_seconds"]))
 
 

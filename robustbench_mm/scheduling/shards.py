@@ -49,8 +49,9 @@ def write_shard(path: Path, identity: str, measured: Measured) -> None:
     save_tensors(path, tensors, {"identity": identity, "seconds": json.dumps(measured.seconds)})
 
 
-def read_shard(path: Path, identity: str) -> Measured | None:
-    """The shard stored at `path` if it is there, readable, and made for exactly this model, settings and range."""
+def read_shard_outcomes(path: Path, identity: str) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, str]] | None:
+    """(outcomes per set, metadata) of the shard stored at `path` if it is there, readable, and made for exactly
+    this model, settings and range; a deformation and a corruption shard are stored alike."""
     if not path.is_file():
         return None
     try:
@@ -63,7 +64,12 @@ def read_shard(path: Path, identity: str) -> Measured | None:
     for key, value in tensors.items():
         name, field = key.rsplit(".", 1)
         outcomes.setdefault(name, {})[field] = value
-    return Measured(outcomes, json.loads(metadata["seconds"]))
+    return outcomes, metadata
+
+
+def read_shard(path: Path, identity: str) -> Measured | None:
+    stored = read_shard_outcomes(path, identity)
+    return None if stored is None else Measured(stored[0], json.loads(stored[1]["seconds"]))
 
 
 def concatenate(parts: list[Measured]) -> Measured:
