@@ -6,6 +6,7 @@ check in gradient-masking.json carries, so the picture can always be redrawn fro
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +147,7 @@ def gradient_masking_figure(checks: list[dict], title: str) -> Figure:
         ax.grid(alpha=0.3)
     for ax in axes[len(checks):]:
         ax.set_axis_off()
-    figure.suptitle(title, fontsize=11)
+    figure.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=11)  # a list of failed checks runs long
     return figure
 
 
