@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # torch 2.14.1 / torchvision 0.29.1 install from the local wheel cache on the team's machines;
-# elsewhere pip downloads them. torchattacks is installed without its dependencies because 3.5.1
-# pins requests~=2.25.1 (old, with known CVEs) that nothing here needs; see README.
+# elsewhere pip downloads them. torchattacks is the reference the tests and benchmarks check our attacks
+# against (the package never imports it); it is installed without its dependencies because 3.5.1 pins
+# requests~=2.25.1 (old, with known CVEs) that nothing here needs; see README.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
