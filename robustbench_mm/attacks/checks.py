@@ -18,6 +18,9 @@ from robustbench_mm.attacks.indicators import (
     silent_success)
 
 DETERMINISM_TOLERANCE = 1e-6
+# Pintor et al.'s indicators judge the attack, not the model: a failure says that attack's numbers cannot be trusted
+# (stopped early, or miscounted), which is no evidence of gradient masking; they are reported, not part of `flagged`.
+ATTACK_FAILURE_INDICATORS = ("optimisation-complete", "success-flags-agree-with-model")
 MAX_UNSETTLED_SHARE = 20.0  # % of failed examples whose loss may still be moving when the attack stops
 GRADIENT_HISTOGRAM_EDGES = tuple(range(-40, 5))  # log10 of max |input gradient| per example
 

@@ -13,7 +13,7 @@ from robustbench_mm.attacks import (
     PROTOCOLS, Check, bounded_pgd_step_size, check_deterministic, check_eps_zero_is_clean, check_input_gradients,
     check_iterative_beats_single_step, check_sweep_does_not_rise, check_unbounded_pgd)
 from robustbench_mm.attacks.checks import (
-    check_black_box_not_stronger, check_incomplete_optimisation, check_silent_success)
+    ATTACK_FAILURE_INDICATORS, check_black_box_not_stronger, check_incomplete_optimisation, check_silent_success)
 from robustbench_mm.attacks.indicators import reevaluate
 from robustbench_mm.attacks.pgd import PgdRun, pgd
 from robustbench_mm.data.images import to_unit_float
@@ -84,10 +84,13 @@ class MaskingChecks:
 
     def masking_payload(self) -> dict[str, Any]:
         checks = [check.to_dict() for check in self.checks()]
-        failed = [check["name"] for check in checks if not check["passed"]]
+        failed = [c["name"] for c in checks if not c["passed"] and c["name"] not in ATTACK_FAILURE_INDICATORS]
+        attack_failures = [c["name"] for c in checks if not c["passed"] and c["name"] in ATTACK_FAILURE_INDICATORS]
         title = (f"Gradient-masking checks: {self.loaded.name} ({self.loaded.checkpoint} checkpoint, "
-                 f"{len(self.data)} images) - " + (f"FLAGGED: {', '.join(failed)}" if failed else "all passed"))
+                 f"{len(self.data)} images) - " + (f"FLAGGED: {', '.join(failed)}" if failed else "all passed")
+                 + (f"; attack-failure indicators tripped: {', '.join(attack_failures)}" if attack_failures else ""))
         save_gradient_masking_figure(self.out_dir / MASKING_FIGURE, checks, title)
         return {**self.base_payload(), "check_eps": check_eps(self.config),
                 "bounded_pgd_step_size": bounded_pgd_step_size(check_eps(self.config), self.config.bounded_pgd_steps),
-                "checks": checks, "flagged": bool(failed), "failed": failed, "figure": MASKING_FIGURE}
+                "checks": checks, "flagged": bool(failed), "failed": failed, "attack_failures": attack_failures,
+                "figure": MASKING_FIGURE}

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from robustbench_mm.attacks.autoattack import eps_name
+from robustbench_mm.attacks.checks import ATTACK_FAILURE_INDICATORS
 from robustbench_mm.report.records import ModelRuns
 from robustbench_mm.runs.evaluations import Evaluation, Family
 
@@ -36,7 +37,9 @@ RULE = (f"**Verdict** (report/verdicts.py): **masked** when any gradient-masking
         f"most {ROBUST_THRESHOLD:g} % robust accuracy; **robust** when every check passed and AutoAttack at "
         f"ε = 8/255 keeps more than {ROBUST_THRESHOLD:g} % (mean over seeds); **not robust** when every check "
         f"passed and AutoAttack keeps at most {ROBUST_THRESHOLD:g} %; \"–\" where the checks or AutoAttack at "
-        "8/255 were not run. A smoke-budget AutoAttack is an upper bound, so a \"robust\" from it is provisional.")
+        "8/255 were not run. A smoke-budget AutoAttack is an upper bound, so a \"robust\" from it is provisional. "
+        "The attack-failure indicators (optimisation-complete, success-flags-agree-with-model) judge an attack's own "
+        "numbers, not the model, and do not decide the verdict; they are in each masking figure.")
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ def verdict(failed_checks: list[str] | None, autoattack: float | None, bpda_auto
 def model_verdict(model: ModelRuns, threshold: float = ROBUST_THRESHOLD) -> Verdict:
     """`verdict` of one model over its seeds: the checks any seed failed, AutoAttack's mean over seeds."""
     masking = [r.result("gradient-masking") for r in model.runs if r.result("gradient-masking")]
-    failed = None if not masking else sorted({c["name"] for m in masking for c in m["checks"] if not c.get("passed")})
+    failed = None if not masking else sorted({c["name"] for m in masking for c in m["checks"]
+                                              if not c.get("passed") and c["name"] not in ATTACK_FAILURE_INDICATORS})
     autoattack, _ = model.cell(AUTOATTACK, lambda r: r["robust_accuracy"], "")
     bpda_autoattack, _ = model.cell(BPDA_AUTOATTACK, lambda r: r["robust_accuracy"], "")
     return verdict(failed, autoattack.mean if autoattack else None,
