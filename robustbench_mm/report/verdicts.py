@@ -16,7 +16,7 @@ The rule (`RULE`, printed under the robustness table):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from robustbench_mm.attacks.autoattack import eps_name
@@ -86,5 +86,10 @@ def model_verdict(model: ModelRuns, threshold: float = ROBUST_THRESHOLD) -> Verd
                                               if not c.get("passed") and c["name"] not in ATTACK_FAILURE_INDICATORS})
     autoattack, _ = model.cell(AUTOATTACK, lambda r: r["robust_accuracy"], "")
     bpda_autoattack, _ = model.cell(BPDA_AUTOATTACK, lambda r: r["robust_accuracy"], "")
-    return verdict(failed, autoattack.mean if autoattack else None,
-                   bpda_autoattack.mean if bpda_autoattack else None, threshold)
+    found = verdict(failed, autoattack.mean if autoattack else None,
+                    bpda_autoattack.mean if bpda_autoattack else None, threshold)
+    budgets = {r.result(AUTOATTACK).get("budget", "standard") for r in model.runs if r.result(AUTOATTACK)}
+    if found.word == "robust" and budgets - {"standard"}:  # a smaller budget only bounds robust accuracy from above
+        return replace(found, text=f"robust — provisional ({'/'.join(sorted(budgets - {'standard'}))}-budget "
+                                   "AutoAttack)")
+    return found
