@@ -3,7 +3,8 @@
 `tests/fixtures/release-0.1.0/` holds two tiny digits runs (width 4, 2 epochs) with every result
 file that release wrote (attacks on 32 images with AutoAttack at the smoke budget, deformations,
 calibration) and the text of the report it rendered from them. `state.safetensors` (only needed
-to resume training) and the folder locks were left out to keep the fixture small.
+to resume training), `best.safetensors` (no result measured those weights; the tables render the same without
+them) and the folder locks were left out to keep the fixture small.
 """
 
 from __future__ import annotations
