@@ -123,7 +123,7 @@ def reproduce(plan: Plan, folders: Folders = Folders(), progress: bool = True) -
     _stage(progress, f"corrupt: {len(plan.corrupt.corruptions)} common corruptions x {len(plan.corrupt.severities)} "
                      f"severities on {len(runs)} models")
     run_corrupt(plan.corrupt, folders.checkpoints, folders.attacks, runs=runs, progress=progress,
-                hint=reproduce_hint("corrupt"))
+                hint=reproduce_hint("corrupt"), test_sets=test_sets)
     _stage(progress, f"calibrate: ECE and reliability bins (clean, {plan.calibration.deform_set}, FGSM) on {len(runs)} models")
     run_calibration(plan.calibration, folders.checkpoints, folders.attacks, runs=runs, progress=progress,
                     hint=reproduce_hint("calibrate"), test_sets=test_sets)

@@ -227,7 +227,7 @@ def test_official_files_are_read_checked_and_labelled(tiny_runs, tmp_path, monke
     """A fabricated 'cifar10' test set of 30 digits with its CIFAR-10-C files beside it (RobustBench's layout)."""
     digits = load_dataset("digits", train=False).subset(30)
     fake = ImageSet("cifar10", digits.images, digits.labels, 10)
-    monkeypatch.setattr(corrupt_eval, "load_dataset", lambda *a, **k: fake)
+    monkeypatch.setattr("robustbench_mm.evaluation.test_sets.load_dataset", lambda *a, **k: fake)
     data_dir = tmp_path / "data"
     official_files(data_dir / "CIFAR-10-C", digits.images, digits.labels, ("fog", "snow"))
     loaded = from_run(load_model(tiny_runs["baseline"]))

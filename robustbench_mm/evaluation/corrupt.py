@@ -42,10 +42,11 @@ from robustbench_mm.common.runtime import resolve_device
 from robustbench_mm.common.storage import ensure_writable_dir, read_json
 from robustbench_mm.config import CorruptConfig
 from robustbench_mm.data.corruptions import LABELS, corrupt, load_official
-from robustbench_mm.data.images import ImageSet, load_dataset, to_unit_float
+from robustbench_mm.data.images import ImageSet, to_unit_float
 from robustbench_mm.errors import UsageError
 from robustbench_mm.evaluation.corrupt_results import (
     EVALUATION, Measured, result_entries, result_settings, set_label, store_result, stored_sets)
+from robustbench_mm.evaluation.test_sets import TestSets
 from robustbench_mm.figures.corrupt_samples import grid_description, grid_is_current, save_sample_grid
 from robustbench_mm.runs.checkpoints import load_model, resolve_runs
 from robustbench_mm.runs.files import corrupt_samples_file
@@ -199,9 +200,10 @@ def _log(message: str) -> None:
 class _TestDataCache:
     """Each dataset's test images loaded once per invocation, their source resolved, and its sample grid."""
 
-    def __init__(self, config: CorruptConfig, out_root: Path):
+    def __init__(self, config: CorruptConfig, out_root: Path, test_sets: TestSets | None = None):
         self.config = config
         self.out_root = out_root
+        self.test_sets = test_sets or TestSets()
         self.data: dict[tuple[str, str], CorruptTestData] = {}
         self.grids_checked: set[str] = set()
 
@@ -217,7 +219,7 @@ class _TestDataCache:
         if key not in self.data:
             dataset, data_dir = key
             source = resolve_source(self.config, dataset, data_dir)
-            full = load_dataset(dataset, train=False, data_dir=data_dir, download=loaded.download)
+            full = self.test_sets.get(dataset, data_dir, loaded.download, None)  # official files need every label
             data = CorruptTestData(full.subset(self.config.n_examples), source, self.config.seed)
             if source == "official":  # the files hold 5 x the whole test set (10,000 images per severity)
                 data.folder, data.official_labels = official_folder(dataset, data_dir), full.labels.numpy()
@@ -270,14 +272,15 @@ class _Job:
 
 def run_corrupt(config: CorruptConfig, checkpoints_root: str | Path = "checkpoints", out_root: str | Path = "attacks",
                 runs: list[str] | None = None, force: bool = False, progress: bool = True,
-                sources: list[ModelSource] | None = None, hint: ConflictHint = OWN_COMMAND) -> list[Path]:
+                sources: list[ModelSource] | None = None, hint: ConflictHint = OWN_COMMAND,
+                test_sets: TestSets | None = None) -> list[Path]:
     """Evaluate every model under `checkpoints_root` (or those named in `runs`, or the given `sources`) on the
     corrupted sets of `config`; one ``corruptions.json`` per model. `hint` names the options a refusal points to."""
     device = resolve_device(config.device)
     # Every checkpoint is read before any work starts, so a bad one stops the run before anything is written.
     models = sources if sources is not None else [
         from_run(load_model(run_dir, config.checkpoint, "cpu")) for run_dir in resolve_runs(checkpoints_root, runs)]
-    cache = _TestDataCache(config, Path(out_root))
+    cache = _TestDataCache(config, Path(out_root), test_sets)
     contracts = check_contracts(models, [cache.test_images(loaded) for loaded in models])
     check_corrupt_targets(config, models, out_root, force, hint, cache)
     out_root = ensure_writable_dir(Path(out_root), hint.out_option)
