@@ -8,7 +8,7 @@ from robustbench_mm.attacks import PROTOCOLS, check_input_gradients, fgsm, gradi
 from robustbench_mm.models.preact import MixSpec
 from robustbench_mm.models.thermometer import (
     BpdaLayer, ThermometerEncoding, bpda, bpda_function, bpda_layers, thermometer_encode, thermometer_preactresnet,
-    thermometer_surrogate,
+    thermometer_centered_surrogate, thermometer_surrogate,
 )
 
 STANDARD = PROTOCOLS["standard"]
@@ -66,6 +66,33 @@ def test_surrogate_matches_hand_computed_soft_codes():
     torch.testing.assert_close(codes(x, thermometer_surrogate), expected, rtol=0, atol=1e-6)
 
 
+# The layer's surrogate centres level i's ramp on its switch point i / 4: clip(4 x - i + 1/2, 0, 1) for i >= 1
+# (times 0.99999, the encoding's shrink, below the 1e-4 tolerance), level 0 always 1.
+CENTERED_CASES = [
+    (0.0, [1, 0, 0, 0]), (0.1, [1, 0, 0, 0]), (0.2, [1, 0.3, 0, 0]), (0.25, [1, 0.5, 0, 0]), (0.3, [1, 0.7, 0, 0]),
+    (0.5, [1, 1, 0.5, 0]), (0.8, [1, 1, 1, 0.7]), (1.0, [1, 1, 1, 1]),
+]
+
+
+def test_centered_surrogate_matches_hand_computed_soft_codes():
+    x = pixels([value for value, _ in CENTERED_CASES])
+    expected = torch.tensor([code for _, code in CENTERED_CASES], dtype=torch.float32)
+    torch.testing.assert_close(codes(x, thermometer_centered_surrogate), expected, rtol=0, atol=1e-4)
+
+
+def test_bpda_gradient_falls_on_the_level_a_small_step_can_switch():
+    """At eps = 0.1 < 1 / (2 * 4) a pixel can reach one switch point at most: 0.26 can only switch level 1 off
+    (down to 0.24), 0.45 only level 2 on (up to 0.55), 0.1 none. The layer's gradient must name exactly that level;
+    Athalye et al.'s ramp (the bucket below each switch point) gives 0.26 level 2's slope instead, out of reach."""
+    x = pixels([0.26, 0.45, 0.1]).requires_grad_(True)
+    eps, w = 0.1, torch.tensor([10.0, 2.0, 3.0, 5.0]).view(1, 4, 1, 1)
+    switched = [(thermometer_encode(x.detach() + s * eps, 4) != thermometer_encode(x.detach(), 4))[0, :, 0].T
+                for s in (-1, 1)]
+    assert [row.nonzero().flatten().tolist() for row in switched[0] | switched[1]] == [[1], [2], []]
+    (grad,) = torch.autograd.grad((ThermometerEncoding(4, use_bpda=True)(x) * w).sum(), x)
+    torch.testing.assert_close(grad.flatten(), torch.tensor([2.0, 3.0, 0.0]) * 4 * 0.99999, rtol=0, atol=1e-6)
+
+
 def test_plain_gradient_through_the_encoding_is_exactly_zero():
     torch.manual_seed(0)
     x = torch.rand(2, 3, 4, 4, requires_grad=True)
@@ -75,14 +102,20 @@ def test_plain_gradient_through_the_encoding_is_exactly_zero():
 
 
 def test_bpda_gradient_equals_the_hand_computed_surrogate_gradient():
-    # Loss sum_k w_k code_k at 4 levels. x = 0.1 is on level 1's ramp, 0.3 on level 2's, 0.9 past every ramp.
+    # Loss sum_k w_k code_k at 4 levels. Athalye et al.'s ramps: x = 0.1 is on level 1's, 0.3 on level 2's, 0.9
+    # past every ramp. The layer's centred ramps: 0.1 on none (level 1's is [0.125, 0.375]), 0.3 on level 1's,
+    # 0.9 past level 3's (its ramp ends at 0.875).
     x = pixels([0.1, 0.3, 0.9]).requires_grad_(True)
     w = torch.tensor([10.0, 2.0, 3.0, 5.0]).view(1, 4, 1, 1)
-    layer = ThermometerEncoding(4, use_bpda=True)
-    out = layer(x)
+    out = bpda_function(x, lambda z: thermometer_encode(z, 4), lambda z: thermometer_surrogate(z, 4))
     assert torch.equal(out, thermometer_encode(x.detach(), 4))  # forward: the real code, exactly
     (grad,) = torch.autograd.grad((out * w).sum(), x)
     torch.testing.assert_close(grad.flatten(), torch.tensor([2.0 * SLOPE, 3.0 * SLOPE, 0.0]), rtol=0, atol=0)
+    layer = ThermometerEncoding(4, use_bpda=True)
+    out = layer(x)
+    assert torch.equal(out, thermometer_encode(x.detach(), 4))
+    (grad,) = torch.autograd.grad((out * w).sum(), x)
+    torch.testing.assert_close(grad.flatten(), torch.tensor([0.0, 2.0 * 4 * 0.99999, 0.0]), rtol=0, atol=1e-6)
 
 
 def test_bpda_gradient_equals_autograd_of_the_surrogate_on_random_inputs():

@@ -20,8 +20,8 @@ The forward pass is that discrete code, computed through ``floor`` so that autog
 input with a gradient of exactly zero (the true derivative almost everywhere) instead of a
 broken graph: the suite's gradient checks then see all-zero gradients, and FGSM/PGD do not move.
 
-The surrogate (for BPDA)
-------------------------
+The surrogates (for BPDA)
+-------------------------
 `thermometer_surrogate(x, levels)` transcribes the soft code of Athalye et al.'s attack
 (``thermometer/robustml_attack.py`` and ``thermometer.ipynb``, on the 0..255 scale)::
 
@@ -34,6 +34,19 @@ x >= 0 and level i >= 1 ramps linearly from 0 at x = 256 (i - 1) / (255 levels) 
 x = 256 i / (255 levels), just above where the discrete level switches on. Its derivative is
 ``255 * levels / 256`` on a ramp and 0 elsewhere (at the ramp's ends both TF's min/max and torch's
 clamp pass the gradient, so the ends count as on the ramp).
+
+That ramp fills the bucket *below* each switch point, so at any x its only gradient is that of the next
+level up. Within eps = 8/255 at 16 levels (eps is half a bucket, 1/32) a pixel can reach one switch point
+at most, the nearest: for a pixel in the lower half of its bucket that is the level below, which switches
+off, and Athalye et al.'s gradient says nothing about it while pointing at a level out of reach. The
+layer's surrogate is therefore `thermometer_centered_surrogate`: level i >= 1 is
+``clip(0.99999 * levels * x - i + 1/2, 0, 1)``, a ramp one bucket wide centred on the level's real switch
+point (``0.99999 * levels * x = i``, where it is 1/2), and level 0 is 1 as in the real code. Its gradient
+is that of the level the nearest switch point changes, in either direction. Measured on the six-model
+demo's thermometer model (first 120 test images, 8/255, signed-gradient PGD-20, CE): 78 % robust accuracy
+through Athalye et al.'s ramp, 37 % through the centred one; a relaxation that lets the network itself see
+soft codes between each pixel's code and its one reachable neighbour (stronger than any real attack) still
+keeps 35 %, so the centred surrogate leaves little on the table.
 
 BPDA: a documented protocol any model can follow
 ------------------------------------------------
@@ -117,6 +130,19 @@ def thermometer_surrogate(x: Tensor, levels: int = DEFAULT_LEVELS) -> Tensor:
     return inner.flatten(1, 2)
 
 
+def thermometer_centered_surrogate(x: Tensor, levels: int = DEFAULT_LEVELS) -> Tensor:
+    """The layer's soft code, (N, C * levels, H, W): level i >= 1 is clip(0.99999 L x - i + 1/2, 0, 1), level 0 is 1.
+
+    Each ramp is centred on its level's real switch point (module docstring: why not Athalye et al.'s ramp).
+    """
+    if x.dim() != 4:
+        raise ValueError(f"thermometer_centered_surrogate takes (N, C, H, W) images, got shape {tuple(x.shape)}")
+    switch = _levels_view(levels, x).clone()
+    switch[:, :, 0] = -levels  # level 0: so far below any pixel that the clamp holds it at 1 with no gradient
+    inner = BUCKET_SHRINK * levels * x.unsqueeze(2) - switch + 0.5
+    return inner.clamp(0, 1).flatten(1, 2)
+
+
 class BpdaFunction(torch.autograd.Function):
     """Forward: ``real(x)``, exactly. Backward: the vector-Jacobian product of ``surrogate`` at x."""
 
@@ -176,7 +202,7 @@ class ThermometerEncoding(nn.Module):
     """(N, 3, H, W) [0, 1] pixels -> their thermometer code (N, 3 * levels, H, W); a `BpdaLayer`.
 
     Without BPDA the input gradient is exactly zero; with ``use_bpda`` (or inside `bpda(model)`)
-    it is the gradient of Athalye et al.'s surrogate, and the forward values are the same.
+    it is the gradient of `thermometer_centered_surrogate`, and the forward values are the same.
     """
 
     def __init__(self, levels: int = DEFAULT_LEVELS, use_bpda: bool = False):
@@ -190,7 +216,7 @@ class ThermometerEncoding(nn.Module):
         return thermometer_encode(x, self.levels)
 
     def bpda_surrogate(self, x: Tensor) -> Tensor:
-        return thermometer_surrogate(x, self.levels)
+        return thermometer_centered_surrogate(x, self.levels)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.use_bpda:
@@ -243,5 +269,6 @@ def thermometer_preactresnet(arch: str, num_classes: int, levels: int = DEFAULT_
 __all__ = [
     "BUCKET_SHRINK", "CODE_MEAN", "CODE_STD", "DEFAULT_LEVELS", "SURROGATE_SCALE", "SURROGATE_WIDTH", "BpdaFunction",
     "BpdaLayer", "ThermometerEncoding", "ThermometerPreActResNet", "bpda", "bpda_function", "bpda_layers",
-    "thermometer_encode", "thermometer_preactresnet", "thermometer_surrogate",
+    "thermometer_centered_surrogate", "thermometer_encode", "thermometer_preactresnet",
+    "thermometer_surrogate",
 ]
