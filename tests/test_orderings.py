@@ -215,3 +215,44 @@ def test_seeds_pair_by_seed_number_not_by_position():
     # Two single runs trained with different seeds share no seed number: they still pair.
     assert paired_seeds([(3, "b3")], [(0, "w0")]) == [("b3", "w0")]
     assert paired_seeds([(None, "b")], [(None, "w")]) == [("b", "w")]
+
+
+def write_autoattack(attacks, run, config, correct, budget="smoke"):
+    """An AutoAttack result at 8/255 with its per-example masks (clean: all right; final: `correct`)."""
+    accuracy = 100 * correct.mean()
+    stages = [{"stage": s, "label": s, "robust_accuracy": accuracy, "seconds": 1.0, "example_steps": 1}
+              for s in ("apgd-ce", "apgd-t", "fab-t", "square")]
+    write_result(result_path(attacks, run, "autoattack-8_255"), "autoattack-8_255", model_dict(run, config),
+                 {"seed": 0, "n_examples": correct.size}, {
+                     "eps": 8 / 255, "eps_text": "8/255", "norm": "Linf", "budget": budget, "n_examples": correct.size,
+                     "clean": {"accuracy": 100.0}, "stages": stages, "robust_accuracy": accuracy,
+                     "per_example": {"example_range": [0, correct.size],
+                                     "correct": {"clean": encode_mask(np.ones(correct.size, bool)),
+                                                 "final": encode_mask(correct)}}})
+
+
+def test_adversarial_training_ahead_of_each_mixup_model_under_autoattack_is_tested_on_the_masks(tmp_path):
+    """The positive control: adversarial training (MANIFOLD's mask: 10 right where manifold mixup, given BASELINE's
+    mask, is wrong, 2 the other way) holds with exact McNemar p = 158/4096; input mixup with the same mask as
+    adversarial training disagrees nowhere, so that ordering cannot be told apart from noise. No baseline row:
+    the control is against the mixup models only."""
+    checkpoints, attacks, reports = tmp_path / "c", tmp_path / "a", tmp_path / "r"
+    for method, alpha, mask in (("adversarial", 0.0, MANIFOLD), ("manifold", 2.0, BASELINE),
+                                ("input", 1.0, MANIFOLD), ("baseline", 0.0, BASELINE)):
+        run, config = write_model(checkpoints, method, alpha)
+        write_autoattack(attacks, run, config, mask)
+    write_report(checkpoints, attacks, reports)
+    rows = orderings_rows(reports, "AutoAttack ε = 8/255 (smoke budget)")
+    assert set(rows) == {"Adv. training (Madry et al.) ahead of Manifold mixup (α = 2)",
+                         "Adv. training (Madry et al.) ahead of Input mixup (α = 1)"}
+    manifold = rows["Adv. training (Madry et al.) ahead of Manifold mixup (α = 2)"]
+    assert manifold["Verdict"] == "**holds**" and manifold["Paper: A vs B"] == "–"
+    assert "10 right only for A, 2 only for B" in manifold["Evidence"] and f"p = {P_VALUE:.2g}" in manifold["Evidence"]
+    assert manifold["Source"].startswith("positive control (issue 23), not the paper's ordering")
+    assert rows["Adv. training (Madry et al.) ahead of Input mixup (α = 1)"]["Verdict"] == (
+        "**not distinguishable at this sample size**")
+    csv_rows = [r for r in csv.DictReader(io.StringIO((reports / "orderings.csv").read_text()))
+                if r["evaluation"] == "autoattack-8_255"]
+    assert len(csv_rows) == 2 and {r["better"] for r in csv_rows} == {"adversarial"}
+    assert float(next(r for r in csv_rows if r["worse"] == "manifold-a2")["difference"]) == pytest.approx(40.0)  # (10 - 2) / 20
+    assert "positive control" in (reports / "orderings.md").read_text().split("**FGSM")[0]  # the note says where from

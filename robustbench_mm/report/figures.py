@@ -11,6 +11,7 @@ from robustbench_mm.figures.plots import (
     CIFAR10_CLASSES, EXAMPLES_PER_MODEL, ExampleRows, ForestRow, Series, autoattack_stages_figure, examples_figure,
     fgsm_sweep_figure, forest_figure, model_colors, pgd_figure, save_png, table7_figure, training_figure)
 from robustbench_mm.paper import PGD_UNBOUNDED, TABLE5, TABLE5_EPS, TABLE7, paper_table7
+from robustbench_mm.report.orderings import block_of
 from robustbench_mm.report.records import (
     Group, ModelRuns, RunRecord, column_label, deform_cell, deform_evaluations, deform_look, deform_set_label,
     table7_columns)
@@ -176,7 +177,8 @@ def orderings_forest(group: Group) -> tuple[list[ForestRow], str] | None:
     run folders: a seed trained but not yet attacked adds nothing to the plot.
     """
     sections = {"standard": f"FGSM ε = {group.fgsm_eps:g}, standard protocol",
-                "paper": f"FGSM ε = {group.fgsm_eps:g}, paper protocol", None: "Deformations (Tables 3 and 7)"}
+                "paper": f"FGSM ε = {group.fgsm_eps:g}, paper protocol",
+                "autoattack": "AutoAttack ε = 8/255 (positive control)", None: "Deformations (Tables 3 and 7)"}
     shown = [c for c in group.comparisons if c.difference is not None]
     if not shown:
         return None
@@ -189,7 +191,7 @@ def orderings_forest(group: Group) -> tuple[list[ForestRow], str] | None:
         if len(set(counts)) > 1:
             what += f" [{seeds}]"
         low, high = c.interval if c.interval else (None, None)
-        rows.append(ForestRow(what, c.difference, low, high, c.verdict, sections[c.protocol]))
+        rows.append(ForestRow(what, c.difference, low, high, c.verdict, sections[block_of(c)]))
     return rows, _group_title(group, f"Do the paper's orderings hold? (95 % intervals; {seeds_note(counts)})")
 
 

@@ -24,7 +24,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from robustbench_mm.paper import TABLE5_EPS, Claim, ordering_claims
+from robustbench_mm.attacks.autoattack import eps_name
+from robustbench_mm.paper import TABLE5_EPS, Claim, autoattack_claims, ordering_claims
+from robustbench_mm.runs.evaluations import Evaluation, Family
 from robustbench_mm.runs.results import decode_mask, eps_label, fgsm_accuracy
 from robustbench_mm.stats.significance import (
     HOLDS, REVERSED, mcnemar_exact, paired_bootstrap_difference, t_interval, verdict_from_interval,
@@ -33,6 +35,7 @@ from robustbench_mm.stats.significance import (
 
 PROTOCOLS = ("standard", "paper")
 UNTESTED = "not tested (no per-example results)"
+AUTOATTACK_MASK = "final"  # an AutoAttack result's per-example label: correct after every stage
 ORDERINGS_CSV_COLUMNS = (
     "dataset", "arch", "preset", "protocol", "evaluation", "source", "setting", "better", "worse", "better_runs",
     "worse_runs",
@@ -66,12 +69,31 @@ class Comparison:
 
 
 def mask_label(claim: Claim) -> str:
-    """The per-example label in result files the claim reads: an FGSM eps or a deformation set name."""
-    return eps_label(claim.eps) if claim.evaluation == "fgsm" else claim.label
+    """The per-example label in result files the claim reads: an FGSM eps, AutoAttack's final mask or a set name."""
+    if claim.evaluation == "fgsm":
+        return eps_label(claim.eps)
+    return AUTOATTACK_MASK if claim.evaluation == "autoattack" else claim.label
+
+
+def claim_evaluation(claim: Claim, protocol: str | None, deform_evaluation: str = "deform") -> str:
+    """The result file a claim reads: fgsm-<protocol>, autoattack-<eps> or the deformation result shown first."""
+    if claim.evaluation == "fgsm":
+        return f"fgsm-{protocol}"
+    if claim.evaluation == "autoattack":
+        return Evaluation(Family.AUTOATTACK, eps_name(claim.eps)).name
+    return deform_evaluation
+
+
+def block_of(comparison: Comparison) -> str | None:
+    """Which block of the orderings table a comparison goes in: its FGSM protocol, "autoattack", or None (deform)."""
+    return "autoattack" if comparison.claim.evaluation == "autoattack" else comparison.protocol
 
 
 def stored_accuracy(result: dict[str, Any], claim: Claim) -> float | None:
     """The accuracy (%) a result file reports for the claim's measurement."""
+    if claim.evaluation == "autoattack":
+        value = result.get("robust_accuracy")
+        return None if value is None else float(value)
     if claim.evaluation == "deform":
         entry = result.get("sets", {}).get(claim.label)
         return float(entry["accuracy"]) if entry else None
@@ -104,7 +126,7 @@ def _aligned(masks: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, int] | No
 def compare(claim: Claim, protocol: str | None, better: Any, worse: Any,
             deform_evaluation: str = "deform") -> Comparison:
     """Test `claim` on two models' runs (seeds paired by `paired_seeds`); deformation claims read `deform_evaluation`."""
-    evaluation = f"fgsm-{protocol}" if protocol else deform_evaluation
+    evaluation = claim_evaluation(claim, protocol, deform_evaluation)
     pairs = paired_seeds(_with_result(better, evaluation, claim), _with_result(worse, evaluation, claim))
     if not pairs:
         return Comparison(claim, protocol, evaluation, better, worse, None, None, (), None, None, False, None,
@@ -174,9 +196,9 @@ def compare_group(models: Sequence[Any], dataset: str, deform_evaluation: str = 
                   fgsm_eps: float = TABLE5_EPS) -> list[Comparison]:
     """Every claim that applies to `dataset`, for every pair of models with the claim's keys; FGSM claims are
     tested at `fgsm_eps`, deformation claims on the `deform_evaluation` result (the deform convention and fill
-    the tables show first)."""
+    the tables show first), and the positive control (`paper.autoattack_claims`) on AutoAttack at 8/255."""
     comparisons = []
-    for claim in ordering_claims(dataset, fgsm_eps):
+    for claim in ordering_claims(dataset, fgsm_eps) + autoattack_claims(m.key for m in models):
         betters = [m for m in models if m.key == claim.better]
         worses = [m for m in models if m.key == claim.worse]
         for protocol in (PROTOCOLS if claim.evaluation == "fgsm" else (None,)):
@@ -196,7 +218,8 @@ def tally(comparisons: Sequence[Comparison]) -> str:
 def csv_row(comparison: Comparison) -> dict[str, Any]:
     c = comparison
     return {
-        "protocol": c.protocol or "", "evaluation": c.evaluation, "source": c.claim.source, "setting": mask_label(c.claim),
+        "protocol": c.protocol or "", "evaluation": c.evaluation, "source": c.claim.source,
+        "setting": f"{mask_label(c.claim)} at ε = {eps_name(c.claim.eps)}" if block_of(c) == "autoattack" else mask_label(c.claim),
         "better": c.claim.better, "worse": c.claim.worse,
         "better_runs": ";".join(r.name for r in c.better.runs), "worse_runs": ";".join(r.name for r in c.worse.runs),
         "paper_better": c.claim.paper_better, "paper_worse": c.claim.paper_worse,
