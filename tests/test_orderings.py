@@ -254,5 +254,6 @@ def test_adversarial_training_ahead_of_each_mixup_model_under_autoattack_is_test
     csv_rows = [r for r in csv.DictReader(io.StringIO((reports / "orderings.csv").read_text()))
                 if r["evaluation"] == "autoattack-8_255"]
     assert len(csv_rows) == 2 and {r["better"] for r in csv_rows} == {"adversarial"}
-    assert float(next(r for r in csv_rows if r["worse"] == "manifold-a2")["difference"]) == pytest.approx(40.0)  # (10 - 2) / 20
+    manifold_csv = next(r for r in csv_rows if r["worse"] == "manifold-a2")
+    assert float(manifold_csv["difference"]) == pytest.approx(40.0)  # (10 - 2) / 20 examples
     assert "positive control" in (reports / "orderings.md").read_text().split("**FGSM")[0]  # the note says where from

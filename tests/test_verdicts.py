@@ -165,18 +165,31 @@ def test_report_fills_both_table5_control_rows_with_the_paper_numbers_and_labels
     assert any(r["evaluation"] == "verdict" for r in robustness.rows)
 
 
-@pytest.mark.parametrize("failed, autoattack, bpda_autoattack, word, text", [
-    ([], 45.0, None, ROBUST, ROBUST),  # the positive control: every check passed, AutoAttack keeps 45 %
-    ([], 10.0, None, NOT_ROBUST, NOT_ROBUST),  # at the threshold: not above it
-    ([], 0.0, None, NOT_ROBUST, NOT_ROBUST),  # the mixup models
-    (["input-gradients-nonzero-and-finite"], 60.0, 0.0, MASKED, BROKEN_BY_BPDA),  # the negative control
-    (["input-gradients-nonzero-and-finite"], 60.0, 10.0, MASKED, BROKEN_BY_BPDA),
-    (["unbounded-pgd-reaches-zero"], 60.0, 35.0, MASKED, NOT_BROKEN_BY_BPDA),
-    (["unbounded-pgd-reaches-zero"], 3.0, None, MASKED, MASKED),  # flagged without BPDA: masked all the same
-    (None, 45.0, None, UNKNOWN, UNKNOWN),  # no checks, no verdict
-    ([], None, None, UNKNOWN, UNKNOWN),  # no AutoAttack at 8/255, no verdict
+@pytest.mark.parametrize("failed, autoattack, bpda_autoattack, clean, word, text", [
+    ([], 79.55, None, 96.08, ROBUST, ROBUST),  # the demo's positive control: keeps 83 % of its clean accuracy
+    ([], 45.0, None, 80.0, ROBUST, ROBUST),  # 45 >= 40: AutoAttack fails on most of its correct answers
+    ([], 48.0, None, 96.0, ROBUST, ROBUST),  # exactly half of clean
+    ([], 45.0, None, 95.0, NOT_ROBUST, NOT_ROBUST),  # above the floor but 45 < 47.5: most correct answers flipped
+    ([], 13.45, None, 98.04, NOT_ROBUST, NOT_ROBUST),  # the demo's standard-trained baseline (robust by the old rule)
+    ([], 10.0, None, 15.0, NOT_ROBUST, NOT_ROBUST),  # two thirds of clean, but at the 10 % floor: not above it
+    ([], 10.0, None, None, NOT_ROBUST, NOT_ROBUST),  # no clean accuracy: the floor alone decides
+    ([], 0.0, None, 96.64, NOT_ROBUST, NOT_ROBUST),  # the mixup models
+    (["input-gradients-nonzero-and-finite"], 94.12, 46.50, 96.92, MASKED, BROKEN_BY_BPDA),  # the demo thermometer
+    (["input-gradients-nonzero-and-finite"], 60.0, 0.0, 90.0, MASKED, BROKEN_BY_BPDA),  # the negative control
+    (["input-gradients-nonzero-and-finite"], 60.0, 10.0, None, MASKED, BROKEN_BY_BPDA),
+    (["unbounded-pgd-reaches-zero"], 60.0, 50.0, 90.0, MASKED, NOT_BROKEN_BY_BPDA),  # 50 >= 45 through BPDA
+    (["unbounded-pgd-reaches-zero"], 3.0, None, 90.0, MASKED, MASKED),  # flagged without BPDA: masked all the same
+    (None, 45.0, None, 50.0, UNKNOWN, UNKNOWN),  # no checks, no verdict
+    ([], None, None, None, UNKNOWN, UNKNOWN),  # no AutoAttack at 8/255, no verdict
 ])
-def test_verdict_rule_on_hand_made_cases(failed, autoattack, bpda_autoattack, word, text):
-    judged = verdict(failed, autoattack, bpda_autoattack)
+def test_verdict_rule_on_hand_made_cases(failed, autoattack, bpda_autoattack, clean, word, text):
+    judged = verdict(failed, autoattack, bpda_autoattack, clean=clean)
     assert (judged.word, judged.text) == (word, text)
-    assert judged.to_dict()["threshold"] == 10.0
+    assert judged.to_dict()["threshold"] == 10.0 and judged.to_dict()["share"] == 0.5
+
+
+def test_verdict_reason_gives_the_numbers_the_rule_was_applied_to():
+    assert verdict([], 13.45, clean=98.04).reason == (
+        "every check passed; AutoAttack 13.45 % of 98.04 % clean (≤ 10 % or < 50 % of clean)")
+    assert verdict(["x"], 94.12, 46.5, clean=96.92).reason == (
+        "failed: x; BPDA AutoAttack 46.50 % of 96.92 % clean (≤ 10 % or < 50 % of clean)")

@@ -219,7 +219,8 @@ def csv_row(comparison: Comparison) -> dict[str, Any]:
     c = comparison
     return {
         "protocol": c.protocol or "", "evaluation": c.evaluation, "source": c.claim.source,
-        "setting": f"{mask_label(c.claim)} at ε = {eps_name(c.claim.eps)}" if block_of(c) == "autoattack" else mask_label(c.claim),
+        "setting": (f"{mask_label(c.claim)} at ε = {eps_name(c.claim.eps)}" if block_of(c) == "autoattack"
+                    else mask_label(c.claim)),
         "better": c.claim.better, "worse": c.claim.worse,
         "better_runs": ";".join(r.name for r in c.better.runs), "worse_runs": ";".join(r.name for r in c.worse.runs),
         "paper_better": c.claim.paper_better, "paper_worse": c.claim.paper_worse,

@@ -41,7 +41,8 @@ def ordering_blocks(fgsm_eps: float, autoattack_budgets: str = "") -> tuple[tupl
 
 def autoattack_budgets(comparisons: list[Comparison]) -> str:
     """'smoke' / 'standard' / 'smoke/standard': the AutoAttack budgets of the result files the block compares."""
-    found = {(run.result(c.evaluation) or {}).get("budget", "standard") for c in comparisons if block_of(c) == "autoattack"
+    found = {(run.result(c.evaluation) or {}).get("budget", "standard")
+             for c in comparisons if block_of(c) == "autoattack"
              for model in (c.better, c.worse) for run in model.runs if run.result(c.evaluation)}
     return "/".join(sorted(found))
 
