@@ -79,11 +79,13 @@ def test_silent_success_counts_both_directions_against_its_threshold():
 # ---- the controls end to end, on tiny models ------------------------------------------------------------
 
 import json  # noqa: E402
+import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 from robustbench_mm.config import AttackConfig  # noqa: E402
+from robustbench_mm.evaluation.attack_plan import BPDA_VERSION  # noqa: E402
 from robustbench_mm.evaluation.attack import run_attacks  # noqa: E402
 from robustbench_mm.report.build import build_report  # noqa: E402
 from robustbench_mm.report.records import load_records  # noqa: E402
@@ -127,7 +129,21 @@ def test_thermometer_is_flagged_by_zero_gradients_and_bpda_autoattack_breaks_it(
     assert bpda_run["settings"]["bpda"] and bpda_run["bpda"]["layers"] == ["encoding"]
     assert bpda_run["robust_accuracy"] < plain["robust_accuracy"]  # the surrogate's gradient gets through
     for evaluation in ("fgsm-standard-bpda", "pgd-unbounded-standard-bpda", "pgd-bounded-bpda"):
-        assert result(attacks, run, evaluation)["settings"]["bpda"] is True
+        assert result(attacks, run, evaluation)["settings"]["bpda"] == BPDA_VERSION
+
+
+def test_a_bpda_result_from_the_earlier_surrogate_is_not_shown(controls, tmp_path):
+    checkpoints, attacks, runs = controls
+    copy = tmp_path / "attacks"
+    shutil.copytree(attacks, copy)
+    path = copy / runs["thermometer"] / "pgd-bounded-bpda.json"
+    old = json.loads(path.read_text())
+    old["settings"]["bpda"] = True  # what results made before the centred surrogate store
+    path.write_text(json.dumps(old))
+    records, problems = load_records(checkpoints, copy)
+    record = next(r for r in records if r.name == runs["thermometer"])
+    assert "pgd-bounded-bpda" not in record.results
+    assert any("earlier BPDA surrogate" in p and "pgd-bounded-bpda.json" in p for p in problems)
 
 
 def test_adversarially_trained_model_has_nonzero_gradients_and_no_bpda_results(controls):

@@ -97,7 +97,7 @@ def evaluation_settings(config: AttackConfig, evaluation: str, dataset: str) -> 
            "pgd_pass_threshold": config.pgd_pass_threshold}
     parsed = Evaluation.of(evaluation)
     if parsed is not None and parsed.bpda:
-        return {**evaluation_settings(bpda_config(config), parsed.plain.name, dataset), "bpda": True}
+        return {**evaluation_settings(bpda_config(config), parsed.plain.name, dataset), "bpda": BPDA_VERSION}
     family = parsed.family if parsed is not None else None
     if family is Family.FGSM:
         return {**common, "protocol": parsed.variant, "eps": list(config.eps), "sweep": sweep_grid(config)}
@@ -135,6 +135,10 @@ def result_evaluations(config: AttackConfig) -> list[str]:
             *(autoattack_evaluation(eps) for eps in autoattack_eps(config)), Family.GRADIENT_MASKING.value]
 
 
+# Stored in every BPDA result's settings, so a result made by an earlier surrogate is never reused as current:
+# True (release 0.1 to issue 23): the thermometer surrogate's ramps covered the bucket below each switch point;
+# 2: ramps centred on each switch point (models/thermometer.py).
+BPDA_VERSION = 2
 BPDA_PROTOCOL = ITERATIVE_PROTOCOL  # BPDA attacks: the standard protocol only (pixel scale, CE, clipping)
 
 

@@ -11,6 +11,7 @@ from robustbench_mm.attacks.core import PROTOCOLS as ATTACK_PROTOCOLS
 from robustbench_mm.common.storage import read_json
 from robustbench_mm.data.deformations import DEFORM_EVALUATIONS
 from robustbench_mm.errors import UsageError
+from robustbench_mm.evaluation.attack_plan import BPDA_VERSION
 from robustbench_mm.runs.evaluations import Evaluation, Family
 from robustbench_mm.runs.results import RESULT_FORMAT, decode_mask
 
@@ -60,6 +61,10 @@ def read_result(path: Path, evaluation: str) -> tuple[dict[str, Any] | None, str
     impossible = impossible_values(result)
     if impossible:
         return None, f"{path.name} has impossible values: {'; '.join(impossible)}"
+    parsed = Evaluation.of(evaluation)
+    settings = result["settings"] if isinstance(result["settings"], dict) else {}
+    if parsed is not None and parsed.bpda and settings.get("bpda") != BPDA_VERSION:
+        return None, f"{path.name} was measured through an earlier BPDA surrogate; rerun mm-robust attack with --force"
     return result, None
 
 
