@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robustbench_mm.config import (
-    CHECKPOINT_KINDS, REPRODUCE_MODELS, AttackConfig, CalibrationConfig, CorruptConfig, DeformConfig, TrainConfig, train_config_for_preset)
+    CHECKPOINT_KINDS, REPRODUCE_MODELS, AttackConfig, CalibrationConfig, CorruptConfig, DeformConfig, TrainConfig,
+    train_config_for_preset)
 from robustbench_mm.errors import UsageError, check_choice
 from robustbench_mm.evaluation.attack import run_attacks
 from robustbench_mm.evaluation.attack_plan import check_attack_targets

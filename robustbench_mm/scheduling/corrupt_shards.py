@@ -3,8 +3,8 @@
 As the deformation shards (shards.py): a shard stores per-example outcomes (correct, NLL, confidence) of
 the clean pass and of every (corruption, severity) set in
 ``<attacks>/<run>/.shards/corruptions-<start>-<stop>.safetensors`` (under ``best/`` for the best weights),
-tagged with the model, the settings, the sets and its range; a restarted shard whose file is already there with the same tags does nothing (a shard
-is all or nothing: one that is stopped is measured again). Generated sets are seeded per test index, so a
+tagged with the model, the settings, the sets and its range; a restarted shard whose file is already there
+with the same tags does nothing (a shard is all or nothing: one that is stopped is measured again). Generated sets are seeded per test index, so a
 shard makes exactly the images of a whole run. The merge concatenates the shards in index order and writes
 through the same code as a single-process `mm-robust corrupt` (corrupt.result_entries/store_result), so the
 file is the same bit for bit except the wall times; the shard files are removed once the result is written.
