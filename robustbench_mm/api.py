@@ -23,7 +23,7 @@ from robustbench_mm.evaluation.attack import run_attacks
 from robustbench_mm.evaluation.corrupt import run_corrupt
 from robustbench_mm.evaluation.corrupt_results import EVALUATION as CORRUPT_EVALUATION
 from robustbench_mm.evaluation.deform import run_deform
-from robustbench_mm.runs.results import result_path
+from robustbench_mm.runs.results import result_file, results_dir
 from robustbench_mm.sources.external import protocols_for, source_from_module
 from robustbench_mm.sources.loading import CONTRACT_EVALUATION
 
@@ -135,14 +135,16 @@ def evaluate(model: nn.Module, dataset: str = "cifar10", attacks: Sequence[str] 
     if corrupt is not None:
         files += run_corrupt(corrupt, checkpoints, out, force=force, progress=progress, sources=[source])
     deform_result = evaluation_name(deform.convention, deform.fill) if deform is not None else None
-    return read_evaluation(Path(out), source.name, source.dataset, tuple(dict.fromkeys(files)), deform_result)
+    folder = results_dir(out, source.name, source.checkpoint)
+    return read_evaluation(folder, source.name, source.dataset, tuple(dict.fromkeys(files)), deform_result)
 
 
-def read_evaluation(out: Path, name: str, dataset: str, files: tuple[Path, ...],
+def read_evaluation(folder: Path, name: str, dataset: str, files: tuple[Path, ...],
                     deform_result: str | None) -> Evaluation:
-    """The `Evaluation` of the result files in ``out/<name>/``; `deform_result` names the deform file, if any."""
+    """The `Evaluation` of the result files in `folder` (``out/<name>/``); `deform_result` names the deform file,
+    if any."""
     def load(evaluation: str) -> dict[str, Any] | None:
-        path = result_path(out, name, evaluation)
+        path = result_file(folder, evaluation)
         return read_json(path) if path in files else None
 
     fgsm = {}
@@ -154,14 +156,14 @@ def read_evaluation(out: Path, name: str, dataset: str, files: tuple[Path, ...],
     pgd, masking = load("pgd-unbounded-paper") or load("pgd-unbounded-standard"), load("gradient-masking")
     deform = load(deform_result) if deform_result else None
     corrupt = load(CORRUPT_EVALUATION)
-    contract_path = result_path(out, name, CONTRACT_EVALUATION)  # written by either stage
+    contract_path = result_file(folder, CONTRACT_EVALUATION)  # written by either stage
     contract = read_json(contract_path) if contract_path.is_file() else None
     first = load("fgsm-standard") or load("fgsm-paper") or deform or corrupt
     by_corruption: dict[str, dict[int, float]] = {}
     for entry in corrupt["sets"].values() if corrupt else ():
         by_corruption.setdefault(entry["corruption"], {})[entry["severity"]] = entry["accuracy"]
     return Evaluation(
-        name=name, dataset=dataset, folder=out / name, files=files, n_examples=first["n_examples"],
+        name=name, dataset=dataset, folder=folder, files=files, n_examples=first["n_examples"],
         clean_accuracy=first["clean"]["accuracy"], fgsm=MappingProxyType(fgsm),
         pgd_final_accuracy=pgd["final_accuracy"] if pgd else None,
         gradient_masking_failed=tuple(masking["failed"]) if masking else None,

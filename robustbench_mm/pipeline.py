@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robustbench_mm.config import (
-    REPRODUCE_MODELS, AttackConfig, CalibrationConfig, CorruptConfig, DeformConfig, TrainConfig, train_config_for_preset)
-from robustbench_mm.errors import check_choice
+    CHECKPOINT_KINDS, REPRODUCE_MODELS, AttackConfig, CalibrationConfig, CorruptConfig, DeformConfig, TrainConfig,
+    train_config_for_preset)
+from robustbench_mm.errors import UsageError, check_choice
 from robustbench_mm.evaluation.attack import run_attacks
 from robustbench_mm.evaluation.attack_plan import check_attack_targets
 from robustbench_mm.evaluation.calibrate import check_calibration_targets, run_calibration
@@ -48,6 +49,16 @@ class Plan:
     # The 15 corruptions x 5 severities; official CIFAR-10-C / CIFAR-100-C files when under the data dir, else generated
     corrupt: CorruptConfig = CorruptConfig()
 
+    def __post_init__(self) -> None:
+        kinds = {c.checkpoint for c in (self.attack, self.deform, self.calibration, self.corrupt)}
+        if len(kinds) != 1:  # the report shows the results of one set of weights
+            raise UsageError(f"every evaluation stage of a plan must use the same --weights, got {sorted(kinds)}")
+
+    @property
+    def weights(self) -> str:
+        """The checkpoint every evaluation uses and the report shows: "last" or "best"."""
+        return self.attack.checkpoint
+
 
 def plan_for_preset(preset: str, dataset: str | None = None, arch: str | None = None, device: str = "auto",
                     checkpoints: str | Path = "checkpoints", data_dir: str | None = None,
@@ -60,6 +71,7 @@ def plan_for_preset(preset: str, dataset: str | None = None, arch: str | None = 
     seed, in folders ``<run name>-s<seed>``; None trains one run per model, as before.
     """
     check_choice("preset", preset, PRESETS)
+    check_choice("--weights", weights, CHECKPOINT_KINDS)
     models = tuple(for_seeds([
         train_config_for_preset(preset, method=method, alpha=alpha, dataset=dataset, arch=arch, device=device,
                                 out=str(checkpoints), data_dir=data_dir)
@@ -128,7 +140,7 @@ def reproduce(plan: Plan, folders: Folders = Folders(), progress: bool = True) -
     run_calibration(plan.calibration, folders.checkpoints, folders.attacks, runs=runs, progress=progress,
                     hint=reproduce_hint("calibrate"), test_sets=test_sets)
     _stage(progress, "report: tables 1, 2, 3, 5, 7 and plots")
-    index = write_report(folders.checkpoints, folders.attacks, folders.reports)
+    index = write_report(folders.checkpoints, folders.attacks, folders.reports, weights=plan.weights)
     _stage(progress, f"done in {time.perf_counter() - started:.0f} s")
     return index
 

@@ -79,6 +79,7 @@ def add_model_inputs(parser: argparse.ArgumentParser, weights_default: str, forc
                         help="a run folder or a run name under --checkpoints; repeatable (default: every run)")
     parser.add_argument("--weights",
                         help=f"which weights of each run: {' or '.join(CHECKPOINT_KINDS)} (default: {weights_default}); "
+                             "results of best go to --out/<run>/best/, beside those of last; "
                              "with --model: the weights file (.safetensors, or .pt/.pth read with weights_only=True)")
     add_checkpoints_root(parser)
     parser.add_argument("--data-dir", help="where the test set lives (default: the data dir each model was trained with)")

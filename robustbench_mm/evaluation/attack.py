@@ -1,5 +1,6 @@
 """`mm-robust attack`: Table 5's FGSM in both protocols, Appendix D's unbounded PGD and the
-gradient-masking checks for trained models, written to ``attacks/<run>/``.
+gradient-masking checks for trained models, written to ``attacks/<run>/`` (``attacks/<run>/best/`` for the
+best weights: runs/results.py `results_dir`).
 
 Files per model (one JSON per evaluation, each written atomically as soon as it is done):
 ``fgsm-<protocol>.json``, ``adversarial-examples.safetensors``, ``pgd-unbounded-<protocol>.json``
@@ -47,7 +48,8 @@ from robustbench_mm.models.thermometer import bpda, bpda_layers
 from robustbench_mm.runs.checkpoints import load_model, resolve_runs
 from robustbench_mm.runs.evaluations import bpda_name
 from robustbench_mm.runs.results import (
-    OWN_COMMAND, ConflictHint, as_json, decode_mask, encode_mask, finished_result, result_path, write_result)
+    OWN_COMMAND, ConflictHint, as_json, decode_mask, encode_mask, finished_result, result_file, results_dir,
+    write_result)
 from robustbench_mm.sources.loading import ModelSource, check_contracts, from_run
 
 
@@ -98,8 +100,8 @@ class ModelAttacks(ResultPayloads, MaskingChecks):
     def stored(self, evaluation: str) -> dict[str, Any] | None:
         if self.force:
             return None
-        return finished_result(result_path(self.out_dir.parent, self.out_dir.name, self.named(evaluation)),
-                               self.summary, self.settings(evaluation))
+        return finished_result(result_file(self.out_dir, self.named(evaluation)), self.summary,
+                               self.settings(evaluation))
 
     def base_payload(self) -> dict[str, Any]:
         payload = {"n_examples": len(self.data), "device": str(self.device),
@@ -260,7 +262,7 @@ class ModelAttacks(ResultPayloads, MaskingChecks):
         return sorted(written + done)
 
     def _produce(self, evaluation: str, payload, written: list[Path], done: list[Path]) -> None:
-        path = result_path(self.out_dir.parent, self.out_dir.name, self.named(evaluation))
+        path = result_file(self.out_dir, self.named(evaluation))
         if self.stored(evaluation) is not None:
             done.append(path)
             return
@@ -325,12 +327,12 @@ def run_attacks(config: AttackConfig, checkpoints_root: str | Path = "checkpoint
         seed_everything(config.seed)  # the attacks draw no random numbers; this pins any library code that might
         model = loaded.model.to(device).eval()
         model.to(memory_format=memory_format(device))
-        attacks = ModelAttacks(loaded, data.to(device), config, out_root / loaded.name, device, force, progress)
+        out_dir = results_dir(out_root, loaded.name, loaded.checkpoint)
+        attacks = ModelAttacks(loaded, data.to(device), config, out_dir, device, force, progress)
         paths.extend(attacks.run())
         if bpda_layers(model):  # the defence after: the same attacks through its surrogates
             seed_everything(config.seed)
-            paths.extend(BpdaAttacks(loaded, data.to(device), config, out_root / loaded.name, device, force,
-                                     progress).run())
+            paths.extend(BpdaAttacks(loaded, data.to(device), config, out_dir, device, force, progress).run())
         model.to("cpu")
     return paths
 

@@ -20,7 +20,8 @@ from robustbench_mm.models.thermometer import bpda_layers
 from robustbench_mm.runs.evaluations import Evaluation, Family, bpda_name
 from robustbench_mm.runs.files import EXAMPLES_FILE
 from robustbench_mm.runs.results import (
-    OWN_COMMAND, ConflictHint, as_json, check_result_targets, check_same_settings, check_target_path, result_path)
+    OWN_COMMAND, ConflictHint, as_json, check_result_targets, check_same_settings, check_target_path, result_path,
+    results_dir)
 from robustbench_mm.sources.loading import ModelSource
 
 ITERATIVE_PROTOCOL = "standard"  # bounded PGD and the saved examples
@@ -210,10 +211,10 @@ def check_examples_target(path: Path, metadata: dict[str, str], force: bool, hin
 def check_attack_targets(config: AttackConfig, models: list[ModelSource], out_root: str | Path, force: bool,
                          hint: ConflictHint = OWN_COMMAND) -> None:
     """Refuse, before anything is written, every file `attack` would lose or cannot write (see runs/results.py)."""
-    check_result_targets([(result_path(out_root, loaded.name, evaluation), loaded.summary,
+    check_result_targets([(result_path(out_root, loaded.name, evaluation, loaded.checkpoint), loaded.summary,
                            evaluation_settings(config_for_model(config, loaded), evaluation, loaded.dataset))
                           for loaded in models for evaluation in model_evaluations(config, loaded)], force, hint)
     if config.save_examples > 0:
         for loaded in models:
-            check_examples_target(Path(out_root) / loaded.name / EXAMPLES_FILE,
+            check_examples_target(results_dir(out_root, loaded.name, loaded.checkpoint) / EXAMPLES_FILE,
                                   examples_metadata(config, loaded.summary, loaded.dataset), force, hint)

@@ -22,9 +22,11 @@ def paper_fgsm_value(model: dict[str, Any]) -> tuple[float | None, bool]:
     return TABLE5[model["dataset"] if own else "cifar10"].get(model["key"]), own
 
 
-def _summary_rows(results: dict[str, dict], run: str) -> list[list[str]]:
+def _summary_rows(results: dict[str, dict]) -> list[list[str]]:
     fgsm_results = [results[f"fgsm-{p}"] for p in PROTOCOLS if f"fgsm-{p}" in results]
     model = fgsm_results[0]["model"]
+    # Named from the result, not its folder: the best weights' results sit in <run>/best/.
+    run = model["run"] + (" (best weights)" if model.get("checkpoint") == "best" else "")
     paper_value, own_dataset = paper_fgsm_value(model)
     paper_text = _fmt(paper_value) + ("" if own_dataset or paper_value is None else " (CIFAR-10)")
     masking = results.get("gradient-masking")
@@ -60,7 +62,7 @@ def attack_summary(paths: list[Path]) -> str:
     first = next(r for results in by_run.values() for k, r in results.items() if in_family(k, Family.FGSM))
     header = ["model", "protocol", "clean", *(f"FGSM eps={e:g}" for e in first["eps"]), f"paper eps={TABLE5_EPS:g}",
               "unbounded PGD", "gradient masking", "run"]
-    rows = [row for run_dir, results in by_run.items() for row in _summary_rows(results, run_dir.name)]
+    rows = [row for results in by_run.values() for row in _summary_rows(results)]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [f"Test accuracy (%) under FGSM (Table 5) and unbounded PGD (Appendix D), "
              f"first {first['n_examples']} test images",

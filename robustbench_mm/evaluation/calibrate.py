@@ -147,7 +147,7 @@ def result_settings(config: CalibrationConfig, dataset: str) -> dict[str, Any]:
 def check_calibration_targets(config: CalibrationConfig, models: list[ModelSource], out_root: str | Path,
                               force: bool, hint: ConflictHint = OWN_COMMAND) -> None:
     """Refuse, before anything is written, every result `calibrate` would lose or cannot write (see runs/results.py)."""
-    check_result_targets([(result_path(out_root, loaded.name, EVALUATION), loaded.summary,
+    check_result_targets([(result_path(out_root, loaded.name, EVALUATION, loaded.checkpoint), loaded.summary,
                            result_settings(config, loaded.dataset)) for loaded in models], force, hint)
 
 
@@ -165,7 +165,7 @@ def run_calibration(config: CalibrationConfig, checkpoints_root: str | Path = "c
     on_device: dict[tuple[str, str], ImageSet] = {}
     paths = []
     for loaded in models:
-        path = result_path(out_root, loaded.name, EVALUATION)
+        path = result_path(out_root, loaded.name, EVALUATION, loaded.which)
         summary = model_summary(loaded)
         settings = result_settings(config, loaded.config.dataset)
         paths.append(path)

@@ -255,7 +255,7 @@ def check_corrupt_targets(config: CorruptConfig, models: list[ModelSource], out_
     """Refuse, before anything is written, every result `corrupt` would lose or cannot write (see runs/results.py);
     also every official file that is missing or malformed."""
     cache = cache or _TestDataCache(config, Path(out_root))
-    check_result_targets([(result_path(out_root, loaded.name, EVALUATION), loaded.summary,
+    check_result_targets([(result_path(out_root, loaded.name, EVALUATION, loaded.checkpoint), loaded.summary,
                            result_settings(config, cache.get(loaded).source)) for loaded in models], force, hint)
 
 
@@ -288,7 +288,7 @@ def run_corrupt(config: CorruptConfig, checkpoints_root: str | Path = "checkpoin
     paths, jobs = [], []
     for loaded in models:
         contracts.write(loaded, out_root, force)
-        path = result_path(out_root, loaded.name, EVALUATION)
+        path = result_path(out_root, loaded.name, EVALUATION, loaded.checkpoint)
         source = cache.get(loaded).source
         done = stored_sets(finished_result(path, loaded.summary, result_settings(config, source)))
         todo = tuple(s for s in planned_sets(config) if force or set_label(*s) not in done)

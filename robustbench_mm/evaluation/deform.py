@@ -252,8 +252,8 @@ def check_deform_targets(config: DeformConfig, models: list[ModelSource], out_ro
                          hint: ConflictHint = OWN_COMMAND) -> None:
     """Refuse, before anything is written, every result `deform` would lose or cannot write (see runs/results.py)."""
     evaluation = evaluation_name(config.convention, config.fill)
-    check_result_targets([(result_path(out_root, loaded.name, evaluation), loaded.summary, result_settings(config))
-                          for loaded in models], force, hint)
+    check_result_targets([(result_path(out_root, loaded.name, evaluation, loaded.checkpoint), loaded.summary,
+                           result_settings(config)) for loaded in models], force, hint)
 
 
 def run_deform(config: DeformConfig, checkpoints_root: str | Path = "checkpoints", out_root: str | Path = "attacks",
@@ -276,7 +276,7 @@ def run_deform(config: DeformConfig, checkpoints_root: str | Path = "checkpoints
     paths = []
     for loaded in models:
         contracts.write(loaded, out_root, force)
-        path = result_path(out_root, loaded.name, evaluation)
+        path = result_path(out_root, loaded.name, evaluation, loaded.checkpoint)
         summary = loaded.summary
         stored = finished_result(path, summary, settings)
         done = stored_sets(stored)

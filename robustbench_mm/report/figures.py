@@ -293,7 +293,8 @@ def draw_group(group: Group, reports_root: Path, attacks_root: Path) -> dict[str
                f"The deformation test sets on the first test images ({deform_look(main, command=False)})")]
     # A model's masking figure only with its gradient-masking result: one dropped as stale (other weights)
     # leaves a figure of the old weights behind.
-    copies += [(attacks_root / r.name / MASKING_FIGURE, f"gradient-masking-{r.name}.png",
+    # It lies beside the result it was drawn with: attacks/<run>/, or attacks/<run>/best/ for the best weights.
+    copies += [(r.beside("gradient-masking", MASKING_FIGURE), f"gradient-masking-{r.name}.png",
                 f"Gradient-masking checks: {r.label}") for r in group.runs if "gradient-masking" in r.results]
     for source, name, caption in copies:
         if source.is_file():

@@ -1,7 +1,8 @@
 """The report's data: the trained models and their result files, read and grouped for the tables.
 
-`load_records` turns ``checkpoints/<run>/meta.json`` and ``attacks/<run>/*.json`` into plain
-`RunRecord`s (checked for type, and dropped as stale when they measured other weights);
+`load_records` turns ``checkpoints/<run>/meta.json`` and ``attacks/<run>/*.json`` (or, for the best weights,
+``attacks/<run>/best/*.json``: run_results.py) into plain `RunRecord`s (checked for type, and dropped as stale
+when they measured other weights);
 `group_records` puts the models of one table section together, and `ModelRuns` gathers the seeds of
 one model identity. The Table 7 helpers say which deform result and which models a table shows.
 Everything that draws or writes the report (figures/plots.py, report/build.py, report/tables/supervised.py) builds
@@ -10,7 +11,6 @@ on this module and nothing here imports them.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,18 +19,20 @@ from typing import Any, Iterable
 
 from robustbench_mm.config import REPRODUCE_MODELS
 from robustbench_mm.data.deformations import DEFORM_EVALUATIONS, DEFORM_SETS, DEFORM_VARIANTS, evaluation_name
-from robustbench_mm.errors import UsageError
+from robustbench_mm.errors import UsageError, check_choice
 from robustbench_mm.evaluation.attack_plan import NOT_APPLICABLE
 from robustbench_mm.paper import TABLE5_EPS, TABLE7_COLUMNS, UNMIXED_METHODS, model_key
 from robustbench_mm.presets import deform_convention
 from robustbench_mm.report.orderings import Comparison, compare_group
 from robustbench_mm.report.record_checks import identity_mismatch, one_folder_per_seed, stale_reason
-from robustbench_mm.report.result_checks import EVALUATIONS, FAMILY_REQUIRED_KEYS, PROTOCOLS, read_result
-from robustbench_mm.runs.checkpoints import find_runs, stored_metadata
+from robustbench_mm.report.result_checks import PROTOCOLS
+from robustbench_mm.report.run_results import (
+    examples_file, examples_model, other_weights, read_run_results)
+from robustbench_mm.runs.checkpoints import WEIGHT_FILES, find_runs
 from robustbench_mm.runs.files import EXAMPLES_FILE
 from robustbench_mm.runs.evaluations import is_bpda
 from robustbench_mm.runs.meta import read_meta
-from robustbench_mm.runs.results import attacked_eps, result_path
+from robustbench_mm.runs.results import attacked_eps
 from robustbench_mm.runs.seeds import split_seed_suffix
 from robustbench_mm.stats.estimates import Estimate, SeedValue, estimate
 
@@ -55,6 +57,13 @@ class RunRecord:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)  # evaluation -> why there is no usable result
     examples_file: Path | None = None
+    sources: dict[str, Path] = field(default_factory=dict)  # evaluation -> the result file it was read from
+    other_weights: set[str] = field(default_factory=set)  # evaluations also measured on the other weights (not shown)
+
+    def beside(self, evaluation: str, file_name: str) -> Path | None:
+        """The file `file_name` in the folder `evaluation`'s result was read from (a figure drawn with it)."""
+        source = self.sources.get(evaluation)
+        return None if source is None else source.parent / file_name
 
     @property
     def key(self) -> str:
@@ -180,8 +189,11 @@ def _identity_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
             "preset": config["preset"], "width": config["width"], "method": config["method"], "alpha": alpha}
 
 
-def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tuple[list[RunRecord], list[str]]:
-    """Every run found in either folder, with its results; plus problems worth telling the reader."""
+def load_records(checkpoints_root: str | Path, attacks_root: str | Path,
+                 weights: str = "last") -> tuple[list[RunRecord], list[str]]:
+    """Every run found in either folder, with its results measured on `weights` ("last" or "best"); plus problems
+    worth telling the reader."""
+    check_choice("--weights", weights, WEIGHT_FILES)
     checkpoints_root, attacks_root = Path(checkpoints_root), Path(attacks_root)
     problems: list[str] = []
     metas: dict[str, dict[str, Any]] = {}
@@ -195,27 +207,11 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
     result_runs = sorted(p.name for p in attacks_root.iterdir() if p.is_dir()) if attacks_root.is_dir() else []
     records = []
     for name in sorted(set(metas) | set(result_runs)):
-        results, missing = {}, {}
         if (attacks_root / name).exists() and not (attacks_root / name).is_dir():
             problems.append(f"{str(attacks_root / name)!r} is a file where the results folder of {name} should be")
-        for evaluation in EVALUATIONS:
-            path = result_path(attacks_root, name, evaluation)
-            result, why = read_result(path, evaluation)
-            if result is None:
-                missing[evaluation] = f"{why} for {name}"
-                if path.exists():  # a file that is there but unusable is worth a line under Problems
-                    problems.append(f"unreadable result {str(path)!r}: {why}")
-            else:
-                results[evaluation] = result
-        for family in FAMILY_REQUIRED_KEYS:  # one file per setting, e.g. autoattack-8_255.json
-            for path in sorted((attacks_root / name).glob(f"{family.value}-*.json")):
-                if path.name.endswith(".partial.json"):
-                    continue  # a run still going (or killed): not a result yet
-                result, why = read_result(path, path.stem)
-                if result is None:
-                    missing[path.stem] = f"{why} for {name}"
-                else:
-                    results[path.stem] = result
+        read = read_run_results(attacks_root, name, weights)
+        results, missing, sources = read.results, read.missing, read.sources
+        problems += read.problems
         _mark_not_applicable(results, missing)
         meta = metas.get(name)
         digests: dict[str, tuple[str | None, str]] = {}  # each weights file is hashed once
@@ -231,6 +227,9 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
                 problems.append(f"{name}: results exist but {str(checkpoints_root / name)!r} does not; their weights "
                                 "cannot be checked and the training curves are missing")
         else:
+            if read.other_weights:
+                problems.append(f"{name}: has results measured on the {other_weights(weights)} weights only; "
+                                f"`mm-robust report --weights {other_weights(weights)}` shows them")
             continue
         for evaluation, result in list(results.items()):
             why = identity_mismatch(name, identity if meta is not None else {}, result["model"])
@@ -243,16 +242,16 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path) -> tupl
             if meta is not None and trained != meta["epoch"]:
                 problems.append(f"{name}: {evaluation}.json measured the model after {trained} epochs, but it has "
                                 f"trained {meta['epoch']} since; rerun the evaluation to refresh it")
-        examples = attacks_root / name / EXAMPLES_FILE
-        examples = examples if examples.is_file() else None
+        examples = examples_file(attacks_root, name, weights)
         if examples is not None and name in has_folder:
-            model = _examples_model(examples)
+            model = examples_model(examples)
             why = stale_reason(checkpoints_root / name, model, "attack", digests) if model else \
                 "it records no model, so it cannot be tied to these weights, rerun attack"
             if why is not None:
                 problems.append(f"{name}: {EXAMPLES_FILE} not used: {why}")
                 examples = None
-        records.append(RunRecord(name, identity, meta, results, missing, examples))
+        records.append(RunRecord(name, identity, meta, results, missing, examples,
+                                 {e: sources[e] for e in results}, read.other_weights))
     records, duplicates = one_folder_per_seed(records)
     return records, problems + duplicates
 
@@ -265,15 +264,6 @@ def _mark_not_applicable(results: dict[str, dict[str, Any]], missing: dict[str, 
         for evaluation in (f"fgsm-{protocol}", f"pgd-unbounded-{protocol}"):
             if evaluation not in results:
                 missing[evaluation] = NOT_APPLICABLE
-
-
-def _examples_model(path: Path) -> dict[str, Any]:
-    """The model summary the adversarial-examples file was written for ({} when it has none)."""
-    try:
-        model = json.loads((stored_metadata(path) or {})["model"])
-    except (KeyError, TypeError, ValueError):
-        return {}
-    return model if isinstance(model, dict) else {}
 
 
 def _drop_stale_results(run_dir: Path, results: dict[str, dict[str, Any]], missing: dict[str, str],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# `--weights best` results: attacks/<run>/best/, the same file names as the last weights' in attacks/<run>/.
+BEST_RESULTS_FOLDER = "best"
 EXAMPLES_FILE = "adversarial-examples.safetensors"  # `mm-robust attack`, attacks/<run>/: saved adversarial examples
 MASKING_FIGURE = "gradient-masking.png"  # `mm-robust attack`, attacks/<run>/: the gradient-masking checks
 

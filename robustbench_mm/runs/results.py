@@ -1,5 +1,8 @@
 """Result files under ``attacks/<run>/``: one JSON per (model, evaluation), written atomically.
 
+Results of a run's best weights go to ``attacks/<run>/best/`` under the same names, so they live beside
+those of its last weights (`results_dir`); a model trained elsewhere has one set of weights, in ``attacks/<run>/``.
+
 Every file carries the model it measured, the exact settings, and provenance, so the report
 stage can rebuild tables from these files alone.
 """
@@ -21,9 +24,11 @@ from robustbench_mm.common.runtime import provenance
 from robustbench_mm.common.storage import atomic_write_json, read_json
 from robustbench_mm.errors import UsageError
 from robustbench_mm.paper import model_key
-from robustbench_mm.runs.checkpoints import LoadedModel
+from robustbench_mm.runs.checkpoints import WEIGHT_FILES, LoadedModel
+from robustbench_mm.runs.files import BEST_RESULTS_FOLDER
 
 RESULT_FORMAT = "mm-robust-result/1"
+EXTERNAL = "external"  # the checkpoint (and key, method, preset) of a model trained elsewhere
 
 
 def model_summary(loaded: LoadedModel) -> dict[str, Any]:
@@ -53,8 +58,22 @@ def as_json(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
-def result_path(root: str | Path, run: str, evaluation: str) -> Path:
-    return Path(root) / run / f"{evaluation}.json"
+def results_dir(root: str | Path, run: str, weights: str) -> Path:
+    """The folder of `run`'s results measured on `weights` ("last", "best", or "external" for a model trained
+    elsewhere): both of a run's checkpoints are legitimate, so neither may replace the other's results."""
+    if weights not in (*WEIGHT_FILES, EXTERNAL):
+        raise ValueError(f"unknown weights {weights!r}")
+    folder = Path(root) / run
+    return folder / BEST_RESULTS_FOLDER if weights == "best" else folder
+
+
+def result_file(folder: str | Path, evaluation: str) -> Path:
+    """The result file of `evaluation` in a results folder (see `results_dir`)."""
+    return Path(folder) / f"{evaluation}.json"
+
+
+def result_path(root: str | Path, run: str, evaluation: str, weights: str = "last") -> Path:
+    return result_file(results_dir(root, run, weights), evaluation)
 
 
 def write_result(path: Path, evaluation: str, model: dict[str, Any], settings: dict[str, Any],
@@ -152,13 +171,27 @@ def check_target_path(path: Path, hint: ConflictHint = OWN_COMMAND) -> None:
 
 def check_same_settings(path: Path, stored_model: dict[str, Any], stored_settings: dict[str, Any],
                         model: dict[str, Any], settings: dict[str, Any], hint: ConflictHint = OWN_COMMAND) -> None:
-    """Refuse to replace what `path` holds for these same weights when it was made with other settings."""
+    """Refuse to replace what `path` holds for these same weights when it was made with other settings, or
+    what it holds for the run's other checkpoint (a best result written before best results had their folder)."""
+    check_same_checkpoint(path, stored_model, model, hint)
     if stored_model.get("weights_sha256") != model["weights_sha256"]:
         return  # other weights: stale, replaced
     differing = differing_settings(stored_settings, settings)
     if differing:
         raise UsageError(f"{str(path)!r} holds a finished result for these weights made with other settings "
                          f"({'; '.join(differing)}); {hint.replace}, or {hint.elsewhere}")
+
+
+def check_same_checkpoint(path: Path, stored_model: dict[str, Any], model: dict[str, Any],
+                          hint: ConflictHint = OWN_COMMAND) -> None:
+    """Refuse to replace a result of a run's last weights with one of its best, or the other way round:
+    both are legitimate results of the run, and only the folder they belong in tells them apart."""
+    stored, new = stored_model.get("checkpoint"), model.get("checkpoint")
+    if stored == new or stored not in WEIGHT_FILES or new not in WEIGHT_FILES:
+        return  # a model trained elsewhere has one set of weights
+    home = path.parent / BEST_RESULTS_FOLDER if stored == "best" else path.parent.parent
+    raise UsageError(f"{str(path)!r} holds a result measured on the {stored} weights, whose results belong in "
+                     f"{str(home)!r}; move it there, or {hint.replace}, or {hint.elsewhere}")
 
 
 # ---- per-example outcomes -------------------------------------------------------------------------

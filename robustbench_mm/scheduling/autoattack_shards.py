@@ -2,7 +2,8 @@
 
 A shard runs the same chunked, reseeded AutoAttack as `mm-robust attack` (attacks.autoattack) on
 its range, whose ends lie on chunk boundaries, and saves its per-example flags after every chunk in
-``<attacks>/<run>/.shards/autoattack-<eps>-<start>-<stop>.partial.json`` (the format of the
+``<attacks>/<run>/.shards/autoattack-<eps>-<start>-<stop>.partial.json`` (under ``best/`` for the best
+weights; the format of the
 single run's resumable ``.partial.json``, tagged with the model and settings): a retried shard
 continues from its finished chunks. The merge concatenates the flags in index order and writes
 through the single run's own payload code, so the result is the same bit for bit except its wall
@@ -28,14 +29,15 @@ from robustbench_mm.evaluation.autoattack_state import AutoAttackState
 from robustbench_mm.evaluation.test_sets import TestSets
 from robustbench_mm.pipeline import reproduce_hint
 from robustbench_mm.runs.checkpoints import load_model
-from robustbench_mm.runs.results import check_result_targets, result_path, write_result
+from robustbench_mm.runs.results import check_result_targets, result_file, results_dir, write_result
 from robustbench_mm.scheduling.shards import SHARD_FOLDER
 from robustbench_mm.sources.loading import from_run
 
 
-def autoattack_shard_path(out_root: str | Path, run: str, evaluation: str, example_range: tuple[int, int]) -> Path:
+def autoattack_shard_path(out_root: str | Path, run: str, evaluation: str, example_range: tuple[int, int],
+                          weights: str = "last") -> Path:
     start, stop = example_range
-    return Path(out_root) / run / SHARD_FOLDER / f"{evaluation}-{start}-{stop}.partial.json"
+    return results_dir(out_root, run, weights) / SHARD_FOLDER / f"{evaluation}-{start}-{stop}.partial.json"
 
 
 def _model_and_images(config: AttackConfig, checkpoints_root: str | Path, run: str):
@@ -67,16 +69,17 @@ def autoattack_shard(config: AttackConfig, checkpoints_root: str | Path, out_roo
     seed_everything(config.seed)
     loaded.model.to(device).eval()
     loaded.model.to(memory_format=memory_format(device))
-    attacks = ModelAttacks(loaded, data.to(device), config, Path(out_root) / run, device, force=False, progress=False)
+    attacks = ModelAttacks(loaded, data.to(device), config, results_dir(out_root, run, loaded.checkpoint), device,
+                           force=False, progress=False)
     evaluations = {autoattack_evaluation(eps): eps for eps in autoattack_eps(config)}
     # A finished result made with other settings is refused now, not after the attack (as `attack` does).
-    check_result_targets([(result_path(out_root, run, e), attacks.summary, attacks.settings(e)) for e in evaluations],
-                         force=False, hint=reproduce_hint("attack"))
+    check_result_targets([(result_file(attacks.out_dir, e), attacks.summary, attacks.settings(e))
+                          for e in evaluations], force=False, hint=reproduce_hint("attack"))
     paths = []
     for evaluation, eps in evaluations.items():
         if attacks.stored(evaluation) is not None:
             continue  # already merged: the command was run again
-        path = autoattack_shard_path(out_root, run, evaluation, example_range)
+        path = autoattack_shard_path(out_root, run, evaluation, example_range, loaded.checkpoint)
         state = _shard_state(attacks, evaluation, path, example_range)
         flags = state.flags if state is not None else None
         if flags is None or not flags.complete():
@@ -92,10 +95,12 @@ def autoattack_merge(config: AttackConfig, checkpoints_root: str | Path, out_roo
                      ranges: list[tuple[int, int]]) -> list[Path]:
     """Write `run`'s autoattack-<eps>.json from its shards over `ranges` (contiguous, from 0); remove the shards."""
     evaluations = {autoattack_evaluation(eps): eps for eps in autoattack_eps(config)}
-    shard_paths = {e: [autoattack_shard_path(out_root, run, e, r) for r in ranges] for e in evaluations}
     loaded, data = _model_and_images(config, checkpoints_root, run)
+    shard_paths = {e: [autoattack_shard_path(out_root, run, e, r, loaded.checkpoint) for r in ranges]
+                   for e in evaluations}
     # Computes nothing, so model and images stay on the CPU; the payload records the device the shards ran on.
-    attacks = ModelAttacks(loaded, data, config, Path(out_root) / run, torch.device("cpu"), force=False, progress=False)
+    attacks = ModelAttacks(loaded, data, config, results_dir(out_root, run, loaded.checkpoint), torch.device("cpu"),
+                           force=False, progress=False)
     with folder_lock(attacks.out_dir):
         for evaluation, eps in evaluations.items():
             if attacks.stored(evaluation) is not None:
@@ -109,10 +114,10 @@ def autoattack_merge(config: AttackConfig, checkpoints_root: str | Path, out_roo
             merged = AutoAttackState.merge(parts)
             attacks.device = torch.device(merged.device)  # the payload records where the shards ran
             attacks.use_autoattack_flags(evaluation, merged.flags)
-            write_result(result_path(out_root, run, evaluation), evaluation, attacks.summary,
+            write_result(result_file(attacks.out_dir, evaluation), evaluation, attacks.summary,
                          attacks.settings(evaluation), attacks.autoattack_payload(eps))
     for path in (p for paths in shard_paths.values() for p in paths):
         path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):  # kept while shards of another evaluation are still there
-        (Path(out_root) / run / SHARD_FOLDER).rmdir()
-    return [result_path(out_root, run, e) for e in evaluations]
+        (attacks.out_dir / SHARD_FOLDER).rmdir()
+    return [result_file(attacks.out_dir, e) for e in evaluations]

@@ -2,9 +2,9 @@
 
 As the deformation shards (shards.py): a shard stores per-example outcomes (correct, NLL, confidence) of
 the clean pass and of every (corruption, severity) set in
-``<attacks>/<run>/.shards/corruptions-<start>-<stop>.safetensors``, tagged with the model, the settings, the
-sets and its range; a restarted shard whose file is already there with the same tags does nothing (a shard
-is all or nothing: one that is stopped is measured again). Generated sets are seeded per test index, so a
+``<attacks>/<run>/.shards/corruptions-<start>-<stop>.safetensors`` (under ``best/`` for the best weights),
+tagged with the model, the settings, the sets and its range; a restarted shard whose file is already there
+with the same tags does nothing (a shard is all or nothing: one that is stopped is measured again). Generated sets are seeded per test index, so a
 shard makes exactly the images of a whole run. The merge concatenates the shards in index order and writes
 through the same code as a single-process `mm-robust corrupt` (corrupt.result_entries/store_result), so the
 file is the same bit for bit except the wall times; the shard files are removed once the result is written.
@@ -26,14 +26,14 @@ from robustbench_mm.evaluation.corrupt import _TestDataCache, measure_model, pla
 from robustbench_mm.evaluation.corrupt_results import (
     EVALUATION, Measured, result_entries, result_settings, set_label, store_result, stored_sets)
 from robustbench_mm.runs.checkpoints import load_model, save_tensors
-from robustbench_mm.runs.results import as_json, finished_result, result_path
+from robustbench_mm.runs.results import as_json, finished_result, result_path, results_dir
 from robustbench_mm.scheduling.shards import SHARD_FOLDER, read_shard_outcomes
 from robustbench_mm.sources.loading import ModelSource, from_run
 
 
-def shard_path(out_root: str | Path, run: str, example_range: tuple[int, int]) -> Path:
+def shard_path(out_root: str | Path, run: str, example_range: tuple[int, int], weights: str = "last") -> Path:
     start, stop = example_range
-    return Path(out_root) / run / SHARD_FOLDER / f"{EVALUATION}-{start}-{stop}.safetensors"
+    return results_dir(out_root, run, weights) / SHARD_FOLDER / f"{EVALUATION}-{start}-{stop}.safetensors"
 
 
 def _identity(summary: dict[str, Any], config: CorruptConfig, source: str, example_range: tuple[int, int]) -> str:
@@ -70,7 +70,8 @@ def _loaded(config: CorruptConfig, checkpoints_root: str | Path, run: str) -> Mo
 
 
 def _finished(config: CorruptConfig, out_root: Path, summary: dict[str, Any], run: str, source: str) -> bool:
-    stored = finished_result(result_path(out_root, run, EVALUATION), summary, result_settings(config, source))
+    stored = finished_result(result_path(out_root, run, EVALUATION, config.checkpoint), summary,
+                             result_settings(config, source))
     return {set_label(*s) for s in planned_sets(config)} <= stored_sets(stored)
 
 
@@ -82,7 +83,7 @@ def corrupt_shard(config: CorruptConfig, checkpoints_root: str | Path, out_root:
     test_data = _TestDataCache(config, out_root).get(loaded)
     if _finished(config, out_root, loaded.summary, run, test_data.source):
         return None
-    path = shard_path(out_root, run, example_range)
+    path = shard_path(out_root, run, example_range, config.checkpoint)
     identity = _identity(loaded.summary, config, test_data.source, example_range)
     if read_shard(path, identity) is not None:
         return path  # finished before a restart
@@ -101,11 +102,11 @@ def corrupt_merge(config: CorruptConfig, checkpoints_root: str | Path, out_root:
     loaded = _loaded(config, checkpoints_root, run)
     cache = _TestDataCache(config, out_root)
     test_data = cache.get(loaded)
-    path = result_path(out_root, run, EVALUATION)
+    path = result_path(out_root, run, EVALUATION, config.checkpoint)
     cache.ensure_grid(loaded)
     if _finished(config, out_root, loaded.summary, run, test_data.source):
         return path
-    shard_paths = [shard_path(out_root, run, r) for r in ranges]
+    shard_paths = [shard_path(out_root, run, r, config.checkpoint) for r in ranges]
     parts = [read_shard(p, _identity(loaded.summary, config, test_data.source, r)) for p, r in zip(shard_paths, ranges)]
     missing = [str(p) for p, part in zip(shard_paths, parts) if part is None]
     if missing:

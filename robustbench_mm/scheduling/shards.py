@@ -1,7 +1,8 @@
 """Sharded deformation evaluation: each shard measures a test-index range, the merge writes deform.json.
 
 A shard stores per-example outcomes (correct, NLL) for every set in
-``<attacks>/<run>/.shards/<evaluation>-<start>-<stop>.safetensors``, tagged with the model, the settings
+``<attacks>/<run>/.shards/<evaluation>-<start>-<stop>.safetensors`` (``<attacks>/<run>/best/.shards/`` for the
+best weights: beside their results, runs/results.py `results_dir`), tagged with the model, the settings
 and its range; a restarted shard whose file is already there with the same tags does nothing. The
 merge concatenates the shards in index order and writes through the same code as a single-process
 `mm-robust deform` (deform_eval.result_entries/store_result), so the file is the same bit for bit
@@ -27,7 +28,7 @@ from robustbench_mm.evaluation.deform import (
     stored_sets)
 from robustbench_mm.evaluation.test_sets import TestSets
 from robustbench_mm.runs.checkpoints import load_model, load_tensors, save_tensors
-from robustbench_mm.runs.results import as_json, finished_result, result_path
+from robustbench_mm.runs.results import as_json, finished_result, result_path, results_dir
 from robustbench_mm.sources.loading import ModelSource, from_run
 
 SHARD_FOLDER = ".shards"
@@ -35,7 +36,8 @@ SHARD_FOLDER = ".shards"
 
 def shard_path(out_root: str | Path, run: str, config: DeformConfig, example_range: tuple[int, int]) -> Path:
     start, stop = example_range
-    return Path(out_root) / run / SHARD_FOLDER / f"{evaluation_name(config.convention, config.fill)}-{start}-{stop}.safetensors"
+    name = f"{evaluation_name(config.convention, config.fill)}-{start}-{stop}.safetensors"
+    return results_dir(out_root, run, config.checkpoint) / SHARD_FOLDER / name
 
 
 def _identity(summary: dict[str, Any], config: DeformConfig, example_range: tuple[int, int]) -> str:
@@ -81,8 +83,8 @@ def concatenate(parts: list[Measured]) -> Measured:
 
 
 def _finished(config: DeformConfig, out_root: Path, summary: dict[str, Any], run: str) -> bool:
-    stored = finished_result(result_path(out_root, run, evaluation_name(config.convention, config.fill)), summary,
-                             result_settings(config))
+    stored = finished_result(result_path(out_root, run, evaluation_name(config.convention, config.fill),
+                                         config.checkpoint), summary, result_settings(config))
     return set(config.sets) <= stored_sets(stored)
 
 
@@ -116,7 +118,7 @@ def deform_merge(config: DeformConfig, checkpoints_root: str | Path, out_root: s
     out_root = Path(out_root)
     loaded = from_run(load_model(Path(checkpoints_root) / run, config.checkpoint, "cpu"))
     summary = loaded.summary
-    path = result_path(out_root, run, evaluation_name(config.convention, config.fill))
+    path = result_path(out_root, run, evaluation_name(config.convention, config.fill), loaded.checkpoint)
     _TestDataCache(config, torch.device("cpu"), out_root, TestSets()).ensure_grid(loaded)
     if _finished(config, out_root, summary, run):
         return path

@@ -123,6 +123,6 @@ def execute(task: Task, context: TaskContext) -> None:
         run_calibration(plan.calibration, folders.checkpoints, folders.attacks, runs=[task.run], progress=False,
                         hint=reproduce_hint("calibrate"))
     elif task.kind == REPORT:
-        write_report(folders.checkpoints, folders.attacks, folders.reports)
+        write_report(folders.checkpoints, folders.attacks, folders.reports, weights=plan.weights)
     else:
         raise ValueError(f"unknown task kind {task.kind!r}")

@@ -24,10 +24,10 @@ from robustbench_mm.data.images import NORMALIZATION, ImageSet, to_unit_float
 from robustbench_mm.errors import UsageError
 from robustbench_mm.runs.checkpoints import LoadedModel
 from robustbench_mm.runs.meta import META_FILE
-from robustbench_mm.runs.results import RESULT_FORMAT, finished_result, model_summary, result_path, write_result
+from robustbench_mm.runs.results import (
+    EXTERNAL, RESULT_FORMAT, finished_result, model_summary, result_path, write_result)
 from robustbench_mm.sources.contract import ContractReport, check_model_contract
 
-EXTERNAL = "external"  # the key, method, preset and checkpoint of a model trained elsewhere
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
 
 
@@ -190,7 +190,7 @@ class Contracts:
     reports: dict[str, ContractReport]
 
     def write(self, source: ModelSource, out_root: Path, force: bool) -> list[Path]:
-        path = result_path(out_root, source.name, CONTRACT_EVALUATION)
+        path = result_path(out_root, source.name, CONTRACT_EVALUATION, source.checkpoint)
         settings = {"dataset": source.dataset, "probe_images": CONTRACT_PROBE_IMAGES}
         if force or finished_result(path, source.summary, settings) is None:
             report = self.reports[source.name]
