@@ -12,6 +12,7 @@ from robustbench_mm.cli import main
 from robustbench_mm.data.images import load_dataset
 from robustbench_mm.errors import UsageError
 from robustbench_mm.models.factory import model_from_config
+from robustbench_mm.runs.results import result_path
 from robustbench_mm.train.fgsm_monitor import fgsm_during_training, resolve_fgsm_examples
 from robustbench_mm.train.trainer import train
 from test_train import FAST, assert_identical, weights
@@ -51,7 +52,7 @@ def test_fgsm_during_training_equals_a_separate_attack(tmp_path):
         assert code == 0
         in_training = records[meta["checkpoints"][which]["epoch"]]["fgsm"]["accuracy"]
         for protocol in ("standard", "paper"):
-            attacked = json.loads((out / run.name / f"fgsm-{protocol}.json").read_text())
+            attacked = json.loads(result_path(out, run.name, f"fgsm-{protocol}", which).read_text())
             assert attacked["n_examples"] == N_FGSM and attacked["eps"] == [0.03]
             assert attacked["accuracy"][0] == in_training[protocol], (which, protocol)
 
