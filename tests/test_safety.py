@@ -615,3 +615,43 @@ def test_report_says_what_is_wrong_with_the_weights_never_rerun_attack_for_a_bro
     line = next(p for p in problems.splitlines() if "fgsm-standard.json not used" in p)
     assert says in line and "rerun attack" not in line, line
     assert tree(project / "attacks") | {"weights": weights.is_file() and sha256(weights)} == before
+
+
+# ---- issue 22, the rest: partial reruns, unwritable run folders, refusals that name the matching command ----
+
+CORRUPT = ["corrupt", "--checkpoint", RUN, "--quiet", "--corruptions", "fog", "--severities", "1,2", "--n-examples", "8",
+           "--batch-size", "8", "--device", "cpu"]
+
+
+def changed_files(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+
+
+@pytest.mark.parametrize("first, option, partial, file, kept", [
+    (with_option(DEFORM, "--sets", "rotate-20,rotate-40"), "--sets", "rotate-20", "deform.json", "rotate-40"),
+    (CORRUPT, "--severities", "1", "corruptions.json", "fog-2"),
+], ids=["deform", "corrupt"])
+def test_a_partial_forced_rerun_keeps_what_it_does_not_redo_and_names_what_it_must_drop(
+        project, capsys, first, option, partial, file, kept):
+    """22.1: `--force` on some sets replaces those and keeps the others measured on the same weights and settings;
+    with other settings the file is replaced, and a line names every set that goes with it."""
+    assert main(first) == 0
+    path = project / "attacks" / RUN / file
+    stored = json.loads(path.read_text())
+    capsys.readouterr()
+    before = tree(project)
+    code, err = call(with_option(first, option, partial) + ["--force"], capsys)
+    assert code == 0, err
+    result = json.loads(path.read_text())
+    assert result["sets"][kept] == stored["sets"][kept]
+    assert result["per_example"]["correct"][kept] == stored["per_example"]["correct"][kept]
+    # The sample grid shows the severities asked for: corrupt redraws it for the new ones.
+    redrawn = {f"attacks/{RUN}/{file}", f"attacks/{RUN}/model-contract.json", "attacks/corrupt-samples-digits.png"}
+    assert changed_files(before, tree(project)) <= redrawn
+    assert "dropping" not in err, err
+
+    code, err = call(with_option(with_option(first, option, partial), "--n-examples", "6") + ["--force"], capsys)
+    assert code == 0, err
+    assert kept not in json.loads(path.read_text())["sets"]
+    line = next(line for line in err.splitlines() if "dropping" in line)
+    assert f"{file}' was made with other settings (n_examples 8 -> 6)" in line and line.endswith(f": {kept}"), line

@@ -93,6 +93,27 @@ def finished_result(path: Path, model: dict[str, Any], settings: dict[str, Any])
     return stored
 
 
+def replaced_result(path: Path, model: dict[str, Any], settings: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """(the stored result, why) when `path` holds one that a rewrite for `model` and `settings` must replace
+    rather than extend: other weights, another model record or other settings. None when there is nothing
+    there, it is unreadable, or it can be extended."""
+    stored = _stored_result(path)
+    if stored is None or (stored["model"] == as_json(model) and stored["settings"] == as_json(settings)):
+        return None
+    if stored["model"].get("weights_sha256") != model.get("weights_sha256"):
+        return stored, "other weights"
+    differing = differing_settings(stored["settings"], settings)
+    return stored, f"other settings ({'; '.join(differing)})" if differing else "another record of this model"
+
+
+def dropped_note(path: Path, why: str, dropped: list[str], shown: int = 8) -> str:
+    """One line saying that replacing `path` drops the entries `dropped` it held (a partial rerun keeps them
+    only when they were measured on the same weights with the same settings)."""
+    names = ", ".join(dropped[:shown]) + (f" and {len(dropped) - shown} more" if len(dropped) > shown else "")
+    return (f"{str(path)!r} was made with {why}: it is replaced, dropping the {len(dropped)} stored set(s) this "
+            f"run does not redo: {names}")
+
+
 def differing_settings(stored: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     """'name: stored -> new' for every setting that differs, in the order of `settings`."""
     new = as_json(settings)
