@@ -5,6 +5,7 @@ disk, out of memory, broken files) that end in one line without losing earlier w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -655,3 +656,43 @@ def test_a_partial_forced_rerun_keeps_what_it_does_not_redo_and_names_what_it_mu
     assert kept not in json.loads(path.read_text())["sets"]
     line = next(line for line in err.splitlines() if "dropping" in line)
     assert f"{file}' was made with other settings (n_examples 8 -> 6)" in line and line.endswith(f": {kept}"), line
+
+
+@contextlib.contextmanager
+def unwritable(folder: Path):
+    """`folder` made unwritable for real: chmod for a user; root, whom chmod does not stop, gets chattr +i."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+        pytest.skip("running as root without chattr +i: a read-only folder cannot be simulated")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("argv", [ATTACK, DEFORM, CALIBRATE, CORRUPT], ids=lambda argv: argv[0])
+def test_an_unwritable_run_folder_is_refused_before_any_work_naming_it(project, capsys, argv):
+    """22.2: attacks/<run> read-only (chmod, chattr +i): one line naming that folder, not a PermissionError."""
+    assert main(argv) == 0
+    capsys.readouterr()
+    before = tree(project)
+    with unwritable(project / "attacks" / RUN):
+        code, err = call(argv + ["--force"], capsys)
+    assert code == 2 and one_line(err), err
+    assert f"output folder 'attacks/{RUN}' is not writable" in err and "--out" in err, err
+    assert tree(project) == before
+
+
+def test_train_force_on_an_unwritable_run_folder_is_refused_naming_it(trained, capsys):
+    before = tree(trained)
+    with unwritable(trained):
+        code, err = call(TRAIN + ["--force"], capsys)
+    assert code == 2 and one_line(err), err
+    assert f"output folder 'checkpoints/{RUN}' is not writable" in err, err
+    assert tree(trained) == before

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from robustbench_mm.common.runtime import provenance
-from robustbench_mm.common.storage import atomic_write_json, read_json
+from robustbench_mm.common.storage import atomic_write_json, check_writable_dir, read_json
 from robustbench_mm.errors import UsageError
 from robustbench_mm.paper import model_key
 from robustbench_mm.runs.checkpoints import LoadedModel
@@ -152,8 +152,14 @@ def check_result_targets(planned: Iterable[tuple[Path, dict[str, Any], dict[str,
     is stale and is replaced. A folder where a result file should be, or a file where its run
     folder should be, is refused as well.
     """
-    for path, model, settings in planned:
+    planned = list(planned)
+    for path, _, _ in planned:
         check_target_path(path, hint)
+    # Every folder a result goes to, before any work: an unwritable one (read-only, chattr +i) would otherwise
+    # end the run in a traceback once the first result is measured.
+    for folder in dict.fromkeys(Path(path).parent for path, _, _ in planned):
+        check_writable_dir(folder, hint.out_option)
+    for path, model, settings in planned:
         if force:
             continue
         stored = _stored_result(path)

@@ -22,7 +22,7 @@ import torch
 
 from robustbench_mm.common.progress import progress_bar
 from robustbench_mm.common.runtime import gpu_settings, resolve_device, seed_everything
-from robustbench_mm.common.storage import ensure_writable_dir, folder_lock
+from robustbench_mm.common.storage import check_writable_dir, ensure_writable_dir, folder_lock
 from robustbench_mm.config import TrainConfig, unused_settings
 from robustbench_mm.data.images import DeviceBatches, ImageSet, check_batch_size, load_dataset
 from robustbench_mm.errors import MMRobustError, UsageError
@@ -311,6 +311,8 @@ class Trainer:
         train_data, test_data = self._load_data()
         check_batch_size(c.batch_size, len(train_data))
         self._prepare_run_dir(resume, force)
+        if self.run_dir.exists():  # --force and --resume write into it (a read-only one ended in a traceback)
+            check_writable_dir(self.run_dir, "--out")
         ensure_writable_dir(Path(c.out))
         with folder_lock(self.run_dir):
             self._recover_interrupted_force()
