@@ -620,8 +620,8 @@ def test_report_says_what_is_wrong_with_the_weights_never_rerun_attack_for_a_bro
 
 # ---- issue 22, the rest: partial reruns, unwritable run folders, refusals that name the matching command ----
 
-CORRUPT = ["corrupt", "--checkpoint", RUN, "--quiet", "--corruptions", "fog", "--severities", "1,2", "--n-examples", "8",
-           "--batch-size", "8", "--device", "cpu"]
+CORRUPT = ["corrupt", "--checkpoint", RUN, "--quiet", "--corruptions", "fog", "--severities", "1,2",
+           "--n-examples", "8", "--batch-size", "8", "--device", "cpu"]
 
 
 def changed_files(before: dict[str, str], after: dict[str, str]) -> set[str]:
@@ -668,7 +668,8 @@ def unwritable(folder: Path):
         finally:
             folder.chmod(0o755)
         return
-    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+    locked = shutil.which("chattr") and subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
+    if not locked or locked.returncode:
         pytest.skip("running as root without chattr +i: a read-only folder cannot be simulated")
     try:
         yield
