@@ -697,3 +697,32 @@ def test_train_force_on_an_unwritable_run_folder_is_refused_naming_it(trained, c
     assert code == 2 and one_line(err), err
     assert f"output folder 'checkpoints/{RUN}' is not writable" in err, err
     assert tree(trained) == before
+
+
+@pytest.mark.parametrize("made_with, rest", [
+    (ATTACK + ["--autoattack", "--aa-budget", "smoke"],  # no examples were saved: no setting says how many
+     ["--checkpoint", RUN, "--quiet", "--device", "cpu", "--save-examples", "0"]),
+    (with_option(DEFORM, "--seed", "1") + ["--interpolation", "bilinear"],
+     ["--checkpoint", RUN, "--quiet", "--sets", "rotate-20", "--device", "cpu"]),
+    (with_option(CALIBRATE, "--bins", "5"), ["--checkpoint", RUN, "--quiet", "--device", "cpu"]),
+    (with_option(CORRUPT, "--seed", "2"),
+     ["--checkpoint", RUN, "--quiet", "--corruptions", "fog", "--severities", "1,2", "--device", "cpu"]),
+], ids=["attack", "deform", "calibrate", "corrupt"])
+def test_a_refusal_names_the_command_that_matches_the_stored_result_and_that_force_discards_it(
+        project, capsys, made_with, rest):
+    """22.4: after the demo a plain `attack` was refused with a list of settings; the refusal now names the options
+    that reproduce the stored ones (checked: that command is accepted and redoes nothing) and says --force discards."""
+    command = made_with[0]
+    assert main(made_with) == 0
+    capsys.readouterr()
+    before = tree(project)
+    code, err = call([command, "--checkpoint", RUN, "--quiet", "--device", "cpu"], capsys)
+    assert code == 2 and one_line(err) and "made with other settings" in err, err
+    assert "pass --force to replace it (the stored result is discarded)" in err, err
+    matching = re.search(rf"(`mm-robust {command}[^`]*`) matches the stored settings", err)
+    assert matching, err
+    assert_names_only_real_options(err, command)
+    assert tree(project) == before
+    code, err = call(matching.group(1).strip("`").split()[1:] + rest, capsys)
+    assert code == 0, err
+    assert tree(project) == before  # the named options reproduce every stored setting: nothing is redone

@@ -36,6 +36,7 @@ from robustbench_mm.figures.deform_samples import grid_is_current, save_sample_g
 from robustbench_mm.paper import paper_table7
 from robustbench_mm.runs.checkpoints import load_model, resolve_runs
 from robustbench_mm.runs.files import deform_samples_file
+from robustbench_mm.runs.matching import SettingsSource, same_named_options
 from robustbench_mm.runs.results import (
     OWN_COMMAND, ConflictHint, check_result_targets, dropped_note, encode_mask, finished_result, replaced_result,
     result_path, write_result)
@@ -253,7 +254,10 @@ def check_deform_targets(config: DeformConfig, models: list[ModelSource], out_ro
                          hint: ConflictHint = OWN_COMMAND) -> None:
     """Refuse, before anything is written, every result `deform` would lose or cannot write (see runs/results.py)."""
     evaluation = evaluation_name(config.convention, config.fill)
-    check_result_targets([(result_path(out_root, loaded.name, evaluation), loaded.summary, result_settings(config))
+    settings = result_settings(config)
+    source = SettingsSource("deform", config, result_settings, {name: name for name in settings},
+                            same_named_options(settings))
+    check_result_targets([(result_path(out_root, loaded.name, evaluation), loaded.summary, settings, source)
                           for loaded in models], force, hint)
 
 
