@@ -726,3 +726,38 @@ def test_a_refusal_names_the_command_that_matches_the_stored_result_and_that_for
     code, err = call(matching.group(1).strip("`").split()[1:] + rest, capsys)
     assert code == 0, err
     assert tree(project) == before  # the named options reproduce every stored setting: nothing is redone
+
+
+def test_evaluating_a_run_still_training_warns_and_records_the_epoch_its_weights_are_of(project, capsys):
+    """22.6: attack while train holds the run's lock (epoch 3 of 5 saved): one warning naming the epoch, and the
+    results record the epoch of the weights they measured."""
+    run_dir = project / "checkpoints" / RUN
+    meta = json.loads((run_dir / "meta.json").read_text())
+    epoch = meta["epoch"]
+    meta["config"]["epochs"] = epoch + 2  # planned further than saved: as mid-training
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    with folder_lock(run_dir):
+        code, err = call(ATTACK, capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "still training" in line]
+    assert len(warnings) == 1 and f"epoch {epoch} of {epoch + 2} saved" in warnings[0], err
+    assert f"weights of epoch {epoch}" in warnings[0], err
+    model = json.loads((project / "attacks" / RUN / "fgsm-standard.json").read_text())["model"]
+    assert model["epochs_trained"] == epoch and model["checkpoint_epoch"] == epoch
+    code, err = call(ATTACK, capsys)  # no lock held: no warning
+    assert code == 0 and "still training" not in err, err
+
+
+def test_weights_newer_than_meta_json_are_never_labelled_with_its_older_epoch(project, capsys, monkeypatch):
+    """22.6: training replaces the weights, then meta.json; a reader in between once recorded the new weights with
+    the old epoch. The weights now carry their epoch and are read again until meta.json agrees."""
+    monkeypatch.setattr("robustbench_mm.runs.checkpoints.time.sleep", lambda seconds: None)
+    run_dir = project / "checkpoints" / RUN
+    weights = run_dir / "last.safetensors"
+    epoch = json.loads((run_dir / "meta.json").read_text())["epoch"]
+    save_file(load_file(str(weights)), str(weights), metadata={"epoch": str(epoch + 1)})
+    before = tree(project)
+    code, err = call(ATTACK, capsys)
+    assert code == 2 and one_line(err), err
+    assert f"holds the weights of epoch {epoch + 1} but meta.json says epoch {epoch}" in err, err
+    assert tree(project) == before

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from robustbench_mm.common.storage import read_json
+from robustbench_mm.common.storage import folder_locked, read_json
 from robustbench_mm.config import DATASETS
 from robustbench_mm.data.images import NORMALIZATION, ImageSet, to_unit_float
 from robustbench_mm.errors import UsageError
@@ -53,7 +53,12 @@ class ModelSource:
 
 
 def from_run(loaded: LoadedModel) -> ModelSource:
-    """One of our trained models, as `checkpoints.load_model` read it."""
+    """One of our trained models, as `checkpoints.load_model` read it; a run still training is named, with the epoch
+    its weights are of (the result files record it as `checkpoint_epoch`)."""
+    if folder_locked(loaded.run_dir):
+        print(f"warning: run {loaded.name!r} is still training (epoch {loaded.meta['epoch']} of "
+              f"{loaded.config.epochs} saved): evaluating its {loaded.which} weights of epoch {loaded.epoch}, and "
+              "the results record that epoch", file=sys.stderr)
     return ModelSource(loaded.model, loaded.name, loaded.config.dataset, model_summary(loaded),
                        loaded.config.data_dir, loaded.config.download, loaded.which)
 

@@ -322,7 +322,7 @@ class Trainer:
                 self._restore_state()
                 if self.state.epoch >= c.epochs:
                     # A kill between the state write and the weights/meta writes leaves those one epoch behind.
-                    save_weights(self.run_dir / WEIGHT_FILES["last"], self.model)
+                    save_weights(self.run_dir / WEIGHT_FILES["last"], self.model, self.state.epoch)
                     self._write_meta()
                     self._log(f"{c.run_name}: already complete ({self.state.epoch} epochs)")
                     return self.run_dir
@@ -358,10 +358,10 @@ class Trainer:
                     if self.state.best is None or metrics["accuracy"] > self.state.best["test_accuracy"]:
                         self.state.best = {"epoch": self.state.epoch, "test_accuracy": metrics["accuracy"],
                                            "test_nll": metrics["nll"]}
-                        save_weights(self.run_dir / WEIGHT_FILES["best"], self.model)
+                        save_weights(self.run_dir / WEIGHT_FILES["best"], self.model, self.state.epoch)
                 self.state.history.append(record)
                 self._save_state()
-                save_weights(self.run_dir / WEIGHT_FILES["last"], self.model)
+                save_weights(self.run_dir / WEIGHT_FILES["last"], self.model, self.state.epoch)
                 self._write_meta()
                 if replacing:  # the new run now stands on its own: the old one can go
                     self._finish_replacing()
