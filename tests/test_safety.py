@@ -761,3 +761,39 @@ def test_weights_newer_than_meta_json_are_never_labelled_with_its_older_epoch(pr
     assert code == 2 and one_line(err), err
     assert f"holds the weights of epoch {epoch + 1} but meta.json says epoch {epoch}" in err, err
     assert tree(project) == before
+
+
+class Probabilities(torch.nn.Module):
+    """A model trained elsewhere whose outputs are softmax probabilities, not logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x):
+        return self.linear(x.flatten(1)).softmax(1)
+
+
+def probabilities_model():
+    return Probabilities()
+
+
+def test_the_report_header_says_what_is_known_of_a_flagged_external_model_and_no_none(project, capsys):
+    """22.5: a model flagged at attack time as outputting probabilities showed "width None, epoch None" in the run
+    header; now it shows what is known, the flag included, and omits what is not."""
+    torch.manual_seed(0)
+    save_file(Probabilities().state_dict(), str(project / "soft.safetensors"))
+    external = [a for a in ATTACK if a not in ("--checkpoint", RUN)] + [
+        "--model", "test_safety:probabilities_model", "--weights", "soft.safetensors", "--dataset", "digits",
+        "--name", "soft"]
+    assert main(ATTACK) == 0 and main(external) == 0
+    model = json.loads((project / "attacks" / "soft" / "fgsm-standard.json").read_text())["model"]
+    assert model["contract_flags"] == ["outputs-probabilities"]
+    before = tree(project / "attacks") | tree(project / "checkpoints")
+    code, err = call(["report", "--quiet"], capsys)
+    assert code == 0, err
+    header = (project / "reports" / "table5.md").read_text().split("\n\n|")[1].split("\n\n")[0]
+    assert "None" not in header, header
+    assert "soft: external model Probabilities, outputs probabilities, not logits" in header, header
+    assert "its own weights (soft.safetensors)" in header and "external: evaluation 0" in header, header
+    assert tree(project / "attacks") | tree(project / "checkpoints") == before

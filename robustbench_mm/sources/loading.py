@@ -220,6 +220,8 @@ def check_contracts(sources: Sequence[ModelSource], datasets: Sequence[ImageSet]
         report = check_model_contract(model, images, source.num_classes, source.name)
         for flag in report.flags:
             print(f"warning: model {source.name!r}: {CONTRACT_WARNINGS[flag]}", file=sys.stderr)
+        if report.flags:  # into every result file of it, so the report can say what its numbers are worth
+            source.summary["contract_flags"] = list(report.flags)
         reports[source.name] = report
     return Contracts(reports)
 
