@@ -5,6 +5,7 @@ disk, out of memory, broken files) that end in one line without losing earlier w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -615,3 +616,203 @@ def test_report_says_what_is_wrong_with_the_weights_never_rerun_attack_for_a_bro
     line = next(p for p in problems.splitlines() if "fgsm-standard.json not used" in p)
     assert says in line and "rerun attack" not in line, line
     assert tree(project / "attacks") | {"weights": weights.is_file() and sha256(weights)} == before
+
+
+# ---- issue 22, the rest: partial reruns, unwritable run folders, refusals that name the matching command ----
+
+CORRUPT = ["corrupt", "--checkpoint", RUN, "--quiet", "--corruptions", "fog", "--severities", "1,2",
+           "--n-examples", "8", "--batch-size", "8", "--device", "cpu"]
+
+
+def changed_files(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+
+
+@pytest.mark.parametrize("first, option, partial, file, kept", [
+    (with_option(DEFORM, "--sets", "rotate-20,rotate-40"), "--sets", "rotate-20", "deform.json", "rotate-40"),
+    (CORRUPT, "--severities", "1", "corruptions.json", "fog-2"),
+], ids=["deform", "corrupt"])
+def test_a_partial_forced_rerun_keeps_what_it_does_not_redo_and_names_what_it_must_drop(
+        project, capsys, first, option, partial, file, kept):
+    """22.1: `--force` on some sets replaces those and keeps the others measured on the same weights and settings;
+    with other settings the file is replaced, and a line names every set that goes with it."""
+    assert main(first) == 0
+    path = project / "attacks" / RUN / file
+    stored = json.loads(path.read_text())
+    capsys.readouterr()
+    before = tree(project)
+    code, err = call(with_option(first, option, partial) + ["--force"], capsys)
+    assert code == 0, err
+    result = json.loads(path.read_text())
+    assert result["sets"][kept] == stored["sets"][kept]
+    assert result["per_example"]["correct"][kept] == stored["per_example"]["correct"][kept]
+    # The sample grid shows the severities asked for: corrupt redraws it for the new ones.
+    redrawn = {f"attacks/{RUN}/{file}", f"attacks/{RUN}/model-contract.json", "attacks/corrupt-samples-digits.png"}
+    assert changed_files(before, tree(project)) <= redrawn
+    assert "dropping" not in err, err
+
+    code, err = call(with_option(with_option(first, option, partial), "--n-examples", "6") + ["--force"], capsys)
+    assert code == 0, err
+    assert kept not in json.loads(path.read_text())["sets"]
+    line = next(line for line in err.splitlines() if "dropping" in line)
+    assert f"{file}' was made with other settings (n_examples 8 -> 6)" in line and line.endswith(f": {kept}"), line
+
+
+@contextlib.contextmanager
+def unwritable(folder: Path):
+    """`folder` made unwritable for real: chmod for a user; root, whom chmod does not stop, gets chattr +i."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    locked = shutil.which("chattr") and subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
+    if not locked or locked.returncode:
+        pytest.skip("running as root without chattr +i: a read-only folder cannot be simulated")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("argv", [ATTACK, DEFORM, CALIBRATE, CORRUPT], ids=lambda argv: argv[0])
+def test_an_unwritable_run_folder_is_refused_before_any_work_naming_it(project, capsys, argv):
+    """22.2: attacks/<run> read-only (chmod, chattr +i): one line naming that folder, not a PermissionError."""
+    assert main(argv) == 0
+    capsys.readouterr()
+    before = tree(project)
+    with unwritable(project / "attacks" / RUN):
+        code, err = call(argv + ["--force"], capsys)
+    assert code == 2 and one_line(err), err
+    assert f"output folder 'attacks/{RUN}' is not writable" in err and "--out" in err, err
+    assert tree(project) == before
+
+
+def test_train_force_on_an_unwritable_run_folder_is_refused_naming_it(trained, capsys):
+    before = tree(trained)
+    with unwritable(trained):
+        code, err = call(TRAIN + ["--force"], capsys)
+    assert code == 2 and one_line(err), err
+    assert f"output folder 'checkpoints/{RUN}' is not writable" in err, err
+    assert tree(trained) == before
+
+
+@pytest.mark.parametrize("made_with, rest", [
+    (ATTACK + ["--autoattack", "--aa-budget", "smoke"],  # no examples were saved: no setting says how many
+     ["--checkpoint", RUN, "--quiet", "--device", "cpu", "--save-examples", "0"]),
+    (with_option(DEFORM, "--seed", "1") + ["--interpolation", "bilinear"],
+     ["--checkpoint", RUN, "--quiet", "--sets", "rotate-20", "--device", "cpu"]),
+    (with_option(CALIBRATE, "--bins", "5"), ["--checkpoint", RUN, "--quiet", "--device", "cpu"]),
+    (with_option(CORRUPT, "--seed", "2"),
+     ["--checkpoint", RUN, "--quiet", "--corruptions", "fog", "--severities", "1,2", "--device", "cpu"]),
+], ids=["attack", "deform", "calibrate", "corrupt"])
+def test_a_refusal_names_the_command_that_matches_the_stored_result_and_that_force_discards_it(
+        project, capsys, made_with, rest):
+    """22.4: after the demo a plain `attack` was refused with a list of settings; the refusal now names the options
+    that reproduce the stored ones (checked: that command is accepted and redoes nothing) and says --force discards."""
+    command = made_with[0]
+    assert main(made_with) == 0
+    capsys.readouterr()
+    before = tree(project)
+    code, err = call([command, "--checkpoint", RUN, "--quiet", "--device", "cpu"], capsys)
+    assert code == 2 and one_line(err) and "made with other settings" in err, err
+    assert "pass --force to replace it (the stored result is discarded)" in err, err
+    matching = re.search(rf"(`mm-robust {command}[^`]*`) matches the stored settings", err)
+    assert matching, err
+    assert_names_only_real_options(err, command)
+    assert tree(project) == before
+    code, err = call(matching.group(1).strip("`").split()[1:] + rest, capsys)
+    assert code == 0, err
+    assert tree(project) == before  # the named options reproduce every stored setting: nothing is redone
+
+
+def test_evaluating_a_run_still_training_warns_and_records_the_epoch_its_weights_are_of(project, capsys):
+    """22.6: attack while train holds the run's lock (epoch 3 of 5 saved): one warning naming the epoch, and the
+    results record the epoch of the weights they measured."""
+    run_dir = project / "checkpoints" / RUN
+    meta = json.loads((run_dir / "meta.json").read_text())
+    epoch = meta["epoch"]
+    meta["config"]["epochs"] = epoch + 2  # planned further than saved: as mid-training
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    with folder_lock(run_dir):
+        code, err = call(ATTACK, capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "still training" in line]
+    assert len(warnings) == 1 and f"epoch {epoch} of {epoch + 2} saved" in warnings[0], err
+    assert f"weights of epoch {epoch}" in warnings[0], err
+    model = json.loads((project / "attacks" / RUN / "fgsm-standard.json").read_text())["model"]
+    assert model["epochs_trained"] == epoch and model["checkpoint_epoch"] == epoch
+    code, err = call(ATTACK, capsys)  # no lock held: no warning
+    assert code == 0 and "still training" not in err, err
+
+
+def test_weights_newer_than_meta_json_are_never_labelled_with_its_older_epoch(project, capsys, monkeypatch):
+    """22.6: training replaces the weights, then meta.json; a reader in between once recorded the new weights with
+    the old epoch. The weights now carry their epoch and are read again until meta.json agrees."""
+    monkeypatch.setattr("robustbench_mm.runs.checkpoints.time.sleep", lambda seconds: None)
+    run_dir = project / "checkpoints" / RUN
+    weights = run_dir / "last.safetensors"
+    epoch = json.loads((run_dir / "meta.json").read_text())["epoch"]
+    save_file(load_file(str(weights)), str(weights), metadata={"epoch": str(epoch + 1)})
+    before = tree(project)
+    code, err = call(ATTACK, capsys)
+    assert code == 2 and one_line(err), err
+    assert f"holds the weights of epoch {epoch + 1} but meta.json says epoch {epoch}" in err, err
+    assert tree(project) == before
+
+
+class Probabilities(torch.nn.Module):
+    """A model trained elsewhere whose outputs are softmax probabilities, not logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x):
+        return self.linear(x.flatten(1)).softmax(1)
+
+
+def probabilities_model():
+    return Probabilities()
+
+
+def test_the_report_header_says_what_is_known_of_a_flagged_external_model_and_no_none(project, capsys):
+    """22.5: a model flagged at attack time as outputting probabilities showed "width None, epoch None" in the run
+    header; now it shows what is known, the flag included, and omits what is not."""
+    torch.manual_seed(0)
+    save_file(Probabilities().state_dict(), str(project / "soft.safetensors"))
+    external = [a for a in ATTACK if a not in ("--checkpoint", RUN)] + [
+        "--model", "test_safety:probabilities_model", "--weights", "soft.safetensors", "--dataset", "digits",
+        "--name", "soft"]
+    assert main(ATTACK) == 0 and main(external) == 0
+    model = json.loads((project / "attacks" / "soft" / "fgsm-standard.json").read_text())["model"]
+    assert model["contract_flags"] == ["outputs-probabilities"]
+    before = tree(project / "attacks") | tree(project / "checkpoints")
+    code, err = call(["report", "--quiet"], capsys)
+    assert code == 0, err
+    header = (project / "reports" / "table5.md").read_text().split("\n\n|")[1].split("\n\n")[0]
+    assert "None" not in header, header
+    assert "soft: external model Probabilities, outputs probabilities, not logits" in header, header
+    assert "its own weights (soft.safetensors)" in header and "external: evaluation 0" in header, header
+    assert tree(project / "attacks") | tree(project / "checkpoints") == before
+
+
+def test_ray_prints_none_of_its_own_lines_under_quiet():
+    """22.3: `reproduce --cluster ray --quiet` showed Ray's token-authentication notice and log lines. Ray is started
+    here exactly as run_on_ray starts it, in a fresh process, and a task run; quiet, nothing reaches stderr."""
+    pytest.importorskip("ray")
+    script = ("import sys, ray\n"
+              "from robustbench_mm.scheduling.options import ClusterOptions\n"
+              "from robustbench_mm.scheduling.ray_runner import init_options\n"
+              "ray.init(**init_options(ClusterOptions(num_cpus=1), progress=False))\n"
+              "@ray.remote\n"
+              "def task():\n"
+              "    print('a line from the worker', file=sys.stderr)\n"
+              "    return 1\n"
+              "assert ray.get(task.remote()) == 1\n"
+              "ray.shutdown()\n")
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done.stderr

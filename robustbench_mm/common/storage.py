@@ -162,6 +162,24 @@ def folder_lock(folder: Path) -> Iterator[None]:
         handle.close()
 
 
+def folder_locked(folder: Path) -> bool:
+    """Whether another process holds `folder`'s `folder_lock` now (a run still training); creates nothing. The
+    shared lock taken to ask is dropped at once."""
+    try:
+        handle = open(Path(folder) / ".lock", "rb")
+    except OSError:
+        return False  # never locked, or unreadable: nothing says a writer is there
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return False
+
+
 class NotARegularFile(OSError):
     """A path to digest or load that is a folder, a FIFO, a socket or a device: it holds no weights."""
 

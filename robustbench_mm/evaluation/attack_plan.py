@@ -19,6 +19,7 @@ from robustbench_mm.runs.checkpoints import stored_metadata
 from robustbench_mm.models.thermometer import bpda_layers
 from robustbench_mm.runs.evaluations import Evaluation, Family, bpda_name
 from robustbench_mm.runs.files import EXAMPLES_FILE
+from robustbench_mm.runs.matching import SettingsSource
 from robustbench_mm.runs.results import (
     OWN_COMMAND, ConflictHint, as_json, check_result_targets, check_same_settings, check_target_path, result_path,
     results_dir)
@@ -208,11 +209,46 @@ def check_examples_target(path: Path, metadata: dict[str, str], force: bool, hin
                             json.loads(metadata["settings"]), hint)
 
 
+# Stored setting -> the AttackConfig field it comes from (derived settings such as "components" are absent).
+SETTING_FIELDS = {
+    **{name: name for name in ("n_examples", "checkpoint", "batch_size", "seed", "pgd_steps", "pgd_step_size",
+                               "pgd_pass_threshold", "eps", "sweep", "bounded_pgd_steps", "protocols", "aa_budget",
+                               "max_black_box_share", "max_fgsm_only_share", "max_sweep_rise",
+                               "max_zero_gradient_share")},
+    "chunk_size": "batch_size", "steps": "bounded_pgd_steps", "count": "save_examples", "budget": "aa_budget",
+    "black_box_eps": "aa_eps",
+}
+OPTIONS = {  # AttackConfig field -> `mm-robust attack` option
+    "eps": "--eps", "protocols": "--protocol", "sweep": "--sweep", "pgd_steps": "--pgd-steps",
+    "pgd_step_size": "--pgd-step-size", "pgd_pass_threshold": "--pgd-threshold",
+    "bounded_pgd_steps": "--bounded-pgd-steps", "max_fgsm_only_share": "--max-fgsm-only-share",
+    "max_sweep_rise": "--max-sweep-rise", "max_zero_gradient_share": "--max-zero-gradient-share",
+    "n_examples": "--n-examples", "batch_size": "--batch-size", "checkpoint": "--weights", "seed": "--seed",
+    "save_examples": "--save-examples", "autoattack": "--autoattack", "aa_eps": "--aa-eps",
+    "aa_paper_eps": "--aa-paper-eps", "aa_budget": "--aa-budget", "max_black_box_share": "--max-black-box-share",
+}
+
+
+def _autoattack_as_stored(config: AttackConfig, stored: dict[str, Any]) -> AttackConfig:
+    """AutoAttack on when the stored gradient-masking or AutoAttack settings hold its budget, off when they do not."""
+    if "protocols" in stored or "budget" in stored:  # only these two files record whether AutoAttack ran
+        return dataclasses.replace(config, autoattack="aa_budget" in stored or "budget" in stored)
+    return config
+
+
+def settings_source(config: AttackConfig, loaded: ModelSource, evaluation: str) -> SettingsSource:
+    """How `evaluation`'s settings for `loaded` come from the options, for a refusal to name the matching ones."""
+    return SettingsSource("attack", config, lambda c: evaluation_settings(config_for_model(c, loaded), evaluation,
+                                                                          loaded.dataset),
+                          SETTING_FIELDS, OPTIONS, _autoattack_as_stored)
+
+
 def check_attack_targets(config: AttackConfig, models: list[ModelSource], out_root: str | Path, force: bool,
                          hint: ConflictHint = OWN_COMMAND) -> None:
     """Refuse, before anything is written, every file `attack` would lose or cannot write (see runs/results.py)."""
     check_result_targets([(result_path(out_root, loaded.name, evaluation, loaded.checkpoint), loaded.summary,
-                           evaluation_settings(config_for_model(config, loaded), evaluation, loaded.dataset))
+                           evaluation_settings(config_for_model(config, loaded), evaluation, loaded.dataset),
+                           settings_source(config, loaded, evaluation))
                           for loaded in models for evaluation in model_evaluations(config, loaded)], force, hint)
     if config.save_examples > 0:
         for loaded in models:

@@ -29,6 +29,7 @@ from robustbench_mm.data.deformations import DEFORM_SETS, plan_warp, set_matrice
 from robustbench_mm.data.images import ImageSet, to_unit_float
 from robustbench_mm.evaluation.test_sets import TestSets
 from robustbench_mm.runs.checkpoints import load_model, resolve_runs
+from robustbench_mm.runs.matching import SettingsSource, same_named_options
 from robustbench_mm.runs.results import (
     OWN_COMMAND, ConflictHint, check_result_targets, encode_mask, finished_result, model_summary, result_path,
     write_result)
@@ -147,8 +148,12 @@ def result_settings(config: CalibrationConfig, dataset: str) -> dict[str, Any]:
 def check_calibration_targets(config: CalibrationConfig, models: list[ModelSource], out_root: str | Path,
                               force: bool, hint: ConflictHint = OWN_COMMAND) -> None:
     """Refuse, before anything is written, every result `calibrate` would lose or cannot write (see runs/results.py)."""
+    fields = [name for name in result_settings(config, "") if name != "dataset"]
     check_result_targets([(result_path(out_root, loaded.name, EVALUATION, loaded.checkpoint), loaded.summary,
-                           result_settings(config, loaded.dataset)) for loaded in models], force, hint)
+                           result_settings(config, loaded.dataset),
+                           SettingsSource("calibrate", config, lambda c, d=loaded.dataset: result_settings(c, d),
+                                          {name: name for name in fields}, same_named_options(fields)))
+                          for loaded in models], force, hint)
 
 
 def run_calibration(config: CalibrationConfig, checkpoints_root: str | Path = "checkpoints",

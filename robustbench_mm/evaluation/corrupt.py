@@ -50,7 +50,9 @@ from robustbench_mm.evaluation.test_sets import TestSets
 from robustbench_mm.figures.corrupt_samples import grid_description, grid_is_current, save_sample_grid
 from robustbench_mm.runs.checkpoints import load_model, resolve_runs
 from robustbench_mm.runs.files import corrupt_samples_file
-from robustbench_mm.runs.results import OWN_COMMAND, ConflictHint, check_result_targets, finished_result, result_path
+from robustbench_mm.runs.matching import SettingsSource, same_named_options
+from robustbench_mm.runs.results import (
+    OWN_COMMAND, ConflictHint, check_result_targets, dropped_note, finished_result, replaced_result, result_path)
 from robustbench_mm.sources.loading import ModelSource, check_contracts, from_run
 
 # Which sets and how fast: not part of a result's identity (a rerun with more sets adds them to the file).
@@ -255,8 +257,27 @@ def check_corrupt_targets(config: CorruptConfig, models: list[ModelSource], out_
     """Refuse, before anything is written, every result `corrupt` would lose or cannot write (see runs/results.py);
     also every official file that is missing or malformed."""
     cache = cache or _TestDataCache(config, Path(out_root))
-    check_result_targets([(result_path(out_root, loaded.name, EVALUATION, loaded.checkpoint), loaded.summary,
-                           result_settings(config, cache.get(loaded).source)) for loaded in models], force, hint)
+    fields = list(result_settings(config, "generated"))
+    planned = []
+    for loaded in models:
+        data_dir = cache.key(loaded)[1]
+        source = SettingsSource("corrupt", config,
+                                lambda c, d=loaded.dataset, r=data_dir: result_settings(c, resolve_source(c, d, r)),
+                                {name: name for name in fields}, same_named_options(fields))
+        planned.append((result_path(out_root, loaded.name, EVALUATION, loaded.checkpoint), loaded.summary,
+                        result_settings(config, cache.get(loaded).source), source))
+    check_result_targets(planned, force, hint)
+
+
+def note_dropped(path: Path, summary: dict[str, Any], settings: dict[str, Any], todo) -> None:
+    """Say which stored sets a rewrite of `path` loses: only those of the same weights and settings are kept."""
+    replaced = replaced_result(path, summary, settings)
+    if replaced is not None:
+        stored, why = replaced
+        redone = {set_label(*s) for s in todo}
+        dropped = [label for label in stored.get("sets", {}) if label not in redone]
+        if dropped:
+            _log(dropped_note(path, why, dropped))
 
 
 @dataclass
@@ -290,8 +311,12 @@ def run_corrupt(config: CorruptConfig, checkpoints_root: str | Path = "checkpoin
         contracts.write(loaded, out_root, force)
         path = result_path(out_root, loaded.name, EVALUATION, loaded.checkpoint)
         source = cache.get(loaded).source
-        done = stored_sets(finished_result(path, loaded.summary, result_settings(config, source)))
+        settings = result_settings(config, source)
+        stored = finished_result(path, loaded.summary, settings)
+        done = stored_sets(stored)
         todo = tuple(s for s in planned_sets(config) if force or set_label(*s) not in done)
+        if stored is None:
+            note_dropped(path, loaded.summary, settings, todo)
         paths.append(path)
         cache.ensure_grid(loaded)
         if todo:

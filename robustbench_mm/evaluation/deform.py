@@ -36,8 +36,10 @@ from robustbench_mm.figures.deform_samples import grid_is_current, save_sample_g
 from robustbench_mm.paper import paper_table7
 from robustbench_mm.runs.checkpoints import load_model, resolve_runs
 from robustbench_mm.runs.files import deform_samples_file
+from robustbench_mm.runs.matching import SettingsSource, same_named_options
 from robustbench_mm.runs.results import (
-    OWN_COMMAND, ConflictHint, check_result_targets, encode_mask, finished_result, result_path, write_result)
+    OWN_COMMAND, ConflictHint, check_result_targets, dropped_note, encode_mask, finished_result, replaced_result,
+    result_path, write_result)
 from robustbench_mm.sources.loading import ModelSource, check_contracts, from_run
 
 SAMPLE_IMAGES = 8
@@ -252,8 +254,11 @@ def check_deform_targets(config: DeformConfig, models: list[ModelSource], out_ro
                          hint: ConflictHint = OWN_COMMAND) -> None:
     """Refuse, before anything is written, every result `deform` would lose or cannot write (see runs/results.py)."""
     evaluation = evaluation_name(config.convention, config.fill)
+    settings = result_settings(config)
+    source = SettingsSource("deform", config, result_settings, {name: name for name in settings},
+                            same_named_options(settings))
     check_result_targets([(result_path(out_root, loaded.name, evaluation, loaded.checkpoint), loaded.summary,
-                           result_settings(config)) for loaded in models], force, hint)
+                           settings, source) for loaded in models], force, hint)
 
 
 def run_deform(config: DeformConfig, checkpoints_root: str | Path = "checkpoints", out_root: str | Path = "attacks",
@@ -281,6 +286,8 @@ def run_deform(config: DeformConfig, checkpoints_root: str | Path = "checkpoints
         stored = finished_result(path, summary, settings)
         done = stored_sets(stored)
         todo = tuple(n for n in config.sets if force or n not in done)
+        if stored is None:
+            note_dropped(path, summary, settings, todo)
         paths.append(path)
         cache.ensure_grid(loaded)
         if not todo:
@@ -294,6 +301,16 @@ def run_deform(config: DeformConfig, checkpoints_root: str | Path = "checkpoints
         store_result(path, summary, config, test_data, clean, entries, measured)
         _log(f"{loaded.name}: clean {clean['accuracy']:.2f} %, {len(todo)} sets evaluated -> {path}")
     return paths
+
+
+def note_dropped(path: Path, summary: dict[str, Any], settings: dict[str, Any], todo: tuple[str, ...]) -> None:
+    """Say which stored sets a rewrite of `path` loses: only those of the same weights and settings are kept."""
+    replaced = replaced_result(path, summary, settings)
+    if replaced is not None:
+        stored, why = replaced
+        dropped = [name for name in DEFORM_SETS if name in stored.get("sets", {}) and name not in todo]
+        if dropped:
+            _log(dropped_note(path, why, dropped))
 
 
 def store_result(path: Path, summary: dict[str, Any], config: DeformConfig, test_data: DeformTestData,

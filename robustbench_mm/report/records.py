@@ -222,7 +222,7 @@ def load_records(checkpoints_root: str | Path, attacks_root: str | Path,
         elif results:
             summary = next(iter(results.values()))["model"]
             identity = {k: summary.get(k) for k in ("key", "dataset", "arch", "preset", "width", "method", "alpha",
-                                                    "external")}
+                                                    "external", "contract_flags", "weights_file")}
             if not identity["external"] and name not in has_folder:
                 problems.append(f"{name}: results exist but {str(checkpoints_root / name)!r} does not; their weights "
                                 "cannot be checked and the training curves are missing")

@@ -150,7 +150,7 @@ MODEL_FIELDS = ("run", "key", "dataset", "arch", "preset", "method")
 
 OPTIONAL_MODEL_FIELDS = {"checkpoint": str, "weights_sha256": str, "train_git_commit": str, "width": int,
                          "epochs_trained": int, "checkpoint_epoch": int, "train_seed": int, "alpha": (int, float),
-                         "external": bool}
+                         "external": bool, "contract_flags": list}
 
 
 def _model_ok(model: Any) -> bool:

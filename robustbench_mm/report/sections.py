@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 from robustbench_mm.report.records import DATASET_NAMES, Group, ModelRuns
@@ -64,13 +65,14 @@ def header_facts(group: Group, evaluations: tuple[str, ...], protocol: str) -> l
         if label not in epochs:
             epochs[label] = "trained elsewhere" if all(r.external for r in model.runs) else \
                 distinct_text(s.get("epochs_trained") for s in summaries)
-        checkpoint[label] = distinct_text(f"{s.get('checkpoint')} (epoch {s.get('checkpoint_epoch')})" for s in summaries)
+        checkpoint[label] = distinct_text(checkpoint_text(s) for s in summaries)
         examples[label] = distinct_text(sorted({str(r["n_examples"]) for _, results in per_run for r in results}))
         # The training seed comes from the checkpoint the numbers were measured on (digests matched).
         train_seeds = (r.meta["config"]["seed"] if r.meta else results[0]["model"].get("train_seed")
                        for r, results in per_run)
-        seeds[label] = (f"training {distinct_text(train_seeds)}, evaluation "
-                        f"{distinct_text(results[0]['settings'].get('seed') for _, results in per_run)}")
+        train_seeds = [seed for seed in train_seeds if seed is not None]  # none for a model trained elsewhere
+        seeds[label] = (f"training {distinct_text(train_seeds)}, " if train_seeds else "") + \
+            f"evaluation {distinct_text(results[0]['settings'].get('seed') for _, results in per_run)}"
         train_commits[label] = distinct_text(short_commit(s.get("train_git_commit")) for s in summaries)
         eval_commits[label] = distinct_text(sorted({short_commit(r.get("git_commit")) for _, results in per_run
                                                 for r in results}))
@@ -81,7 +83,7 @@ def header_facts(group: Group, evaluations: tuple[str, ...], protocol: str) -> l
     presets = {r.meta["config"]["preset"] for r in group.runs if r.meta} or {group.preset}
     return [
         ("dataset", DATASET_NAMES.get(group.dataset, group.dataset)),
-        ("architecture", f"{group.arch}, width {one_or_each({r.key: str(r.model.get('width')) for r in group.runs})}"),
+        ("architecture", architecture_text(group)),
         ("preset", ", ".join(sorted(presets))),
         ("epochs trained", one_or_each(epochs)),
         ("checkpoint evaluated", one_or_each(checkpoint)),
@@ -92,6 +94,32 @@ def header_facts(group: Group, evaluations: tuple[str, ...], protocol: str) -> l
         ("commit (training)", one_or_each(train_commits)),
         ("commit (evaluation)", one_or_each(eval_commits)),
     ]
+
+
+# What a model contract flag (sources/contract.py) means for the numbers shown.
+FLAG_NOTES = {"outputs-probabilities": "outputs probabilities, not logits (gradient attacks stall on them: its "
+                                       "robustness looks better than it is)",
+              "not-deterministic": "not deterministic (two identical passes differed)"}
+
+
+def external_text(model: dict[str, Any]) -> str:
+    """What is known of a model trained elsewhere (no width, no epochs), its contract flags included."""
+    flags = [FLAG_NOTES.get(flag, flag) for flag in model.get("contract_flags") or ()]
+    return ", ".join([f"external model {model.get('arch')}", *flags])
+
+
+def architecture_text(group: Group) -> str:
+    ours = {r.key: str(r.model.get("width")) for r in group.runs if not r.external}
+    parts = [f"{group.arch}, width {one_or_each(ours)}"] if ours else []
+    return "; ".join(parts + [f"{r.name}: {external_text(r.model)}" for r in group.runs if r.external])
+
+
+def checkpoint_text(summary: dict[str, Any]) -> str:
+    """The weights a result measured; a model trained elsewhere has no epoch, and its weights file is named."""
+    if summary.get("external"):
+        name = summary.get("weights_file")
+        return f"its own weights ({Path(name).name})" if name else "its own weights"
+    return f"{summary.get('checkpoint')} (epoch {summary.get('checkpoint_epoch')})"
 
 
 UNCERTAINTY_NOTE = ("several seeds: mean ± standard deviation over seeds (n seeds); one seed: value [exact binomial "

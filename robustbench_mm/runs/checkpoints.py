@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,10 @@ def safetensors_damage(path: Path) -> str | None:
     return None
 
 
-def save_weights(path: Path, model: torch.nn.Module) -> None:
-    save_tensors(path, model.state_dict())
+def save_weights(path: Path, model: torch.nn.Module, epoch: int | None = None) -> None:
+    """The weights, with the epoch they are of in the file's metadata: a run still training replaces them
+    before its meta.json, and a reader in between must not label them with meta.json's older epoch."""
+    save_tensors(path, model.state_dict(), None if epoch is None else {"epoch": str(epoch)})
 
 
 def stored_metadata(path: Path) -> dict[str, str] | None:
@@ -145,7 +148,7 @@ def load_model(run_dir: str | Path, which: str = "last", device: torch.device | 
         raise UsageError(f"{str(run_dir)!r} has no {which!r} checkpoint yet; valid here: {', '.join(meta['checkpoints'])}")
     config = TrainConfig.from_dict(meta["config"])
     model = model_from_config(config)
-    tensors, _, digest = load_tensors_with_digest(run_dir / WEIGHT_FILES[which])
+    meta, tensors, digest = _consistent_read(run_dir, which, meta)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -158,6 +161,21 @@ def load_model(run_dir: str | Path, which: str = "last", device: torch.device | 
     model.load_state_dict(tensors)
     model.to(device).eval()
     return LoadedModel(model, config, meta, run_dir, which, digest)
+
+
+def _consistent_read(run_dir: Path, which: str, meta: dict[str, Any],
+                     tries: int = 20) -> tuple[dict[str, Any], dict[str, torch.Tensor], str]:
+    """(meta.json, weights, their digest) of one epoch. A run still training writes its weights, then its
+    meta.json: weights whose metadata names another epoch than meta.json are read again after it."""
+    for attempt in range(tries):
+        tensors, metadata, digest = load_tensors_with_digest(run_dir / WEIGHT_FILES[which])
+        if metadata.get("epoch") in (None, str(meta["checkpoints"][which]["epoch"])):
+            return meta, tensors, digest
+        time.sleep(0.1)
+        meta = read_meta(run_dir)
+    raise UsageError(f"{str(run_dir / WEIGHT_FILES[which])!r} holds the weights of epoch {metadata['epoch']} but "
+                     f"meta.json says epoch {meta['checkpoints'][which]['epoch']} (is it still being written?); "
+                     "rerun when its training has saved the epoch")
 
 
 def find_runs(root: str | Path) -> list[Path]:

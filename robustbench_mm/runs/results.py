@@ -21,11 +21,12 @@ from typing import Any, Iterable
 import numpy as np
 
 from robustbench_mm.common.runtime import provenance
-from robustbench_mm.common.storage import atomic_write_json, read_json
+from robustbench_mm.common.storage import atomic_write_json, check_writable_dir, read_json
 from robustbench_mm.errors import UsageError
 from robustbench_mm.paper import model_key
 from robustbench_mm.runs.checkpoints import WEIGHT_FILES, LoadedModel
 from robustbench_mm.runs.files import BEST_RESULTS_FOLDER
+from robustbench_mm.runs.matching import matching_command
 
 RESULT_FORMAT = "mm-robust-result/1"
 EXTERNAL = "external"  # the checkpoint (and key, method, preset) of a model trained elsewhere
@@ -112,6 +113,27 @@ def finished_result(path: Path, model: dict[str, Any], settings: dict[str, Any])
     return stored
 
 
+def replaced_result(path: Path, model: dict[str, Any], settings: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """(the stored result, why) when `path` holds one that a rewrite for `model` and `settings` must replace
+    rather than extend: other weights, another model record or other settings. None when there is nothing
+    there, it is unreadable, or it can be extended."""
+    stored = _stored_result(path)
+    if stored is None or (stored["model"] == as_json(model) and stored["settings"] == as_json(settings)):
+        return None
+    if stored["model"].get("weights_sha256") != model.get("weights_sha256"):
+        return stored, "other weights"
+    differing = differing_settings(stored["settings"], settings)
+    return stored, f"other settings ({'; '.join(differing)})" if differing else "another record of this model"
+
+
+def dropped_note(path: Path, why: str, dropped: list[str], shown: int = 8) -> str:
+    """One line saying that replacing `path` drops the entries `dropped` it held (a partial rerun keeps them
+    only when they were measured on the same weights with the same settings)."""
+    names = ", ".join(dropped[:shown]) + (f" and {len(dropped) - shown} more" if len(dropped) > shown else "")
+    return (f"{str(path)!r} was made with {why}: it is replaced, dropping the {len(dropped)} stored set(s) this "
+            f"run does not redo: {names}")
+
+
 def differing_settings(stored: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     """'name: stored -> new' for every setting that differs, in the order of `settings`."""
     new = as_json(settings)
@@ -130,7 +152,7 @@ class ConflictHint:
     """How the command that refuses a result target lets its user out, in options it really has."""
 
     out_option: str = "--out"  # the command's option for the results folder
-    replace: str = "pass --force to replace it"
+    replace: str = "pass --force to replace it (the stored result is discarded)"
 
     @property
     def elsewhere(self) -> str:
@@ -140,23 +162,37 @@ class ConflictHint:
 OWN_COMMAND = ConflictHint()  # attack, deform, calibrate: they have --force and --out
 
 
-def check_result_targets(planned: Iterable[tuple[Path, dict[str, Any], dict[str, Any]]], force: bool,
-                         hint: ConflictHint = OWN_COMMAND) -> None:
+def check_result_targets(planned: Iterable[tuple], force: bool, hint: ConflictHint = OWN_COMMAND) -> None:
     """Refuse, before any evaluation starts, to write where a result would be lost or cannot go.
 
-    `planned` holds (path, model summary, settings) for every result file a command may write.
+    `planned` holds (path, model summary, settings) for every result file a command may write, and may add
+    the `SettingsSource` of those settings, so a refusal names the options that match the stored result.
     A finished result for the same weights made with other settings is kept unless `force`:
     silently replacing it would change a table without anyone asking. A result for other weights
     is stale and is replaced. A folder where a result file should be, or a file where its run
     folder should be, is refused as well.
     """
-    for path, model, settings in planned:
+    planned = list(planned)
+    for path, *_ in planned:
         check_target_path(path, hint)
-        if force:
-            continue
+    # Every folder a result goes to, before any work: an unwritable one (read-only, chattr +i) would otherwise
+    # end the run in a traceback once the first result is measured.
+    for folder in dict.fromkeys(Path(path).parent for path, *_ in planned):
+        check_writable_dir(folder, hint.out_option)
+    if force:
+        return
+    kept = []  # (path, stored, model summary, settings, SettingsSource or None) of every result these weights made
+    for path, model, settings, *source in planned:
         stored = _stored_result(path)
-        if stored is not None:
-            check_same_settings(path, stored["model"], stored["settings"], model, settings, hint)
+        if stored is not None and stored["model"].get("weights_sha256") == model["weights_sha256"]:
+            kept.append((path, stored, model, settings, source[0] if source else None))
+    conflicts = [entry for entry in kept if differing_settings(entry[1]["settings"], entry[3])]
+    if conflicts:
+        # One set of options for all of them: the command named must not trade one refusal for another.
+        command = matching_command([(stored["settings"], source) for _, stored, _, _, source in kept]) \
+            if all(entry[4] is not None for entry in kept) else None
+        path, stored, model, settings, _ = conflicts[0]
+        check_same_settings(path, stored["model"], stored["settings"], model, settings, hint, command)
 
 
 def check_target_path(path: Path, hint: ConflictHint = OWN_COMMAND) -> None:
@@ -170,16 +206,19 @@ def check_target_path(path: Path, hint: ConflictHint = OWN_COMMAND) -> None:
 
 
 def check_same_settings(path: Path, stored_model: dict[str, Any], stored_settings: dict[str, Any],
-                        model: dict[str, Any], settings: dict[str, Any], hint: ConflictHint = OWN_COMMAND) -> None:
-    """Refuse to replace what `path` holds for these same weights when it was made with other settings, or
-    what it holds for the run's other checkpoint (a best result written before best results had their folder)."""
+                        model: dict[str, Any], settings: dict[str, Any], hint: ConflictHint = OWN_COMMAND,
+                        matching: str | None = None) -> None:
+    """Refuse to replace what `path` holds for these same weights when it was made with other settings, naming
+    the `matching` command (`matching.matching_command`) when there is one, or what it holds for the run's
+    other checkpoint (a best result written before best results had their folder)."""
     check_same_checkpoint(path, stored_model, model, hint)
     if stored_model.get("weights_sha256") != model["weights_sha256"]:
         return  # other weights: stale, replaced
     differing = differing_settings(stored_settings, settings)
     if differing:
+        matches = "" if matching is None else f"; {matching} matches the stored settings"
         raise UsageError(f"{str(path)!r} holds a finished result for these weights made with other settings "
-                         f"({'; '.join(differing)}); {hint.replace}, or {hint.elsewhere}")
+                         f"({'; '.join(differing)}); {hint.replace}, or {hint.elsewhere}{matches}")
 
 
 def check_same_checkpoint(path: Path, stored_model: dict[str, Any], model: dict[str, Any],

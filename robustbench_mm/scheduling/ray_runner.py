@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
@@ -96,6 +96,14 @@ class _Board:
         return events
 
 
+def init_options(options: ClusterOptions, progress: bool) -> dict[str, Any]:
+    """`ray.init`'s arguments. Quiet (no progress) means no line of Ray's own either: workers' output is not
+    forwarded, and Ray's driver-side logger (the token-authentication notice, the local-instance banner) shows
+    errors only."""
+    return dict(address=options.address, num_cpus=options.num_cpus, include_dashboard=False,
+                log_to_driver=progress, logging_level="WARNING" if progress else "ERROR", configure_logging=True)
+
+
 def run_on_ray(plan: Plan, folders: Folders = Folders(), options: ClusterOptions = ClusterOptions(),
                progress: bool = True, task_setup: Callable[[Task], None] | None = None) -> Path:
     """Run every stage of `plan` as Ray tasks; return the report's index.md.
@@ -111,8 +119,7 @@ def run_on_ray(plan: Plan, folders: Folders = Folders(), options: ClusterOptions
     check_evaluation_targets(plan, folders, [config for config in plan.train if finished_training(config)])
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=options.address, num_cpus=options.num_cpus, include_dashboard=False,
-                 log_to_driver=progress, logging_level="WARNING", configure_logging=True)
+        ray.init(**init_options(options, progress))
     try:
         return _drive(ray, plan, folders, options, progress, task_setup)
     finally:

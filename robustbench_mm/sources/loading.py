@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from robustbench_mm.common.storage import read_json
+from robustbench_mm.common.storage import folder_locked, read_json
 from robustbench_mm.config import DATASETS
 from robustbench_mm.data.images import NORMALIZATION, ImageSet, to_unit_float
 from robustbench_mm.errors import UsageError
@@ -53,7 +53,12 @@ class ModelSource:
 
 
 def from_run(loaded: LoadedModel) -> ModelSource:
-    """One of our trained models, as `checkpoints.load_model` read it."""
+    """One of our trained models, as `checkpoints.load_model` read it; a run still training is named, with the epoch
+    its weights are of (the result files record it as `checkpoint_epoch`)."""
+    if folder_locked(loaded.run_dir):
+        print(f"warning: run {loaded.name!r} is still training (epoch {loaded.meta['epoch']} of "
+              f"{loaded.config.epochs} saved): evaluating its {loaded.which} weights of epoch {loaded.epoch}, and "
+              "the results record that epoch", file=sys.stderr)
     return ModelSource(loaded.model, loaded.name, loaded.config.dataset, model_summary(loaded),
                        loaded.config.data_dir, loaded.config.download, loaded.which)
 
@@ -215,6 +220,8 @@ def check_contracts(sources: Sequence[ModelSource], datasets: Sequence[ImageSet]
         report = check_model_contract(model, images, source.num_classes, source.name)
         for flag in report.flags:
             print(f"warning: model {source.name!r}: {CONTRACT_WARNINGS[flag]}", file=sys.stderr)
+        if report.flags:  # into every result file of it, so the report can say what its numbers are worth
+            source.summary["contract_flags"] = list(report.flags)
         reports[source.name] = report
     return Contracts(reports)
 

@@ -22,7 +22,7 @@ import torch
 
 from robustbench_mm.common.progress import progress_bar
 from robustbench_mm.common.runtime import gpu_settings, resolve_device, seed_everything
-from robustbench_mm.common.storage import ensure_writable_dir, folder_lock
+from robustbench_mm.common.storage import check_writable_dir, ensure_writable_dir, folder_lock
 from robustbench_mm.config import TrainConfig, unused_settings
 from robustbench_mm.data.images import DeviceBatches, ImageSet, check_batch_size, load_dataset
 from robustbench_mm.errors import MMRobustError, UsageError
@@ -311,6 +311,8 @@ class Trainer:
         train_data, test_data = self._load_data()
         check_batch_size(c.batch_size, len(train_data))
         self._prepare_run_dir(resume, force)
+        if self.run_dir.exists():  # --force and --resume write into it (a read-only one ended in a traceback)
+            check_writable_dir(self.run_dir, "--out")
         ensure_writable_dir(Path(c.out))
         with folder_lock(self.run_dir):
             self._recover_interrupted_force()
@@ -320,7 +322,7 @@ class Trainer:
                 self._restore_state()
                 if self.state.epoch >= c.epochs:
                     # A kill between the state write and the weights/meta writes leaves those one epoch behind.
-                    save_weights(self.run_dir / WEIGHT_FILES["last"], self.model)
+                    save_weights(self.run_dir / WEIGHT_FILES["last"], self.model, self.state.epoch)
                     self._write_meta()
                     self._log(f"{c.run_name}: already complete ({self.state.epoch} epochs)")
                     return self.run_dir
@@ -356,10 +358,10 @@ class Trainer:
                     if self.state.best is None or metrics["accuracy"] > self.state.best["test_accuracy"]:
                         self.state.best = {"epoch": self.state.epoch, "test_accuracy": metrics["accuracy"],
                                            "test_nll": metrics["nll"]}
-                        save_weights(self.run_dir / WEIGHT_FILES["best"], self.model)
+                        save_weights(self.run_dir / WEIGHT_FILES["best"], self.model, self.state.epoch)
                 self.state.history.append(record)
                 self._save_state()
-                save_weights(self.run_dir / WEIGHT_FILES["last"], self.model)
+                save_weights(self.run_dir / WEIGHT_FILES["last"], self.model, self.state.epoch)
                 self._write_meta()
                 if replacing:  # the new run now stands on its own: the old one can go
                     self._finish_replacing()
