@@ -50,7 +50,9 @@ def ours(images: torch.Tensor, name: str, device: torch.device) -> torch.Tensor:
 
 
 def reference(images: np.ndarray, name: str) -> np.ndarray:
-    return R.reference(images, name, SEVERITY, C.generators(SEED, name, SEVERITY, range(len(images))))
+    """Image by image as make_cifar_c.py runs, each image with its own numpy Generator (created inside the timing)."""
+    rngs = [np.random.default_rng([SEED, C.CORRUPTION_IDS[name], SEVERITY, i]) for i in range(len(images))]
+    return R.reference(images, name, SEVERITY, rngs)
 
 
 def main(argv=None) -> None:

@@ -1,0 +1,170 @@
+"""Counter-based random numbers for the corruptions: every image's draws are a pure function of
+(seed, corruption, severity, index in the whole set), computed for a whole batch at once.
+
+Each image gets a 64-bit key, splitmix64 chained over those four numbers; its stream is word j =
+splitmix64(key + (j + 1) * golden gamma), for any j without computing the ones before it. A batch's
+draws are then one vectorised integer computation on the host (numpy uint64, which wraps and shifts
+logically), so an image gets the same numbers alone, in a subset, in a shard or in a whole run, and
+on every device (the host makes them; the device only receives them).
+
+`Draws` hands them out in numpy Generator's vocabulary (`random`, `uniform`, `normal`, `integers`),
+one word per value in call order, for the corruptions that draw a few numbers per image (glass blur's
+moves, a snow layer, fog's plasma): `Draws(keys)` gives (N, *size) arrays, and `image_draws` one
+image's view of the same stream, which the tests hand to make_cifar_c.py's per-image arithmetic so
+it sees the numbers the batch used. The per-pixel noises instead sample their uint8 output directly
+(`level_tables`, `sample_levels`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment
+MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX2 = np.uint64(0x94D049BB133111EB)
+FRACTION_BITS = 56  # an alias bucket's threshold: the low 56 bits of a word (the top 8 pick the bucket)
+
+
+def mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, in place on a uint64 array (returned)."""
+    t = z >> np.uint64(30)
+    z ^= t
+    z *= MIX1
+    np.right_shift(z, np.uint64(27), out=t)
+    z ^= t
+    z *= MIX2
+    np.right_shift(z, np.uint64(31), out=t)
+    z ^= t
+    return z
+
+
+def image_keys(seed: int, corruption_id: int, severity: int, indices) -> np.ndarray:
+    """One uint64 key per image: splitmix64 chained over seed, corruption, severity and the image's index."""
+    index = np.asarray(indices, dtype=np.int64).astype(np.uint64).reshape(-1)
+    key = np.zeros(index.shape, dtype=np.uint64)
+    gamma = np.uint64(GAMMA)
+    for part in (np.uint64(seed % 2 ** 64), np.uint64(corruption_id), np.uint64(severity), index):
+        key += gamma
+        key += part
+        mix(key)
+    return key
+
+
+def words(keys: np.ndarray, start: int, count: int) -> np.ndarray:
+    """Words start..start+count-1 of every image's stream: (N, count) uint64."""
+    counters = (np.arange(start + 1, start + count + 1, dtype=np.uint64) * np.uint64(GAMMA))
+    return mix(keys[:, None] + counters[None, :])
+
+
+def unit_floats(w: np.ndarray) -> np.ndarray:
+    """The top 53 bits as a float64 in [0, 1) (every value a multiple of 2**-53, as numpy's `random`)."""
+    return (w >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
+def box_muller(w: np.ndarray) -> np.ndarray:
+    """One standard normal per word: radius from the high 32 bits (shifted off 0), angle from the low 32."""
+    radius = np.sqrt(-2.0 * np.log(((w >> np.uint64(32)).astype(np.float64) + 0.5) * 2.0 ** -32))
+    return radius * np.cos((w & np.uint64(0xFFFFFFFF)).astype(np.float64) * (2 * np.pi * 2.0 ** -32))
+
+
+class Draws:
+    """Every image's stream, read in call order; each method returns (N, *size) arrays."""
+
+    def __init__(self, keys: np.ndarray):
+        self.keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
+        self.position = 0
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def take(self, size) -> np.ndarray:
+        """The next prod(size) words of every image, shaped (N, *size)."""
+        shape = () if size is None else (size,) if isinstance(size, int) else tuple(size)
+        count = int(np.prod(shape, dtype=np.int64))
+        out = words(self.keys, self.position, count)
+        self.position += count
+        return out.reshape((len(self.keys),) + shape)
+
+    def random(self, size=None) -> np.ndarray:
+        return unit_floats(self.take(size))
+
+    def uniform(self, low=0.0, high=1.0, size=None) -> np.ndarray:
+        return low + (high - low) * self.random(size)  # numpy Generator.uniform's own formula
+
+    def normal(self, loc=0.0, scale=1.0, size=None) -> np.ndarray:
+        return loc + scale * box_muller(self.take(size))
+
+    def integers(self, low, high=None, size=None) -> np.ndarray:
+        """Uniform integers in [low, high) (numpy's `integers`, endpoint False), from the top 53 bits:
+        floor(u * span) is off uniform by at most span / 2**53."""
+        if high is None:
+            low, high = 0, low
+        u = self.random(size)
+        span = np.asarray(high, dtype=np.int64) - np.asarray(low, dtype=np.int64)  # per image, or one for all
+        low = np.asarray(low, dtype=np.int64)
+        if span.ndim:
+            span, low = (np.broadcast_to(a, span.shape).reshape(span.shape + (1,) * (u.ndim - 1)) for a in (span, low))
+        return low + np.floor(u * span).astype(np.int64)
+
+
+class ImageDraws:
+    """One image's view of a `Draws` stream, with numpy Generator's signatures: what the tests hand the
+    per-image reference so that it draws exactly the numbers the batch drew for that image."""
+
+    def __init__(self, key: np.uint64):
+        self._draws = Draws(np.array([key], dtype=np.uint64))
+
+    def random(self, size=None):
+        return self._draws.random(size)[0]
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        return self._draws.uniform(low, high, size)[0]
+
+    def normal(self, loc=0.0, scale=1.0, size=None):
+        return self._draws.normal(loc, scale, size)[0]
+
+    def integers(self, low, high=None, size=None):
+        return self._draws.integers(low, high, size)[0]
+
+
+def image_draws(keys: np.ndarray) -> list[ImageDraws]:
+    return [ImageDraws(key) for key in np.asarray(keys, dtype=np.uint64).reshape(-1)]
+
+
+# ------------------------------------------------------------------------------ per-pixel noise, exactly
+
+def alias_table(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walker's alias method (Vose's construction) for each row of (R, 256) probabilities: per row and
+    bucket an integer threshold on 56 bits and an alias, so that a word whose top 8 bits pick bucket j
+    gives j when its low 56 bits are below the threshold and the alias otherwise. The sampled
+    probabilities are the rows' to within 2**-56 (plus float64 rounding in building the table)."""
+    rows, buckets = probabilities.shape
+    assert buckets == 256
+    thresholds = np.zeros((rows, buckets), dtype=np.uint64)
+    aliases = np.zeros((rows, buckets), dtype=np.uint8)
+    one = 1 << FRACTION_BITS
+    for r, row in enumerate(probabilities):
+        scaled = (row / row.sum() * buckets).tolist()
+        small = [j for j, q in enumerate(scaled) if q < 1.0]
+        large = [j for j, q in enumerate(scaled) if q >= 1.0]
+        alias = list(range(buckets))
+        share = [1.0] * buckets
+        while small and large:
+            s, g = small.pop(), large.pop()
+            share[s], alias[s] = scaled[s], g
+            scaled[g] -= 1.0 - scaled[s]
+            (small if scaled[g] < 1.0 else large).append(g)
+        # what is left is 1 up to rounding: those buckets keep themselves
+        thresholds[r] = [min(one, max(0, round(q * one))) for q in share]
+        aliases[r] = alias
+    return thresholds.reshape(-1), aliases.reshape(-1)
+
+
+def sample_levels(levels: np.ndarray, tables: tuple[np.ndarray, np.ndarray], w: np.ndarray) -> np.ndarray:
+    """Output level of every input level (uint8 array) from one word each, through `alias_table`'s
+    tables (row = input level)."""
+    thresholds, aliases = tables
+    bucket = (w >> np.uint64(FRACTION_BITS)).astype(np.intp)
+    bucket += levels.astype(np.intp) << 8
+    fraction = w & np.uint64((1 << FRACTION_BITS) - 1)
+    return np.where(fraction < thresholds[bucket], (bucket & 255).astype(np.uint8), aliases[bucket])
