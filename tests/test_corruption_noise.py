@@ -14,7 +14,7 @@ from scipy.stats import poisson
 
 from robustbench_mm.data import corruptions as C
 from robustbench_mm.data.corruption_noise import ROWS, noise_tables
-from robustbench_mm.data.corruption_random import Draws, image_draws, words
+from robustbench_mm.data.corruption_random import Draws, alias_probabilities, image_draws, sample_levels, words
 
 NOISES = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
 BAND_LEVELS = (0, 1, 20, 77, 128, 200, 254, 255)  # one 4-row band each in a 32 x 32 image
@@ -69,12 +69,18 @@ def test_alias_tables_give_their_rows(name):
     parameter = C.PARAMETERS[name][4]
     rows = ROWS[name](parameter)
     assert np.allclose(rows.sum(1), 1, atol=1e-12)
-    thresholds, aliases = noise_tables(name, parameter)
-    share = thresholds.reshape(256, 256).astype(np.float64) / 2.0 ** 56 / 256
-    implied = share.copy()
-    for level in range(256):
-        np.add.at(implied[level], aliases.reshape(256, 256)[level], 1 / 256 - share[level])
+    implied = alias_probabilities(noise_tables(name, parameter))
     assert np.abs(implied - rows / rows.sum(1, keepdims=True)).max() < 1e-13
+
+
+def test_sampling_by_hand():
+    """Row 1: bucket 3 keeps 3 below threshold 2**53 (probability 1/2), else gives alias 7. A word's top
+    8 bits pick the bucket and its low 54 bits meet the threshold."""
+    entries = np.zeros(2 * 256, dtype=np.int64)
+    entries[256 + 3] = (1 << 53) << 8 | 7
+    w = np.array([3 << 56 | (1 << 53) - 1, 3 << 56 | 1 << 53, 3 << 56 | 1 << 53], dtype=np.uint64)
+    levels = np.array([1, 1, 0], dtype=np.uint8)
+    assert sample_levels(levels, entries, w).tolist() == [3, 7, 0]
 
 
 # ------------------------------------------------------------------------------------------- sampled

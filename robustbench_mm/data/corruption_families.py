@@ -15,7 +15,7 @@ import torch
 from robustbench_mm.data.corruption_noise import level_noise
 from robustbench_mm.data.corruption_ops import (
     affine_sources, bilinear_gather, clipped_zoom, correlate_taps, gaussian_blur, hsv2rgb, motion_blur_planes,
-    reflect, reflect101, rgb2hsv, spatter_water_masks, to_device)
+    reflect, reflect101, rgb2hsv, spatter_water_masks, to_device, zoom_blur_planes)
 from robustbench_mm.data.corruption_random import Draws
 from robustbench_mm.errors import UsageError
 
@@ -81,12 +81,8 @@ def _motion_blur(x, c, draws):
 
 
 def _zoom_blur(x, c, draws):
-    factors = np.arange(*c)
-    unit = x / 255
-    out = torch.zeros_like(unit)
-    for factor in factors:
-        out += clipped_zoom(unit, factor)
-    return ((unit + out) / (len(factors) + 1)).clamp(0, 1) * 255
+    """Every factor's clipped zoom and the average with the image, as one set of per-pixel taps on the levels."""
+    return zoom_blur_planes(x, np.arange(*c)).clamp(0, 255)
 
 
 def _snow(x, c, draws):

@@ -75,7 +75,7 @@ ROWS = {"gaussian_noise": gaussian_rows, "shot_noise": shot_rows, "speckle_noise
 
 
 @lru_cache(maxsize=32)
-def noise_tables(name: str, parameter: float) -> tuple[np.ndarray, np.ndarray]:
+def noise_tables(name: str, parameter: float) -> np.ndarray:
     """The alias tables of one noise at one severity (tens of milliseconds to build, once per process)."""
     return alias_table(ROWS[name](parameter))
 
@@ -83,8 +83,8 @@ def noise_tables(name: str, parameter: float) -> tuple[np.ndarray, np.ndarray]:
 def level_noise(name: str):
     """The corruption function `f(images, parameter, draws)` of one per-pixel noise."""
     def corruption(x: torch.Tensor, c, draws: Draws) -> torch.Tensor:
-        levels = x.to(device="cpu", dtype=torch.uint8).permute(0, 2, 3, 1).numpy()  # (N, H, W, 3), draw order
+        levels = x.to(device="cpu", dtype=torch.uint8).numpy()
         out = sample_levels(levels, noise_tables(name, c), draws.take(levels.shape[1:]))
-        return torch.from_numpy(out).permute(0, 3, 1, 2).to(device=x.device, dtype=torch.float32)
+        return torch.from_numpy(out).to(device=x.device, dtype=torch.float32)
     corruption.__name__ = f"_{name}"
     return corruption

@@ -84,6 +84,44 @@ def clipped_zoom(planes: torch.Tensor, factor: float) -> torch.Tensor:
     return planes.index_select(-1, low) * w_low.to(planes.dtype) + planes.index_select(-1, high) * w_high.to(planes.dtype)
 
 
+@cache
+def zoom_blur_taps(h: int, w: int, factors: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """make_cifar_c's zoom blur, (x + sum of clipped_zoom(x, f) over factors) / (len(factors) + 1), is one
+    linear map; per output pixel, its source pixels (T, H * W) and float64 weights, padded with zero
+    weights. A 32 x 32 pixel draws on at most ~25 sources where the per-factor zooms touched ~8 x 16."""
+    operator = np.eye(h * w)
+    for factor in factors:
+        rows, cols = np.zeros((h, h)), np.zeros((w, w))
+        for matrix, size in ((rows, h), (cols, w)):
+            low, high, w_low, w_high = zoom_taps(size, factor)
+            np.add.at(matrix, (np.arange(size), low), w_low)
+            np.add.at(matrix, (np.arange(size), high), w_high)
+        operator += np.kron(rows, cols)
+    operator /= len(factors) + 1
+    counts = (operator != 0).sum(1)
+    sources = np.tile(np.arange(h * w), (int(counts.max()), 1))
+    weights = np.zeros(sources.shape)
+    for pixel, row in enumerate(operator):
+        nonzero = np.flatnonzero(row)
+        sources[:len(nonzero), pixel] = nonzero
+        weights[:len(nonzero), pixel] = row[nonzero]
+    return sources, weights
+
+
+def zoom_blur_planes(planes: torch.Tensor, factors) -> torch.Tensor:
+    """`zoom_blur_taps`' sum over (..., H, W) planes, tap by tap in a fixed order (never a matrix product,
+    whose summation order may follow the batch size)."""
+    h, w = planes.shape[-2:]
+    sources, weights = zoom_blur_taps(h, w, tuple(float(f) for f in factors))
+    flat = planes.reshape(-1, h * w)
+    sources = torch.from_numpy(sources).to(planes.device)
+    weights = torch.from_numpy(weights).to(planes.device, planes.dtype)
+    out = torch.zeros_like(flat)
+    for tap in range(len(sources)):
+        out.addcmul_(flat.index_select(1, sources[tap]), weights[tap])
+    return out.reshape(planes.shape)
+
+
 def motion_shifts(width: int, angles_degrees: np.ndarray, height_limit: int, width_limit: int):
     """imagecorruptions' _motion_blur: each tap's (dy, dx) per image, and whether the tap counts
     (the loop stops at the first tap that leaves the image)."""
@@ -132,19 +170,20 @@ def rgb2hsv(unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return hue, saturation, value
 
 
+# Which of (v, p, q, t) each of r, g, b takes in each hue sector, as skimage.color.hsv2rgb picks them.
+HSV_SECTOR_PICKS = torch.tensor([[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]])
+
+
 def hsv2rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """skimage.color.hsv2rgb's arithmetic on (N, H, W) planes; returns (N, 3, H, W)."""
+    """skimage.color.hsv2rgb's arithmetic on (N, H, W) planes; returns (N, 3, H, W). One gather from the
+    four candidate planes: stacking skimage's six (v, t, p)... triples moved 18 planes for 3."""
     sector = torch.floor(hue * 6)
     f = hue * 6 - sector
     p = value * (1 - saturation)
     q = value * (1 - f * saturation)
     t = value * (1 - (1 - f) * saturation)
-    v = value
-    sector = torch.remainder(sector, 6).long()
-    choices = torch.stack([torch.stack(channels, 1) for channels in
-                           ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])  # (6, N, 3, H, W)
-    index = sector[None, :, None].expand(1, -1, 3, -1, -1)
-    return choices.gather(0, index)[0]
+    picks = HSV_SECTOR_PICKS.to(hue.device)[torch.remainder(sector, 6).long()]  # (N, H, W, 3)
+    return torch.stack((value, p, q, t), 1).gather(1, picks.permute(0, 3, 1, 2))
 
 
 def affine_sources(matrices: np.ndarray, h: int, w: int):

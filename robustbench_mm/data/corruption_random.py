@@ -22,7 +22,9 @@ import numpy as np
 GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment
 MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 MIX2 = np.uint64(0x94D049BB133111EB)
-FRACTION_BITS = 56  # an alias bucket's threshold: the low 56 bits of a word (the top 8 pick the bucket)
+# Alias sampling: a word's top 8 bits pick the bucket and its low 54 bits are compared with the bucket's
+# threshold, which is stored above its 8-bit alias in one int64 (2**54 << 8 still fits), so one gather serves.
+FRACTION_BITS = 54
 
 
 def mix(z: np.ndarray) -> np.ndarray:
@@ -133,15 +135,14 @@ def image_draws(keys: np.ndarray) -> list[ImageDraws]:
 
 # ------------------------------------------------------------------------------ per-pixel noise, exactly
 
-def alias_table(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Walker's alias method (Vose's construction) for each row of (R, 256) probabilities: per row and
-    bucket an integer threshold on 56 bits and an alias, so that a word whose top 8 bits pick bucket j
-    gives j when its low 56 bits are below the threshold and the alias otherwise. The sampled
-    probabilities are the rows' to within 2**-56 (plus float64 rounding in building the table)."""
+def alias_table(probabilities: np.ndarray) -> np.ndarray:
+    """Walker's alias method (Vose's construction) for each row of (R, 256) probabilities, flattened to
+    R * 256 int64 entries `threshold << 8 | alias`: a word whose top 8 bits pick bucket j of row r gives
+    j when its low 54 bits are below the threshold and the alias otherwise. The sampled probabilities
+    are the rows' to within 2**-54 per bucket (plus float64 rounding in building the table)."""
     rows, buckets = probabilities.shape
     assert buckets == 256
-    thresholds = np.zeros((rows, buckets), dtype=np.uint64)
-    aliases = np.zeros((rows, buckets), dtype=np.uint8)
+    entries = np.zeros((rows, buckets), dtype=np.int64)
     one = 1 << FRACTION_BITS
     for r, row in enumerate(probabilities):
         scaled = (row / row.sum() * buckets).tolist()
@@ -155,16 +156,29 @@ def alias_table(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             scaled[g] -= 1.0 - scaled[s]
             (small if scaled[g] < 1.0 else large).append(g)
         # what is left is 1 up to rounding: those buckets keep themselves
-        thresholds[r] = [min(one, max(0, round(q * one))) for q in share]
-        aliases[r] = alias
-    return thresholds.reshape(-1), aliases.reshape(-1)
+        entries[r] = [min(one, max(0, round(q * one))) << 8 | a for q, a in zip(share, alias)]
+    return entries.reshape(-1)
 
 
-def sample_levels(levels: np.ndarray, tables: tuple[np.ndarray, np.ndarray], w: np.ndarray) -> np.ndarray:
-    """Output level of every input level (uint8 array) from one word each, through `alias_table`'s
-    tables (row = input level)."""
-    thresholds, aliases = tables
-    bucket = (w >> np.uint64(FRACTION_BITS)).astype(np.intp)
-    bucket += levels.astype(np.intp) << 8
-    fraction = w & np.uint64((1 << FRACTION_BITS) - 1)
-    return np.where(fraction < thresholds[bucket], (bucket & 255).astype(np.uint8), aliases[bucket])
+def alias_probabilities(entries: np.ndarray) -> np.ndarray:
+    """The (R, 256) probabilities that `alias_table`'s entries sample (for checking them)."""
+    entries = entries.reshape(-1, 256)
+    kept = (entries >> 8).astype(np.float64) / 2.0 ** FRACTION_BITS / 256
+    out = kept.copy()
+    for row, row_entries, row_kept in zip(out, entries, kept):
+        np.add.at(row, row_entries & 255, 1 / 256 - row_kept)
+    return out
+
+
+def sample_levels(levels: np.ndarray, entries: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The uint8 output level of every input level (a uint8 array) from one word each (same shape),
+    through `alias_table`'s entries (row = input level). Branch-free: a select on a random mask
+    (np.where) costs several times the arithmetic."""
+    bucket = (w >> np.uint64(64 - 8)).astype(np.int64)
+    bucket |= levels.astype(np.int64) << 8
+    entry = np.take(entries, bucket)
+    keep = (w & np.uint64((1 << FRACTION_BITS) - 1)).view(np.int64) < (entry >> 8)
+    bucket ^= entry  # bucket where kept, else the entry (whose low byte is the alias)
+    bucket &= -keep.view(np.int8).astype(np.int64)
+    bucket ^= entry
+    return bucket.astype(np.uint8)  # the low byte
