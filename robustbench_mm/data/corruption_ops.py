@@ -223,19 +223,29 @@ def reflect(index: np.ndarray, size: int) -> np.ndarray:
     return np.where(index >= size, period - 1 - index, index)
 
 
+def folded(index: np.ndarray, size: int, fold) -> np.ndarray:
+    """fold(index, size) through a table over index's range: numpy's integer % is the slow part of a fold."""
+    low = int(index.min())
+    table = fold(np.arange(low, int(index.max()) + 1), size)
+    return table[index - low]
+
+
 def bilinear_gather(planes: torch.Tensor, y0, x0, fy, fx, fold, dtype=torch.float32) -> torch.Tensor:
     """sum over the 4 neighbours of planes[n, :, fold(y), fold(x)] * weight; y0, x0 integer (N, H, W),
-    fy, fx float fractions (N, H, W) given as numpy."""
+    fy, fx float fractions (N, H, W) given as numpy. Sums in `dtype` (float64 as scipy's map_coordinates
+    does, rounding once at the end; a mixed float32/float64 multiply-add is several times slower) and
+    returns planes' dtype."""
     n, c, h, w = planes.shape
-    flat = planes.reshape(n, c, h * w)
+    flat = planes.reshape(n, c, h * w).to(dtype)
     out = torch.zeros_like(flat)
-    for dy, wy in ((0, 1 - fy), (1, fy)):
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-            index = fold(y0 + dy, h) * w + fold(x0 + dx, w)
+    rows = [(folded(y0 + dy, h, fold) * w, wy) for dy, wy in ((0, 1 - fy), (1, fy))]
+    cols = [(folded(x0 + dx, w, fold), wx) for dx, wx in ((0, 1 - fx), (1, fx))]
+    for row, wy in rows:
+        for col, wx in cols:
             weight = torch.from_numpy(np.ascontiguousarray(wy * wx)).to(planes.device, dtype).reshape(n, 1, h * w)
-            gather_index = torch.from_numpy(index.reshape(n, 1, h * w)).to(planes.device).expand(n, c, h * w)
-            out += weight * flat.gather(2, gather_index)
-    return out.reshape(n, c, h, w)
+            index = torch.from_numpy((row + col).reshape(n, 1, h * w)).to(planes.device).expand(n, c, h * w)
+            out.addcmul_(weight, flat.gather(2, index))  # in place: a fresh product tensor costs page faults
+    return out.reshape(n, c, h, w).to(planes.dtype)
 
 
 CANNY_TG22 = int(0.4142135623730950488016887242097 * (1 << 15) + 0.5)
@@ -290,24 +300,29 @@ def canny(images: np.ndarray, low: int = 50, high: int = 150) -> np.ndarray:
 
 def distance_5x5(images: np.ndarray) -> np.ndarray:
     """cv2.distanceTransform(img, DIST_L2, 5): OpenCV's two-pass 5x5 chamfer in 16-bit fixed point, to the
-    nearest zero pixel, for (N, H, W) at once."""
+    nearest zero pixel, for (N, H, W) at once. Row by row: the rows a pixel reads are final, and the
+    in-row neighbour's recurrence t[x] = min(c[x], t[x - 1] + hv) is a running minimum of c[j] - j hv
+    (plus x hv). OpenCV's backward pass keeps a value <= hv, which its minimum keeps anyway, since every
+    neighbour's offer is at least hv."""
     hv, diag, long = (round(m * 65536) for m in (1.0, 1.4, 2.1969))
     n, h, w = images.shape
     far = 2 ** 31 - 1
     tmp = np.full((n, h + 4, w + 4), far, dtype=np.int64)
-    forward = ((-2, -1, long), (-2, 1, long), (-1, -2, long), (-1, -1, diag), (-1, 0, hv), (-1, 1, diag),
-               (-1, 2, long), (0, -1, hv))
+    rows_above = ((-2, -1, long), (-2, 1, long), (-1, -2, long), (-1, -1, diag), (-1, 0, hv), (-1, 1, diag),
+                  (-1, 2, long))  # then (0, -1, hv), the in-row neighbour
+    steps = np.arange(w, dtype=np.int64) * hv
+    from_padding = far + hv + steps  # the padding column beside the row, never written
     for i in range(h):
-        for j in range(w):
-            y, x = i + 2, j + 2
-            best = np.min(np.stack([tmp[:, y + oy, x + ox] + d for oy, ox, d in forward]), axis=0)
-            tmp[:, y, x] = np.where(images[:, i, j] == 0, 0, best)
+        y = i + 2
+        offers = np.min(np.stack([tmp[:, y + oy, 2 + ox:2 + ox + w] + d for oy, ox, d in rows_above]), axis=0)
+        offers[images[:, i] == 0] = 0
+        tmp[:, y, 2:w + 2] = np.minimum(np.minimum.accumulate(offers - steps, axis=1) + steps, from_padding)
     for i in range(h - 1, -1, -1):
-        for j in range(w - 1, -1, -1):
-            y, x = i + 2, j + 2
-            current = tmp[:, y, x]
-            best = np.min(np.stack([current] + [tmp[:, y - oy, x - ox] + d for oy, ox, d in forward]), axis=0)
-            tmp[:, y, x] = np.where(current > hv, best, current)
+        y = i + 2
+        offers = np.min(np.stack([tmp[:, y, 2:w + 2]] + [tmp[:, y - oy, 2 - ox:2 - ox + w] + d
+                                                         for oy, ox, d in rows_above]), axis=0)
+        run = np.minimum.accumulate((offers + steps)[:, ::-1], axis=1)[:, ::-1] - steps
+        tmp[:, y, 2:w + 2] = np.minimum(run, from_padding[::-1])
     return (tmp[:, 2:h + 2, 2:w + 2] * np.float32(1 / 65536)).astype(np.float32)
 
 
@@ -321,20 +336,21 @@ def box3(images: np.ndarray) -> np.ndarray:
 
 
 def equalize_hist(images: np.ndarray) -> np.ndarray:
-    out = np.empty_like(images)
-    for k, image in enumerate(images):
-        hist = np.bincount(image.ravel(), minlength=256)
-        first = int(np.flatnonzero(hist)[0])
-        total = image.size
-        if hist[first] == total:
-            out[k] = first
-            continue
-        scale = np.float32(255.0 / (total - hist[first]))
-        lut = np.zeros(256, dtype=np.uint8)
-        sums = np.cumsum(hist[first + 1:])
-        lut[first + 1:] = np.clip(np.rint(sums.astype(np.float32) * scale), 0, 255).astype(np.uint8)
-        out[k] = lut[image]
-    return out
+    """cv2.equalizeHist of every (H, W) uint8 image of (N, H, W): the cumulative histogram above the first
+    occupied level, scaled in float32 by 255 / (pixels not at that level); a one-level image stays."""
+    n = len(images)
+    flat = images.reshape(n, -1)
+    total = flat.shape[1]
+    hist = np.bincount((np.arange(n)[:, None] * 256 + flat).ravel(), minlength=256 * n).reshape(n, 256)
+    first = np.argmax(hist > 0, axis=1)
+    at_first = hist[np.arange(n), first]
+    flat_image = at_first == total
+    scale = (255.0 / np.where(flat_image, 1, total - at_first)).astype(np.float32)[:, None]
+    above = (np.cumsum(hist, axis=1) - at_first[:, None]).astype(np.float32)
+    lut = np.clip(np.rint(above * scale), 0, 255).astype(np.uint8)
+    lut[np.arange(256)[None, :] <= first[:, None]] = 0
+    lut[flat_image] = first[flat_image, None]
+    return np.take_along_axis(lut, flat.astype(np.intp), axis=1).reshape(images.shape)
 
 
 def spatter_water_masks(liquid: np.ndarray) -> np.ndarray:

@@ -65,8 +65,17 @@ def unit_floats(w: np.ndarray) -> np.ndarray:
 
 def box_muller(w: np.ndarray) -> np.ndarray:
     """One standard normal per word: radius from the high 32 bits (shifted off 0), angle from the low 32."""
-    radius = np.sqrt(-2.0 * np.log(((w >> np.uint64(32)).astype(np.float64) + 0.5) * 2.0 ** -32))
-    return radius * np.cos((w & np.uint64(0xFFFFFFFF)).astype(np.float64) * (2 * np.pi * 2.0 ** -32))
+    radius = (w >> np.uint64(32)).astype(np.float64)
+    radius += 0.5
+    radius *= 2.0 ** -32
+    np.log(radius, out=radius)
+    radius *= -2.0
+    np.sqrt(radius, out=radius)
+    angle = (w & np.uint64(0xFFFFFFFF)).astype(np.float64)
+    angle *= 2 * np.pi * 2.0 ** -32
+    np.cos(angle, out=angle)
+    radius *= angle  # in place throughout: fresh temporaries cost page faults
+    return radius
 
 
 class Draws:
