@@ -97,8 +97,9 @@ def _snow(x, c, draws):
     layer = layer.round() / 255  # ImageMagick writes an 8-bit PNG
     unit = x / 255
     gray = 0.299 * unit[:, 0:1] + 0.587 * unit[:, 1:2] + 0.114 * unit[:, 2:3]  # cv2.COLOR_RGB2GRAY
-    unit = blend * unit + (1 - blend) * torch.maximum(unit, gray * 1.5 + 0.5)
-    return (unit + layer + layer.flip(-1, -2)).clamp(0, 1) * 255
+    lifted = torch.maximum(unit, gray * 1.5 + 0.5).mul_(1 - blend)
+    unit = unit.mul_(blend).add_(lifted)  # in place from here: each fresh image-sized tensor costs page faults
+    return unit.add_(layer).add_(layer.flip(-1, -2)).clamp_(0, 1).mul_(255)
 
 
 FROST_FILE = Path(__file__).resolve().parent / "corruptions_frost.npz"

@@ -145,13 +145,13 @@ def motion_blur_planes(planes: torch.Tensor, radius: int, sigma: float, angles: 
     dy, dx, counts = motion_shifts(width, angles, h, w)
     rows = np.clip(np.arange(h)[None, None, :] - dy[:, :, None], 0, h - 1)  # shifted[y] = image[clip(y - dy)]
     cols = np.clip(np.arange(w)[None, None, :] - dx[:, :, None], 0, w - 1)
-    flat = torch.from_numpy(rows[:, :, :, None] * w + cols[:, :, None, :]).to(planes.device)  # (N, T, H, W)
+    rows, cols = (torch.from_numpy(a).to(planes.device) for a in (rows * w, cols))  # (N, T, H), (N, T, W)
     weights = torch.from_numpy(kernel[None, :] * counts).to(planes.device, planes.dtype)  # (N, T)
     source = planes.reshape(n, c, h * w)
     out = torch.zeros_like(source)
-    for tap in range(width):
-        index = flat[:, tap].reshape(n, 1, h * w).expand(n, c, h * w)
-        out += weights[:, tap, None, None] * source.gather(2, index)
+    for tap in np.flatnonzero(counts.any(0)):  # a tap past every image's edge adds only zeros
+        index = (rows[:, tap, :, None] + cols[:, tap, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
+        out.addcmul_(source.gather(2, index), weights[:, tap, None, None])  # in place: no product tensor
     return out.reshape(n, c, h, w)
 
 
