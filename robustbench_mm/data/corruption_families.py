@@ -199,17 +199,19 @@ def _contrast(x, c, draws):
 
 
 def _jpeg_compression(x, c, draws):
-    """PIL's JPEG encoder and decoder, image by image (there is no batched libjpeg)."""
+    """PIL's JPEG encoder and decoder, image by image (there is no batched libjpeg). The stream goes straight
+    to libjpeg's decoder (`frombytes`, what Image.open's tile does, the same pixels): Image.open's marker
+    parsing in Python took as long as the decoding."""
     from PIL import Image
 
     images = x.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    out = []
-    for image in images:
+    h, w = images.shape[1:3]
+    out = np.empty_like(images)
+    for k, image in enumerate(images):
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, "JPEG", quality=c)
-        buffer.seek(0)
-        out.append(np.asarray(Image.open(buffer).convert("RGB")))
-    return to_device(np.stack(out).transpose(0, 3, 1, 2), x)
+        out[k] = np.asarray(Image.frombytes("RGB", (w, h), buffer.getvalue(), "jpeg", "RGB", ""))
+    return to_device(out.transpose(0, 3, 1, 2), x)
 
 
 @cache
@@ -241,12 +243,19 @@ def _pil_box_resize(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     values = x.double()
     if out_w != w:
-        cols = torch.as_tensor(_pil_box_coefficients(w, out_w), dtype=torch.float64, device=x.device)
-        values = (torch.floor((values @ cols.T + (1 << 21)) / (1 << 22))).clamp(0, 255)
-    if out_h != h:
-        rows = torch.as_tensor(_pil_box_coefficients(h, out_h), dtype=torch.float64, device=x.device)
-        values = (torch.floor((rows @ values + (1 << 21)) / (1 << 22))).clamp(0, 255)
+        values = _box_pass(values, _pil_box_coefficients(w, out_w))
+    if out_h != h:  # the same pass along the columns: one matrix product, not one per plane
+        values = _box_pass(values.transpose(-1, -2), _pil_box_coefficients(h, out_h)).transpose(-1, -2)
     return values.to(x.dtype)
+
+
+def _box_pass(values: torch.Tensor, coefficients: np.ndarray) -> torch.Tensor:
+    """One PIL pass along the last axis: integer sums (exact in float64, so a matrix product's order cannot
+    change them), + 2**21, >> 22, clipped to uint8."""
+    matrix = torch.as_tensor(coefficients, dtype=torch.float64, device=values.device)
+    shape = values.shape
+    out = values.reshape(-1, shape[-1]) @ matrix.T
+    return out.add_(1 << 21).mul_(2.0 ** -22).floor_().clamp_(0, 255).reshape(*shape[:-1], len(coefficients))
 
 
 def _pixelate(x, c, draws):
