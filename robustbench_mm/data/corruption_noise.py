@@ -22,6 +22,7 @@ from scipy.stats import poisson
 from robustbench_mm.data.corruption_random import Draws, alias_table, sample_levels
 
 LEVELS = np.arange(256)
+CHUNK = 8  # images per hashing-and-sampling step: 8 x 3072 values, 200 KB per int64 temporary
 
 
 def gaussian_rows(sigma: float) -> np.ndarray:
@@ -84,7 +85,13 @@ def level_noise(name: str):
     """The corruption function `f(images, parameter, draws)` of one per-pixel noise."""
     def corruption(x: torch.Tensor, c, draws: Draws) -> torch.Tensor:
         levels = x.to(device="cpu", dtype=torch.uint8).numpy()
-        out = sample_levels(levels, noise_tables(name, c), draws.take(levels.shape[1:]))
+        entries = noise_tables(name, c)
+        out = np.empty_like(levels)
+        # a few images at a time: the dozen int64 temporaries of hashing and sampling then stay in cache
+        for start in range(0, len(levels), CHUNK):
+            part = slice(start, start + CHUNK)
+            out[part] = sample_levels(levels[part], entries, draws.take_for(part, levels.shape[1:]))
+        draws.skip(levels.shape[1:])
         return torch.from_numpy(out).to(device=x.device, dtype=torch.float32)
     corruption.__name__ = f"_{name}"
     return corruption

@@ -96,6 +96,15 @@ class Draws:
         self.position += count
         return out.reshape((len(self.keys),) + shape)
 
+    def take_for(self, images: slice, size) -> np.ndarray:
+        """The next prod(size) words of the images `images` only, without moving on (then `skip`)."""
+        shape = (size,) if isinstance(size, int) else tuple(size)
+        keys = self.keys[images]
+        return words(keys, self.position, int(np.prod(shape, dtype=np.int64))).reshape((len(keys),) + shape)
+
+    def skip(self, size) -> None:
+        self.position += int(np.prod((size,) if isinstance(size, int) else tuple(size), dtype=np.int64))
+
     def random(self, size=None) -> np.ndarray:
         return unit_floats(self.take(size))
 
