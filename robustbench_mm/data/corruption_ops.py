@@ -223,27 +223,30 @@ def reflect(index: np.ndarray, size: int) -> np.ndarray:
     return np.where(index >= size, period - 1 - index, index)
 
 
-def folded(index: np.ndarray, size: int, fold) -> np.ndarray:
-    """fold(index, size) through a table over index's range: numpy's integer % is the slow part of a fold."""
+def folded(index: torch.Tensor, size: int, fold) -> torch.Tensor:
+    """fold(index, size) (numpy, on integers) through a table over index's range: integer % on every
+    element is the slow part of a fold."""
     low = int(index.min())
-    table = fold(np.arange(low, int(index.max()) + 1), size)
-    return table[index - low]
+    table = torch.from_numpy(fold(np.arange(low, int(index.max()) + 1), size))
+    return table.index_select(0, (index - low).reshape(-1)).reshape(index.shape)
 
 
 def bilinear_gather(planes: torch.Tensor, y0, x0, fy, fx, fold, dtype=torch.float32) -> torch.Tensor:
     """sum over the 4 neighbours of planes[n, :, fold(y), fold(x)] * weight; y0, x0 integer (N, H, W),
     fy, fx float fractions (N, H, W) given as numpy. Sums in `dtype` (float64 as scipy's map_coordinates
     does, rounding once at the end; a mixed float32/float64 multiply-add is several times slower) and
-    returns planes' dtype."""
+    returns planes' dtype. Indices and weights are torch ops on the host (numpy's fancy indexing and
+    fresh temporaries were most of the time)."""
     n, c, h, w = planes.shape
     flat = planes.reshape(n, c, h * w).to(dtype)
     out = torch.zeros_like(flat)
+    y0, x0, fy, fx = (torch.from_numpy(np.ascontiguousarray(a)) for a in (y0, x0, fy, fx))
     rows = [(folded(y0 + dy, h, fold) * w, wy) for dy, wy in ((0, 1 - fy), (1, fy))]
     cols = [(folded(x0 + dx, w, fold), wx) for dx, wx in ((0, 1 - fx), (1, fx))]
     for row, wy in rows:
         for col, wx in cols:
-            weight = torch.from_numpy(np.ascontiguousarray(wy * wx)).to(planes.device, dtype).reshape(n, 1, h * w)
-            index = torch.from_numpy((row + col).reshape(n, 1, h * w)).to(planes.device).expand(n, c, h * w)
+            weight = (wy * wx).to(planes.device, dtype).reshape(n, 1, h * w)
+            index = (row + col).to(planes.device).reshape(n, 1, h * w).expand(n, c, h * w)
             out.addcmul_(weight, flat.gather(2, index))  # in place: a fresh product tensor costs page faults
     return out.reshape(n, c, h, w).to(planes.dtype)
 
