@@ -73,7 +73,8 @@ def images():
     return sample_images()
 
 
-# sampled at the uint8 output from the reference's exact distribution, not value for value: tests/test_corruption_noise.py
+# sampled at the uint8 output from the reference's exact distribution, not value for value:
+# tests/test_corruption_noise.py checks them
 NOISES = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
 
 

@@ -1,6 +1,6 @@
-"""The 19 corruptions of CIFAR-10-C, one function each: `f(images, parameters, draws)` on
-[0, 255]-scale float images, `draws` the batch's counter-based random numbers (data/corruption_random.py), with make_cifar_c.py's arithmetic (data/corruptions.py holds the
-parameters and the public API)."""
+"""The 19 corruptions of CIFAR-10-C, one function each: `f(images, parameters, draws)` on [0, 255]-scale
+float images, `draws` the batch's counter-based random numbers (data/corruption_random.py), with
+make_cifar_c.py's arithmetic (data/corruptions.py holds the parameters and the public API)."""
 
 from __future__ import annotations
 
