@@ -39,6 +39,7 @@ SECTION_FUNCTIONS = {
     "pipeline": ("training_bench", "input_pipeline"),
     "attacks": ("attack_bench", "attack_costs"),
     "deformations": ("deform_bench", "deformation_costs"),
+    "corruptions": ("corruption_bench", "corruption_costs"),
     "gpu": ("gpu_bench", "epoch_grid"),
     "e2e": ("e2e_bench", "smoke_reproduce"),
     "ray": ("ray_bench", "fanout_overhead"),
