@@ -145,9 +145,10 @@ def test_corruption_overall_ratio_is_total_over_total_per_round():
 def test_quick_corruption_section_reports_every_corruption(tmp_path):
     pytest.importorskip("skimage")
     pytest.importorskip("cv2")
-    finished = run_bench("--quick", "--only", "corruptions", "--device", "cpu", "--out", str(tmp_path))
+    finished = run_bench("--quick", "--only", "corruptions", "--device", "cpu", "--out", str(tmp_path),
+                         "--label", "Shared machine")
     assert finished.returncode == 0, finished.stderr
-    results = json.loads((tmp_path / f"cpu-{os.cpu_count()}core-quick.json").read_text())
+    results = json.loads((tmp_path / f"cpu-{os.cpu_count()}core-shared-machine-quick.json").read_text())
     figures = {f["key"]: f for f in results["sections"]["corruptions"]["figures"]}
     from robustbench_mm.data.corruptions import ALL_CORRUPTIONS
 
