@@ -170,20 +170,22 @@ def rgb2hsv(unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return hue, saturation, value
 
 
-# Which of (v, p, q, t) each of r, g, b takes in each hue sector, as skimage.color.hsv2rgb picks them.
-HSV_SECTOR_PICKS = torch.tensor([[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]])
-
-
 def hsv2rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """skimage.color.hsv2rgb's arithmetic on (N, H, W) planes; returns (N, 3, H, W). One gather from the
-    four candidate planes: stacking skimage's six (v, t, p)... triples moved 18 planes for 3."""
+    """skimage.color.hsv2rgb's arithmetic on (N, H, W) planes; returns (N, 3, H, W). Each channel picks
+    from (v, p, q, t) by hue sector with three selects: stacking skimage's six triples moved 18 planes,
+    and a gather from the four stacked ones cost more than the arithmetic."""
     sector = torch.floor(hue * 6)
     f = hue * 6 - sector
     p = value * (1 - saturation)
     q = value * (1 - f * saturation)
     t = value * (1 - (1 - f) * saturation)
-    picks = HSV_SECTOR_PICKS.to(hue.device)[torch.remainder(sector, 6).long()]  # (N, H, W, 3)
-    return torch.stack((value, p, q, t), 1).gather(1, picks.permute(0, 3, 1, 2))
+    v = value
+    sector = torch.remainder(sector, 6)
+    s0, s1, s2, s3, s4, s5 = (sector == k for k in range(6))
+    red = torch.where(s1, q, torch.where(s4, t, torch.where(s2 | s3, p, v)))  # v q p p t v
+    green = torch.where(s0, t, torch.where(s3, q, torch.where(s4 | s5, p, v)))  # t v v q p p
+    blue = torch.where(s2, t, torch.where(s5, q, torch.where(s0 | s1, p, v)))  # p p t v v q
+    return torch.stack((red, green, blue), 1)
 
 
 def affine_sources(matrices: np.ndarray, h: int, w: int):
