@@ -12,7 +12,11 @@ one word per value in call order, for the corruptions that draw a few numbers pe
 moves, a snow layer, fog's plasma): `Draws(keys)` gives (N, *size) arrays, and `image_draws` one
 image's view of the same stream, which the tests hand to make_cifar_c.py's per-image arithmetic so
 it sees the numbers the batch used. The per-pixel noises instead sample their uint8 output directly
-(`level_tables`, `sample_levels`).
+(`alias_table`, `sample_levels`; data/corruption_noise.py).
+
+Integers and uniforms are exact integer arithmetic, the same bits on every machine. Normals (Box-Muller,
+one word each) go through numpy's float64 log and cos, whose last bit may differ between CPUs' math
+libraries: a difference that could move a stored uint8 level with a probability of order 1e-13.
 """
 
 from __future__ import annotations
@@ -64,7 +68,9 @@ def unit_floats(w: np.ndarray) -> np.ndarray:
 
 
 def box_muller(w: np.ndarray) -> np.ndarray:
-    """One standard normal per word: radius from the high 32 bits (shifted off 0), angle from the low 32."""
+    """One standard normal per word: radius from the high 32 bits (shifted off 0), angle from the low 32.
+    32 bits bound |z| by sqrt(2 ln 2**33) = 6.8: the normal's mass beyond is 1e-11, and every caller clips far
+    inside that (a snow or spatter layer is thresholded and clipped to [0, 1])."""
     radius = (w >> np.uint64(32)).astype(np.float64)
     radius += 0.5
     radius *= 2.0 ** -32
