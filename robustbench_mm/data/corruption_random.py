@@ -69,7 +69,7 @@ def unit_floats(w: np.ndarray) -> np.ndarray:
 
 def box_muller(w: np.ndarray) -> np.ndarray:
     """One standard normal per word: radius from the high 32 bits (shifted off 0), angle from the low 32.
-    32 bits bound |z| by sqrt(2 ln 2**33) = 6.8: the normal's mass beyond is 1e-11, a few values in all of
+    32 bits bound |z| by sqrt(2 ln 2**33) = 6.8: the normal's mass beyond is 1e-11, not one value expected in all of
     CIFAR-10-C's snow and spatter layers, the only callers."""
     radius = (w >> np.uint64(32)).astype(np.float64)
     radius += 0.5
