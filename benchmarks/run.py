@@ -7,6 +7,7 @@
     python benchmarks/run.py --only gpu             # the GPU epoch-time grid alone (needs CUDA)
     python benchmarks/run.py --only ray             # smoke reproduce on local Ray vs one process (~20 min)
     python benchmarks/run.py --only ray --keep runs # ... keeping both runs' checkpoints/, attacks/, reports/
+    python benchmarks/run.py --only corruptions --label shared   # -> results/cpu-2core-shared.*: a loaded machine
 
 Sections measured now replace their earlier figures in the result files; the others stay, each
 with the date and commit it was measured at.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import time
 from pathlib import Path
@@ -39,6 +41,7 @@ SECTION_FUNCTIONS = {
     "pipeline": ("training_bench", "input_pipeline"),
     "attacks": ("attack_bench", "attack_costs"),
     "deformations": ("deform_bench", "deformation_costs"),
+    "corruptions": ("corruption_bench", "corruption_costs"),
     "gpu": ("gpu_bench", "epoch_grid"),
     "e2e": ("e2e_bench", "smoke_reproduce"),
     "ray": ("ray_bench", "fanout_overhead"),
@@ -73,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (default: torch's choice); on a CPU shared with other work, 1 "
                              "avoids threads waiting on each other, and the result files get a -Nthread tag")
+    parser.add_argument("--label", metavar="WORD",
+                        help="appended to the machine tag of the result files, e.g. 'shared' when other jobs were "
+                             "using the machine, so such figures never replace an idle machine's")
     parser.add_argument("--data-dir", default="data", help="where CIFAR-10 may be (GPU runs use it when present)")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for <machine>.json and <machine>.md")
     parser.add_argument("--keep", metavar="DIR",
@@ -120,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = report.machine(device)
     if args.threads is not None:
         machine["tag"] += f"-{args.threads}thread"
+    if args.label:
+        machine["tag"] += "-" + re.sub(r"[^a-z0-9]+", "-", args.label.lower()).strip("-")
     if args.quick:  # never overwrite real figures with the meaningless quick ones
         machine["tag"] += "-quick"
     started = time.perf_counter()

@@ -132,3 +132,30 @@ def test_a_kept_run_folder_holds_what_the_command_wrote(tmp_path):
         temporary = folder
         (folder / "x").write_text("")
     assert not temporary.exists()
+
+
+def test_corruption_overall_ratio_is_total_over_total_per_round():
+    from corruption_bench import overall_ratio
+
+    times = {"a": {"batched": [1.0, 2.0], "per-image": [10.0, 10.0]},
+             "b": {"batched": [1.0, 2.0], "per-image": [30.0, 30.0]}}
+    assert overall_ratio(times) == {"value": 15.0, "min": 10.0, "max": 20.0, "rounds": 2}  # 40/2 and 40/4
+
+
+def test_quick_corruption_section_reports_every_corruption(tmp_path):
+    pytest.importorskip("skimage")
+    pytest.importorskip("cv2")
+    finished = run_bench("--quick", "--only", "corruptions", "--device", "cpu", "--out", str(tmp_path),
+                         "--label", "Shared machine")
+    assert finished.returncode == 0, finished.stderr
+    results = json.loads((tmp_path / f"cpu-{os.cpu_count()}core-shared-machine-quick.json").read_text())
+    figures = {f["key"]: f for f in results["sections"]["corruptions"]["figures"]}
+    from robustbench_mm.data.corruptions import ALL_CORRUPTIONS
+
+    for name in ALL_CORRUPTIONS:
+        assert {f"corrupt.{name}.batched_images_per_s", f"corrupt.{name}.per_image_images_per_s",
+                f"corrupt.{name}.speedup"} <= set(figures)
+    assert figures["corrupt.speedup_overall"]["goal"] == ">= 20"
+    assert figures["corrupt.generation_over_evaluation"]["goal"] == "<= 1"
+    assert figures["corrupt.corrupted_over_clean_evaluation"]["goal"] == "<= 1.2"
+    assert all(f["value"] > 0 for f in figures.values())

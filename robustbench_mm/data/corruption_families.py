@@ -1,6 +1,6 @@
-"""The 19 corruptions of CIFAR-10-C, one function each: `f(images, parameters, generators)` on
-[0, 255]-scale float images, with make_cifar_c.py's arithmetic (data/corruptions.py holds the
-parameters and the public API)."""
+"""The 19 corruptions of CIFAR-10-C, one function each: `f(images, parameters, draws)` on [0, 255]-scale
+float images, `draws` the batch's counter-based random numbers (data/corruption_random.py), with
+make_cifar_c.py's arithmetic (data/corruptions.py holds the parameters and the public API)."""
 
 from __future__ import annotations
 
@@ -12,45 +12,19 @@ import numpy as np
 import scipy.ndimage as ndi
 import torch
 
+from robustbench_mm.data.corruption_noise import level_noise
 from robustbench_mm.data.corruption_ops import (
-    affine_sources, bilinear_gather, clipped_zoom, correlate_taps, gaussian_blur, hsv2rgb, hwc_draws,
-    motion_blur_planes, reflect, reflect101, rgb2hsv, spatter_water_masks, to_device)
+    affine_sources, bilinear_gather, clipped_zoom, correlate_taps, gaussian_blur, hsv2rgb, motion_blur_planes,
+    reflect, reflect101, rgb2hsv, spatter_water_masks, to_device, zoom_blur_planes)
+from robustbench_mm.data.corruption_random import Draws
 from robustbench_mm.errors import UsageError
 
 
-def _gaussian_noise(x, c, rngs):
-    noise = to_device(hwc_draws(rngs, lambda r: r.normal(size=(x.shape[2], x.shape[3], 3), scale=c)), x)
-    return (x / 255 + noise).clamp(0, 1) * 255
-
-
-def _shot_noise(x, c, rngs):
-    """Poisson counts need the image on the host; the whole reference arithmetic runs there in float64."""
-    lam = x.cpu().numpy().astype(np.float64).transpose(0, 2, 3, 1) / 255.0 * c
-    counts = np.stack([rng.poisson(image) for rng, image in zip(rngs, lam)])
-    out = np.floor(np.clip(counts / c, 0, 1) * 255)
-    return to_device(out.transpose(0, 3, 1, 2), x)
-
-
-def _impulse_noise(x, c, rngs):
-    """skimage.util.random_noise(mode='s&p', amount=c): flip with probability c, salt vs pepper 1/2."""
-    shape = (x.shape[2], x.shape[3], 3)
-    draws = [(rng.random(shape) <= c, rng.random(shape) <= 0.5) for rng in rngs]
-    flipped = to_device(np.stack([d[0] for d in draws]).transpose(0, 3, 1, 2), x, torch.bool)
-    salted = to_device(np.stack([d[1] for d in draws]).transpose(0, 3, 1, 2), x, torch.bool)
-    return torch.where(flipped, torch.where(salted, 255.0, 0.0), x)
-
-
-def _speckle_noise(x, c, rngs):
-    noise = to_device(hwc_draws(rngs, lambda r: r.normal(size=(x.shape[2], x.shape[3], 3), scale=c)), x)
-    unit = x / 255
-    return (unit + unit * noise).clamp(0, 1) * 255
-
-
-def _gaussian_blur_corruption(x, c, rngs):
+def _gaussian_blur_corruption(x, c, draws):
     return (gaussian_blur(x / 255, c)).clamp(0, 1) * 255
 
 
-def _glass_blur(x, c, rngs):
+def _glass_blur(x, c, draws):
     """Blur, `iterations` passes of local pixel moves, blur. The reference's swap is a copy (see the
     module's docstring), so each pass is x[h, w] <- x[h + dy, w + dx] for h, w from the far end down
     to max_delta + 1, with (dx, dy) = randint(-1, 1, size=2) drawn in that loop order."""
@@ -64,13 +38,13 @@ def _glass_blur(x, c, rngs):
     ys = np.arange(h - max_delta, max_delta, -1)
     xs = np.arange(w - max_delta, max_delta, -1)
     positions = len(ys) * len(xs)
-    draws = np.stack([rng.integers(-max_delta, max_delta, size=(iterations, positions, 2)) for rng in rngs])
+    moves = draws.integers(-max_delta, max_delta, size=(iterations, positions, 2))
     grid_y = np.repeat(ys, len(xs))
     grid_x = np.tile(xs, len(ys))
     base = np.arange(h * w).reshape(h, w)
     for iteration in range(iterations):
         index = np.broadcast_to(base, (n, h, w)).copy()
-        dx, dy = draws[:, iteration, :, 0], draws[:, iteration, :, 1]
+        dx, dy = moves[:, iteration, :, 0], moves[:, iteration, :, 1]
         index[:, grid_y, grid_x] = (grid_y + dy) * w + (grid_x + dx)
         flat = torch.from_numpy(index.reshape(n, 1, h * w)).to(x.device).expand(n, 3, h * w)
         out = out.reshape(n, 3, h * w).gather(2, flat).reshape(n, 3, h, w)
@@ -94,32 +68,28 @@ def _defocus_kernel(radius: float, alias_blur: float) -> np.ndarray:
     return smoothed[middle - reach:middle + reach + 1, middle - reach:middle + reach + 1].astype(np.float64)
 
 
-def _defocus_blur(x, c, rngs):
+def _defocus_blur(x, c, draws):
     """cv2.filter2D with the disk kernel: a correlation with reflect-101 borders."""
     return correlate_taps(x / 255, _defocus_kernel(*c), "reflect").clamp(0, 1) * 255
 
 
-def _motion_blur(x, c, rngs):
+def _motion_blur(x, c, draws):
     """imagecorruptions' re-implementation of ImageMagick's motion blur (make_cifar_c calls Wand)."""
     radius, sigma = c
-    angles = np.array([rng.uniform(-45, 45) for rng in rngs])
+    angles = draws.uniform(-45, 45)
     return motion_blur_planes(x, radius, sigma, angles).clamp(0, 255)
 
 
-def _zoom_blur(x, c, rngs):
-    factors = np.arange(*c)
-    unit = x / 255
-    out = torch.zeros_like(unit)
-    for factor in factors:
-        out += clipped_zoom(unit, factor)
-    return ((unit + out) / (len(factors) + 1)).clamp(0, 1) * 255
+def _zoom_blur(x, c, draws):
+    """Every factor's clipped zoom and the average with the image, as one set of per-pixel taps on the levels."""
+    return zoom_blur_planes(x, np.arange(*c)).clamp(0, 255)
 
 
-def _snow(x, c, rngs):
+def _snow(x, c, draws):
     mean, std, zoom, threshold, radius, sigma, blend = c
     h, w = x.shape[2:]
-    layers = np.stack([rng.normal(size=(h, w), loc=mean, scale=std) for rng in rngs])
-    angles = np.array([rng.uniform(-135, -45) for rng in rngs])
+    layers = draws.normal(loc=mean, scale=std, size=(h, w))
+    angles = draws.uniform(-135, -45)
     layer = clipped_zoom(to_device(layers, x), zoom)
     layer = torch.where(layer < threshold, 0.0, layer)
     layer = (layer.clamp(0, 1) * 255).floor()  # .astype(np.uint8) before the PNG that goes to ImageMagick
@@ -127,8 +97,9 @@ def _snow(x, c, rngs):
     layer = layer.round() / 255  # ImageMagick writes an 8-bit PNG
     unit = x / 255
     gray = 0.299 * unit[:, 0:1] + 0.587 * unit[:, 1:2] + 0.114 * unit[:, 2:3]  # cv2.COLOR_RGB2GRAY
-    unit = blend * unit + (1 - blend) * torch.maximum(unit, gray * 1.5 + 0.5)
-    return (unit + layer + layer.flip(-1, -2)).clamp(0, 1) * 255
+    lifted = torch.maximum(unit, gray * 1.5 + 0.5).mul_(1 - blend)
+    unit = unit.mul_(blend).add_(lifted)  # in place from here: each fresh image-sized tensor costs page faults
+    return unit.add_(layer).add_(layer.flip(-1, -2)).clamp_(0, 1).mul_(255)
 
 
 FROST_FILE = Path(__file__).resolve().parent / "corruptions_frost.npz"
@@ -144,31 +115,32 @@ def frost_textures() -> tuple[np.ndarray, ...]:
         return tuple(archive[name] for name in FROST_TEXTURES)
 
 
-def _frost(x, c, rngs):
+def _frost(x, c, draws):
     h, w = x.shape[2:]
     textures = frost_textures()
-    crops = []
-    for rng in rngs:
-        texture = textures[rng.integers(len(textures))]
-        if texture.shape[0] <= h or texture.shape[1] <= w:
-            raise UsageError(f"frost textures are {texture.shape[1]}x{texture.shape[0]}; images of {w}x{h} are too big")
-        top, left = rng.integers(0, texture.shape[0] - h), rng.integers(0, texture.shape[1] - w)
-        crops.append(texture[top:top + h, left:left + w])
+    if min(min(t.shape[:2]) for t in textures) <= max(h, w):
+        raise UsageError(f"frost textures are as small as {min(min(t.shape[:2]) for t in textures)} pixels; "
+                         f"images of {w}x{h} are too big")
+    chosen = draws.integers(len(textures))
+    heights = np.array([t.shape[0] for t in textures])[chosen]
+    widths = np.array([t.shape[1] for t in textures])[chosen]
+    tops, lefts = draws.integers(0, heights - h), draws.integers(0, widths - w)
+    crops = [textures[k][top:top + h, left:left + w] for k, top, left in zip(chosen, tops, lefts)]
     frost = to_device(np.stack(crops).transpose(0, 3, 1, 2), x)
     return (c[0] * x.double() + c[1] * frost.double()).clamp(0, 255)  # float64: 0.9 x + 0.4 f lands on integers
 
 
-def _plasma_fractals(rngs, mapsize: int, wibbledecay: float) -> np.ndarray:
+def _plasma_fractals(draws: Draws, mapsize: int, wibbledecay: float) -> np.ndarray:
     """make_cifar_c's plasma_fractal (diamond-square) for every image at once, in float64, with each
     image's uniform draws taken in the reference's order, so the maps are the reference's bit for bit."""
-    n = len(rngs)
+    n = len(draws)
     steps = []
     stepsize = mapsize
     while stepsize >= 2:
         steps.append(stepsize)
         stepsize //= 2
     sizes = [(mapsize // s) ** 2 for s in steps]
-    uniforms = np.stack([rng.random(3 * sum(sizes)) for rng in rngs])
+    uniforms = draws.random(3 * sum(sizes))
     maparray = np.empty((n, mapsize, mapsize), dtype=np.float64)
     maparray[:, 0, 0] = 0
     wibble = 100
@@ -198,46 +170,48 @@ def _plasma_fractals(rngs, mapsize: int, wibbledecay: float) -> np.ndarray:
     return maparray / maparray.max(axis=(1, 2), keepdims=True)
 
 
-def _fog(x, c, rngs):
+def _fog(x, c, draws):
     h, w = x.shape[2:]
     mapsize = 1 << (max(h, w) - 1).bit_length()
-    plasma = to_device(_plasma_fractals(rngs, mapsize, c[1])[:, :h, :w], x, torch.float64)[:, None]
+    plasma = to_device(_plasma_fractals(draws, mapsize, c[1])[:, :h, :w], x, torch.float64)[:, None]
     unit = x.double() / 255  # float64, as the reference: cheap here, and it keeps the floor where theirs falls
     max_value = unit.amax(dim=(1, 2, 3), keepdim=True)
     return ((unit + c[0] * plasma) * max_value / (max_value + c[0])).clamp(0, 1) * 255
 
 
-def _brightness(x, c, rngs):
+def _brightness(x, c, draws):
     """skimage's HSV round trip with the value raised by c, in float64 as the reference computes it."""
     hue, saturation, value = rgb2hsv(x.double() / 255)
     return hsv2rgb(hue, saturation, (value + c).clamp(0, 1)).clamp(0, 1) * 255
 
 
-def _saturate(x, c, rngs):
+def _saturate(x, c, draws):
     """skimage's HSV round trip with the saturation scaled by a and raised by b, in float64."""
     hue, saturation, value = rgb2hsv(x.double() / 255)
     return hsv2rgb(hue, (saturation * c[0] + c[1]).clamp(0, 1), value).clamp(0, 1) * 255
 
 
-def _contrast(x, c, rngs):
+def _contrast(x, c, draws):
     unit = x.double() / 255
     # the levels' sum is exact in any order, so an image's mean never depends on its batch
     means = x.double().sum(dim=(2, 3), keepdim=True) / (x.shape[2] * x.shape[3]) / 255
     return ((unit - means) * c + means).clamp(0, 1) * 255
 
 
-def _jpeg_compression(x, c, rngs):
-    """PIL's JPEG encoder and decoder, image by image (there is no batched libjpeg)."""
+def _jpeg_compression(x, c, draws):
+    """PIL's JPEG encoder and decoder, image by image (there is no batched libjpeg). The stream goes straight
+    to libjpeg's decoder (`frombytes`, what Image.open's tile does, the same pixels): Image.open's marker
+    parsing in Python took as long as the decoding."""
     from PIL import Image
 
     images = x.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    out = []
-    for image in images:
+    h, w = images.shape[1:3]
+    out = np.empty_like(images)
+    for k, image in enumerate(images):
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, "JPEG", quality=c)
-        buffer.seek(0)
-        out.append(np.asarray(Image.open(buffer).convert("RGB")))
-    return to_device(np.stack(out).transpose(0, 3, 1, 2), x)
+        out[k] = np.asarray(Image.frombytes("RGB", (w, h), buffer.getvalue(), "jpeg", "RGB", ""))
+    return to_device(out.transpose(0, 3, 1, 2), x)
 
 
 @cache
@@ -269,21 +243,28 @@ def _pil_box_resize(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     values = x.double()
     if out_w != w:
-        cols = torch.as_tensor(_pil_box_coefficients(w, out_w), dtype=torch.float64, device=x.device)
-        values = (torch.floor((values @ cols.T + (1 << 21)) / (1 << 22))).clamp(0, 255)
-    if out_h != h:
-        rows = torch.as_tensor(_pil_box_coefficients(h, out_h), dtype=torch.float64, device=x.device)
-        values = (torch.floor((rows @ values + (1 << 21)) / (1 << 22))).clamp(0, 255)
+        values = _box_pass(values, _pil_box_coefficients(w, out_w))
+    if out_h != h:  # the same pass along the columns: one matrix product, not one per plane
+        values = _box_pass(values.transpose(-1, -2), _pil_box_coefficients(h, out_h)).transpose(-1, -2)
     return values.to(x.dtype)
 
 
-def _pixelate(x, c, rngs):
+def _box_pass(values: torch.Tensor, coefficients: np.ndarray) -> torch.Tensor:
+    """One PIL pass along the last axis: integer sums (exact in float64, so a matrix product's order cannot
+    change them), + 2**21, >> 22, clipped to uint8."""
+    matrix = torch.as_tensor(coefficients, dtype=torch.float64, device=values.device)
+    shape = values.shape
+    out = values.reshape(-1, shape[-1]) @ matrix.T
+    return out.add_(1 << 21).mul_(2.0 ** -22).floor_().clamp_(0, 255).reshape(*shape[:-1], len(coefficients))
+
+
+def _pixelate(x, c, draws):
     h, w = x.shape[-2:]
     small = _pil_box_resize(x, int(h * c), int(w * c))
     return _pil_box_resize(small, h, w)
 
 
-def _elastic_transform(x, c, rngs):
+def _elastic_transform(x, c, draws):
     """A random affine warp (cv2.warpAffine, reflect-101), then a smooth random displacement field
     (scipy.ndimage.map_coordinates, order 1, 'reflect'), both as gathers."""
     h, w = x.shape[2:]
@@ -292,18 +273,15 @@ def _elastic_transform(x, c, rngs):
     center = np.float32([h, w]) // 2
     square = min(h, w) // 3
     pts1 = np.float32([center + square, [center[0] + square, center[1] - square], center - square])
-    affine, fields = [], []
-    for rng in rngs:
-        affine.append(rng.uniform(-jitter, jitter, size=pts1.shape).astype(np.float32))
-        fields.append((rng.uniform(-1, 1, size=(h, w)), rng.uniform(-1, 1, size=(h, w))))
-    pts2 = pts1[None] + np.stack(affine)  # (N, 3, 2) float32, as (x, y) pairs
+    affine = draws.uniform(-jitter, jitter, size=pts1.shape).astype(np.float32)
+    raw = np.stack([draws.uniform(-1, 1, size=(h, w)), draws.uniform(-1, 1, size=(h, w))], 1)  # dx's, then dy's
+    pts2 = pts1[None] + affine  # (N, 3, 2) float32, as (x, y) pairs
     system = np.concatenate([pts1.astype(np.float64), np.ones((3, 1))], axis=1)  # cv2.getAffineTransform
     matrices = np.linalg.solve(system[None], pts2.astype(np.float64)).transpose(0, 2, 1)  # (N, 2, 3)
     sy, sx, fy, fx = affine_sources(matrices, h, w)
     table = np.float32(np.arange(32)) / np.float32(32)  # cv2's INTER_TAB_SIZE linear weights, float32
     warped = bilinear_gather(x / 255, sy, sx, table[fy], table[fx], reflect101)
 
-    raw = np.stack([np.stack(pair) for pair in fields])  # (N, 2, H, W): dx's draw, then dy's
     if sigma > 0:
         smooth = ndi.gaussian_filter(raw, sigma=(0, 0, sigma, sigma), mode="reflect", truncate=3)
     else:
@@ -317,10 +295,10 @@ def _elastic_transform(x, c, rngs):
     return out.clamp(0, 1) * 255
 
 
-def _spatter(x, c, rngs):
+def _spatter(x, c, draws):
     mean, std, sigma, threshold, intensity, mud = c
     h, w = x.shape[2:]
-    liquid = np.stack([rng.normal(size=(h, w), loc=mean, scale=std) for rng in rngs])
+    liquid = draws.normal(loc=mean, scale=std, size=(h, w))
     liquid = ndi.gaussian_filter(liquid, sigma=(0, sigma, sigma), mode="nearest", truncate=4.0)
     liquid[liquid < threshold] = 0
     unit = x / 255
@@ -341,10 +319,11 @@ def _spatter(x, c, rngs):
 
 
 FUNCTIONS = {
-    "gaussian_noise": _gaussian_noise, "shot_noise": _shot_noise, "impulse_noise": _impulse_noise,
+    "gaussian_noise": level_noise("gaussian_noise"), "shot_noise": level_noise("shot_noise"),
+    "impulse_noise": level_noise("impulse_noise"),
     "defocus_blur": _defocus_blur, "glass_blur": _glass_blur, "motion_blur": _motion_blur, "zoom_blur": _zoom_blur,
     "snow": _snow, "frost": _frost, "fog": _fog, "brightness": _brightness, "contrast": _contrast,
     "elastic_transform": _elastic_transform, "pixelate": _pixelate, "jpeg_compression": _jpeg_compression,
-    "speckle_noise": _speckle_noise, "gaussian_blur": _gaussian_blur_corruption, "spatter": _spatter,
+    "speckle_noise": level_noise("speckle_noise"), "gaussian_blur": _gaussian_blur_corruption, "spatter": _spatter,
     "saturate": _saturate,
 }

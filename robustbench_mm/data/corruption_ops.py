@@ -84,6 +84,44 @@ def clipped_zoom(planes: torch.Tensor, factor: float) -> torch.Tensor:
     return planes.index_select(-1, low) * w_low.to(planes.dtype) + planes.index_select(-1, high) * w_high.to(planes.dtype)
 
 
+@cache
+def zoom_blur_taps(h: int, w: int, factors: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """make_cifar_c's zoom blur, (x + sum of clipped_zoom(x, f) over factors) / (len(factors) + 1), is one
+    linear map; per output pixel, its source pixels (T, H * W) and float64 weights, padded with zero
+    weights. A 32 x 32 pixel draws on at most ~25 sources where the per-factor zooms touched ~8 x 16."""
+    operator = np.eye(h * w)
+    for factor in factors:
+        rows, cols = np.zeros((h, h)), np.zeros((w, w))
+        for matrix, size in ((rows, h), (cols, w)):
+            low, high, w_low, w_high = zoom_taps(size, factor)
+            np.add.at(matrix, (np.arange(size), low), w_low)
+            np.add.at(matrix, (np.arange(size), high), w_high)
+        operator += np.kron(rows, cols)
+    operator /= len(factors) + 1
+    counts = (operator != 0).sum(1)
+    sources = np.tile(np.arange(h * w), (int(counts.max()), 1))
+    weights = np.zeros(sources.shape)
+    for pixel, row in enumerate(operator):
+        nonzero = np.flatnonzero(row)
+        sources[:len(nonzero), pixel] = nonzero
+        weights[:len(nonzero), pixel] = row[nonzero]
+    return sources, weights
+
+
+def zoom_blur_planes(planes: torch.Tensor, factors) -> torch.Tensor:
+    """`zoom_blur_taps`' sum over (..., H, W) planes, tap by tap in a fixed order (never a matrix product,
+    whose summation order may follow the batch size)."""
+    h, w = planes.shape[-2:]
+    sources, weights = zoom_blur_taps(h, w, tuple(float(f) for f in factors))
+    flat = planes.reshape(-1, h * w)
+    sources = torch.from_numpy(sources).to(planes.device)
+    weights = torch.from_numpy(weights).to(planes.device, planes.dtype)
+    out = torch.zeros_like(flat)
+    for tap in range(len(sources)):
+        out.addcmul_(flat.index_select(1, sources[tap]), weights[tap])
+    return out.reshape(planes.shape)
+
+
 def motion_shifts(width: int, angles_degrees: np.ndarray, height_limit: int, width_limit: int):
     """imagecorruptions' _motion_blur: each tap's (dy, dx) per image, and whether the tap counts
     (the loop stops at the first tap that leaves the image)."""
@@ -107,13 +145,13 @@ def motion_blur_planes(planes: torch.Tensor, radius: int, sigma: float, angles: 
     dy, dx, counts = motion_shifts(width, angles, h, w)
     rows = np.clip(np.arange(h)[None, None, :] - dy[:, :, None], 0, h - 1)  # shifted[y] = image[clip(y - dy)]
     cols = np.clip(np.arange(w)[None, None, :] - dx[:, :, None], 0, w - 1)
-    flat = torch.from_numpy(rows[:, :, :, None] * w + cols[:, :, None, :]).to(planes.device)  # (N, T, H, W)
+    rows, cols = (torch.from_numpy(a).to(planes.device) for a in (rows * w, cols))  # (N, T, H), (N, T, W)
     weights = torch.from_numpy(kernel[None, :] * counts).to(planes.device, planes.dtype)  # (N, T)
     source = planes.reshape(n, c, h * w)
     out = torch.zeros_like(source)
-    for tap in range(width):
-        index = flat[:, tap].reshape(n, 1, h * w).expand(n, c, h * w)
-        out += weights[:, tap, None, None] * source.gather(2, index)
+    for tap in np.flatnonzero(counts.any(0)):  # a tap past every image's edge adds only zeros
+        index = (rows[:, tap, :, None] + cols[:, tap, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
+        out.addcmul_(source.gather(2, index), weights[:, tap, None, None])  # in place: no product tensor
     return out.reshape(n, c, h, w)
 
 
@@ -133,18 +171,21 @@ def rgb2hsv(unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 
 def hsv2rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """skimage.color.hsv2rgb's arithmetic on (N, H, W) planes; returns (N, 3, H, W)."""
+    """skimage.color.hsv2rgb's arithmetic on (N, H, W) planes; returns (N, 3, H, W). Each channel picks
+    from (v, p, q, t) by hue sector with three selects: stacking skimage's six triples moved 18 planes,
+    and a gather from the four stacked ones cost more than the arithmetic."""
     sector = torch.floor(hue * 6)
     f = hue * 6 - sector
     p = value * (1 - saturation)
     q = value * (1 - f * saturation)
     t = value * (1 - (1 - f) * saturation)
     v = value
-    sector = torch.remainder(sector, 6).long()
-    choices = torch.stack([torch.stack(channels, 1) for channels in
-                           ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])  # (6, N, 3, H, W)
-    index = sector[None, :, None].expand(1, -1, 3, -1, -1)
-    return choices.gather(0, index)[0]
+    sector = torch.remainder(sector, 6)
+    s0, s1, s2, s3, s4, s5 = (sector == k for k in range(6))
+    red = torch.where(s1, q, torch.where(s4, t, torch.where(s2 | s3, p, v)))  # v q p p t v
+    green = torch.where(s0, t, torch.where(s3, q, torch.where(s4 | s5, p, v)))  # t v v q p p
+    blue = torch.where(s2, t, torch.where(s5, q, torch.where(s0 | s1, p, v)))  # p p t v v q
+    return torch.stack((red, green, blue), 1)
 
 
 def affine_sources(matrices: np.ndarray, h: int, w: int):
@@ -184,19 +225,32 @@ def reflect(index: np.ndarray, size: int) -> np.ndarray:
     return np.where(index >= size, period - 1 - index, index)
 
 
+def folded(index: torch.Tensor, size: int, fold) -> torch.Tensor:
+    """fold(index, size) (numpy, on integers) through a table over index's range: integer % on every
+    element is the slow part of a fold."""
+    low = int(index.min())
+    table = torch.from_numpy(fold(np.arange(low, int(index.max()) + 1), size))
+    return table.index_select(0, (index - low).reshape(-1)).reshape(index.shape)
+
+
 def bilinear_gather(planes: torch.Tensor, y0, x0, fy, fx, fold, dtype=torch.float32) -> torch.Tensor:
     """sum over the 4 neighbours of planes[n, :, fold(y), fold(x)] * weight; y0, x0 integer (N, H, W),
-    fy, fx float fractions (N, H, W) given as numpy."""
+    fy, fx float fractions (N, H, W) given as numpy. Sums in `dtype` (float64 as scipy's map_coordinates
+    does, rounding once at the end; a mixed float32/float64 multiply-add is several times slower) and
+    returns planes' dtype. Indices and weights are torch ops on the host (numpy's fancy indexing and
+    fresh temporaries were most of the time)."""
     n, c, h, w = planes.shape
-    flat = planes.reshape(n, c, h * w)
+    flat = planes.reshape(n, c, h * w).to(dtype)
     out = torch.zeros_like(flat)
-    for dy, wy in ((0, 1 - fy), (1, fy)):
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-            index = fold(y0 + dy, h) * w + fold(x0 + dx, w)
-            weight = torch.from_numpy(np.ascontiguousarray(wy * wx)).to(planes.device, dtype).reshape(n, 1, h * w)
-            gather_index = torch.from_numpy(index.reshape(n, 1, h * w)).to(planes.device).expand(n, c, h * w)
-            out += weight * flat.gather(2, gather_index)
-    return out.reshape(n, c, h, w)
+    y0, x0, fy, fx = (torch.from_numpy(np.ascontiguousarray(a)) for a in (y0, x0, fy, fx))
+    rows = [(folded(y0 + dy, h, fold) * w, wy) for dy, wy in ((0, 1 - fy), (1, fy))]
+    cols = [(folded(x0 + dx, w, fold), wx) for dx, wx in ((0, 1 - fx), (1, fx))]
+    for row, wy in rows:
+        for col, wx in cols:
+            weight = (wy * wx).to(planes.device, dtype).reshape(n, 1, h * w)
+            index = (row + col).to(planes.device).reshape(n, 1, h * w).expand(n, c, h * w)
+            out.addcmul_(weight, flat.gather(2, index))  # in place: a fresh product tensor costs page faults
+    return out.reshape(n, c, h, w).to(planes.dtype)
 
 
 CANNY_TG22 = int(0.4142135623730950488016887242097 * (1 << 15) + 0.5)
@@ -251,24 +305,29 @@ def canny(images: np.ndarray, low: int = 50, high: int = 150) -> np.ndarray:
 
 def distance_5x5(images: np.ndarray) -> np.ndarray:
     """cv2.distanceTransform(img, DIST_L2, 5): OpenCV's two-pass 5x5 chamfer in 16-bit fixed point, to the
-    nearest zero pixel, for (N, H, W) at once."""
+    nearest zero pixel, for (N, H, W) at once. Row by row: the rows a pixel reads are final, and the
+    in-row neighbour's recurrence t[x] = min(c[x], t[x - 1] + hv) is a running minimum of c[j] - j hv
+    (plus x hv). OpenCV's backward pass keeps a value <= hv, which its minimum keeps anyway, since every
+    neighbour's offer is at least hv."""
     hv, diag, long = (round(m * 65536) for m in (1.0, 1.4, 2.1969))
     n, h, w = images.shape
     far = 2 ** 31 - 1
     tmp = np.full((n, h + 4, w + 4), far, dtype=np.int64)
-    forward = ((-2, -1, long), (-2, 1, long), (-1, -2, long), (-1, -1, diag), (-1, 0, hv), (-1, 1, diag),
-               (-1, 2, long), (0, -1, hv))
+    rows_above = ((-2, -1, long), (-2, 1, long), (-1, -2, long), (-1, -1, diag), (-1, 0, hv), (-1, 1, diag),
+                  (-1, 2, long))  # then (0, -1, hv), the in-row neighbour
+    steps = np.arange(w, dtype=np.int64) * hv
+    from_padding = far + hv + steps  # the padding column beside the row, never written
     for i in range(h):
-        for j in range(w):
-            y, x = i + 2, j + 2
-            best = np.min(np.stack([tmp[:, y + oy, x + ox] + d for oy, ox, d in forward]), axis=0)
-            tmp[:, y, x] = np.where(images[:, i, j] == 0, 0, best)
+        y = i + 2
+        offers = np.min(np.stack([tmp[:, y + oy, 2 + ox:2 + ox + w] + d for oy, ox, d in rows_above]), axis=0)
+        offers[images[:, i] == 0] = 0
+        tmp[:, y, 2:w + 2] = np.minimum(np.minimum.accumulate(offers - steps, axis=1) + steps, from_padding)
     for i in range(h - 1, -1, -1):
-        for j in range(w - 1, -1, -1):
-            y, x = i + 2, j + 2
-            current = tmp[:, y, x]
-            best = np.min(np.stack([current] + [tmp[:, y - oy, x - ox] + d for oy, ox, d in forward]), axis=0)
-            tmp[:, y, x] = np.where(current > hv, best, current)
+        y = i + 2
+        offers = np.min(np.stack([tmp[:, y, 2:w + 2]] + [tmp[:, y - oy, 2 - ox:2 - ox + w] + d
+                                                         for oy, ox, d in rows_above]), axis=0)
+        run = np.minimum.accumulate((offers + steps)[:, ::-1], axis=1)[:, ::-1] - steps
+        tmp[:, y, 2:w + 2] = np.minimum(run, from_padding[::-1])
     return (tmp[:, 2:h + 2, 2:w + 2] * np.float32(1 / 65536)).astype(np.float32)
 
 
@@ -282,20 +341,21 @@ def box3(images: np.ndarray) -> np.ndarray:
 
 
 def equalize_hist(images: np.ndarray) -> np.ndarray:
-    out = np.empty_like(images)
-    for k, image in enumerate(images):
-        hist = np.bincount(image.ravel(), minlength=256)
-        first = int(np.flatnonzero(hist)[0])
-        total = image.size
-        if hist[first] == total:
-            out[k] = first
-            continue
-        scale = np.float32(255.0 / (total - hist[first]))
-        lut = np.zeros(256, dtype=np.uint8)
-        sums = np.cumsum(hist[first + 1:])
-        lut[first + 1:] = np.clip(np.rint(sums.astype(np.float32) * scale), 0, 255).astype(np.uint8)
-        out[k] = lut[image]
-    return out
+    """cv2.equalizeHist of every (H, W) uint8 image of (N, H, W): the cumulative histogram above the first
+    occupied level, scaled in float32 by 255 / (pixels not at that level); a one-level image stays."""
+    n = len(images)
+    flat = images.reshape(n, -1)
+    total = flat.shape[1]
+    hist = np.bincount((np.arange(n)[:, None] * 256 + flat).ravel(), minlength=256 * n).reshape(n, 256)
+    first = np.argmax(hist > 0, axis=1)
+    at_first = hist[np.arange(n), first]
+    flat_image = at_first == total
+    scale = (255.0 / np.where(flat_image, 1, total - at_first)).astype(np.float32)[:, None]
+    above = (np.cumsum(hist, axis=1) - at_first[:, None]).astype(np.float32)
+    lut = np.clip(np.rint(above * scale), 0, 255).astype(np.uint8)
+    lut[np.arange(256)[None, :] <= first[:, None]] = 0
+    lut[flat_image] = first[flat_image, None]
+    return np.take_along_axis(lut, flat.astype(np.intp), axis=1).reshape(images.shape)
 
 
 def spatter_water_masks(liquid: np.ndarray) -> np.ndarray:

@@ -5,11 +5,15 @@ float images in [0, 1], shape (N, 3, H, W), on any device. The parameters are th
 generator, `ImageNet-C/create_c/make_cifar_c.py` in github.com/hendrycks/robustness (not ImageNet's,
 nor imagecorruptions' ImageNet-sized ones); they sit in `PARAMETERS` and nowhere else.
 
-Randomness. Every image draws its random numbers on the host from its own numpy Generator, seeded by
-`SeedSequence([seed, CORRUPTION_IDS[name], severity, index])` where `index` is the image's place in
-the whole set, and draws them in the order and the shapes the reference draws them. So an image gets
-the same corruption in a batch of one, in a subset, in any shard and on any device; and a reference
-that is handed the same Generator draws the same numbers (the tests do exactly that).
+Randomness. Every image's random numbers are a pure function of (seed, corruption, severity, index)
+where `index` is the image's place in the whole set: a counter-based stream (splitmix64 of a per-image
+key and the draw's position, data/corruption_random.py) computed for the whole batch at once on the
+host. So an image gets the same corruption in a batch of one, in a subset, in any shard and on any
+device. The corruptions that draw a few numbers per image (glass blur, motion blur, snow, frost, fog,
+elastic, spatter) draw them in the reference's order and shapes, and `generators` gives the reference
+each image's view of the same stream (the tests compare value for value). The per-pixel noises
+(Gaussian, shot, speckle, impulse) sample each stored uint8 value from its exact distribution given the
+input level (data/corruption_noise.py): the same distribution as the reference's, other draws.
 
 Quantisation. The reference reads uint8 images and writes `np.uint8(result)`, which truncates. So the
 input is first rounded to uint8 levels (`round(255 x)`), and the output is `floor(clip(result, 0, 255)) / 255`.
@@ -46,12 +50,15 @@ Where we differ from make_cifar_c.py (each one also named in the function's docs
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from robustbench_mm.data.corruption_families import FUNCTIONS
+from robustbench_mm.data.corruption_random import Draws, ImageDraws, image_draws
+from robustbench_mm.data.corruption_random import image_keys as random_keys
 from robustbench_mm.errors import UsageError, check_choice
 
 # The 15 corruptions of CIFAR-10-C's benchmark, then the 4 held-out extras, in make_cifar_c.py's order.
@@ -110,11 +117,15 @@ OFFICIAL_DATASETS = ("cifar10", "cifar100")
 
 # ---------------------------------------------------------------------------------------------- public API
 
-def generators(seed: int, name: str, severity: int, indices) -> list[np.random.Generator]:
-    """One numpy Generator per image, seeded by (seed, corruption, severity, index in the whole set)."""
-    corruption_id = CORRUPTION_IDS[name]
-    return [np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, corruption_id, severity, int(i)])))
-            for i in indices]
+def image_keys(seed: int, name: str, severity: int, indices) -> np.ndarray:
+    """Every image's 64-bit key, from (seed, corruption, severity, index in the whole set)."""
+    return random_keys(seed, CORRUPTION_IDS[name], severity, [int(i) for i in indices])
+
+
+def generators(seed: int, name: str, severity: int, indices) -> list[ImageDraws]:
+    """Each image's own view of the draws `corrupt` makes for it, with numpy Generator's methods: what the
+    per-image reference (tests/corruption_reference.py) is handed to draw the batch's numbers."""
+    return image_draws(image_keys(seed, name, severity, indices))
 
 
 def check_corruption(name: str, severity: int) -> None:
@@ -134,12 +145,29 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0, indic
     indices = range(n) if indices is None else [int(i) for i in indices]
     if len(indices) != n:
         raise UsageError(f"corrupt got {n} images but {len(indices)} indices")
-    x = (images.float().clamp(0, 1) * 255).round()
     if n == 0:
-        return x
-    rngs = generators(seed, name, severity, indices)
-    out = FUNCTIONS[name](x, PARAMETERS[name][severity - 1], rngs)
-    return quantise(out).to(images.device)
+        return images.float()
+    draws = Draws(image_keys(seed, name, severity, indices))
+    with one_thread_on_cpu(images.device):
+        x = (images.float().clamp(0, 1) * 255).round()
+        return quantise(FUNCTIONS[name](x, PARAMETERS[name][severity - 1], draws)).to(images.device)
+
+
+@contextmanager
+def one_thread_on_cpu(device: torch.device):
+    """torch at one thread while a corruption runs on the CPU. Its ops are many small memory-bound passes
+    over a batch: a second thread gains little on an idle machine, and where the cores are shared each op
+    waits for the other thread to be scheduled (all 19 corruptions of 357 images: 0.8 s at one thread,
+    5-9 s at two, on a loaded 2-core machine). The count is restored afterwards; results do not depend on it."""
+    previous = torch.get_num_threads()
+    if device.type != "cpu" or previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def quantise(values: torch.Tensor) -> torch.Tensor:

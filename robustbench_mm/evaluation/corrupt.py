@@ -11,8 +11,9 @@ every result file:
   seeded by (seed, corruption, severity, its index in the whole test set), so a subset
   (``--n-examples``) and a shard get exactly the images of a whole run.
 
-A set is made once per invocation, batch by batch on the evaluation device (the random draws come
-from per-image host generators and go to the device with the batch), and kept as uint8 (the
+A set is made once per invocation, batch by batch on the evaluation device (the random draws are
+counter-based, computed on the host for the whole batch from each image's key, and go to the device
+with the batch), and kept as uint8 (the
 corrupted pixels are multiples of 1/255, so nothing is lost); every model that needs it is then
 evaluated on it, corruption by corruption. After each corruption a model's result file is written,
 so a stopped run keeps every finished corruption, and a rerun with the same settings measures only

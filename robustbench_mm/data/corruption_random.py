@@ -1,0 +1,208 @@
+"""Counter-based random numbers for the corruptions: every image's draws are a pure function of
+(seed, corruption, severity, index in the whole set), computed for a whole batch at once.
+
+Each image gets a 64-bit key, splitmix64 chained over those four numbers; its stream is word j =
+splitmix64(key + (j + 1) * golden gamma), for any j without computing the ones before it. A batch's
+draws are then one vectorised integer computation on the host (numpy uint64, which wraps and shifts
+logically), so an image gets the same numbers alone, in a subset, in a shard or in a whole run, and
+on every device (the host makes them; the device only receives them).
+
+`Draws` hands them out in numpy Generator's vocabulary (`random`, `uniform`, `normal`, `integers`),
+one word per value in call order, for the corruptions that draw a few numbers per image (glass blur's
+moves, a snow layer, fog's plasma): `Draws(keys)` gives (N, *size) arrays, and `image_draws` one
+image's view of the same stream, which the tests hand to make_cifar_c.py's per-image arithmetic so
+it sees the numbers the batch used. The per-pixel noises instead sample their uint8 output directly
+(`alias_table`, `sample_levels`; data/corruption_noise.py).
+
+Integers and uniforms are exact integer arithmetic, the same bits on every machine. Normals (Box-Muller,
+one word each) go through numpy's float64 log and cos, whose last bit may differ between CPUs' math
+libraries: a difference that could move a stored uint8 level with a probability of order 1e-13.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment
+MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX2 = np.uint64(0x94D049BB133111EB)
+# Alias sampling: a word's top 8 bits pick the bucket and its low 54 bits are compared with the bucket's
+# threshold, which is stored above its 8-bit alias in one int64 (2**54 << 8 still fits), so one gather serves.
+FRACTION_BITS = 54
+
+
+def mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, in place on a uint64 array (returned)."""
+    t = z >> np.uint64(30)
+    z ^= t
+    z *= MIX1
+    np.right_shift(z, np.uint64(27), out=t)
+    z ^= t
+    z *= MIX2
+    np.right_shift(z, np.uint64(31), out=t)
+    z ^= t
+    return z
+
+
+def image_keys(seed: int, corruption_id: int, severity: int, indices) -> np.ndarray:
+    """One uint64 key per image: splitmix64 chained over seed, corruption, severity and the image's index."""
+    index = np.asarray(indices, dtype=np.int64).astype(np.uint64).reshape(-1)
+    key = np.zeros(index.shape, dtype=np.uint64)
+    gamma = np.uint64(GAMMA)
+    for part in (np.uint64(seed % 2 ** 64), np.uint64(corruption_id), np.uint64(severity), index):
+        key += gamma
+        key += part
+        mix(key)
+    return key
+
+
+def words(keys: np.ndarray, start: int, count: int) -> np.ndarray:
+    """Words start..start+count-1 of every image's stream: (N, count) uint64."""
+    counters = (np.arange(start + 1, start + count + 1, dtype=np.uint64) * np.uint64(GAMMA))
+    return mix(keys[:, None] + counters[None, :])
+
+
+def unit_floats(w: np.ndarray) -> np.ndarray:
+    """The top 53 bits as a float64 in [0, 1) (every value a multiple of 2**-53, as numpy's `random`)."""
+    return (w >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
+def box_muller(w: np.ndarray) -> np.ndarray:
+    """One standard normal per word: radius from the high 32 bits (shifted off 0), angle from the low 32.
+    32 bits bound |z| by sqrt(2 ln 2**33) = 6.8: the normal's mass beyond is 1e-11, not one value expected in all of
+    CIFAR-10-C's snow and spatter layers, the only callers."""
+    radius = (w >> np.uint64(32)).astype(np.float64)
+    radius += 0.5
+    radius *= 2.0 ** -32
+    np.log(radius, out=radius)
+    radius *= -2.0
+    np.sqrt(radius, out=radius)
+    angle = (w & np.uint64(0xFFFFFFFF)).astype(np.float64)
+    angle *= 2 * np.pi * 2.0 ** -32
+    np.cos(angle, out=angle)
+    radius *= angle  # in place throughout: fresh temporaries cost page faults
+    return radius
+
+
+class Draws:
+    """Every image's stream, read in call order; each method returns (N, *size) arrays."""
+
+    def __init__(self, keys: np.ndarray):
+        self.keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
+        self.position = 0
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def take(self, size) -> np.ndarray:
+        """The next prod(size) words of every image, shaped (N, *size)."""
+        shape = () if size is None else (size,) if isinstance(size, int) else tuple(size)
+        count = int(np.prod(shape, dtype=np.int64))
+        out = words(self.keys, self.position, count)
+        self.position += count
+        return out.reshape((len(self.keys),) + shape)
+
+    def take_for(self, images: slice, size) -> np.ndarray:
+        """The next prod(size) words of the images `images` only, without moving on (then `skip`)."""
+        shape = (size,) if isinstance(size, int) else tuple(size)
+        keys = self.keys[images]
+        return words(keys, self.position, int(np.prod(shape, dtype=np.int64))).reshape((len(keys),) + shape)
+
+    def skip(self, size) -> None:
+        self.position += int(np.prod((size,) if isinstance(size, int) else tuple(size), dtype=np.int64))
+
+    def random(self, size=None) -> np.ndarray:
+        return unit_floats(self.take(size))
+
+    def uniform(self, low=0.0, high=1.0, size=None) -> np.ndarray:
+        return low + (high - low) * self.random(size)  # numpy Generator.uniform's own formula
+
+    def normal(self, loc=0.0, scale=1.0, size=None) -> np.ndarray:
+        return loc + scale * box_muller(self.take(size))
+
+    def integers(self, low, high=None, size=None) -> np.ndarray:
+        """Uniform integers in [low, high) (numpy's `integers`, endpoint False), from the top 53 bits:
+        floor(u * span) is off uniform by at most span / 2**53."""
+        if high is None:
+            low, high = 0, low
+        u = self.random(size)
+        span = np.asarray(high, dtype=np.int64) - np.asarray(low, dtype=np.int64)  # per image, or one for all
+        low = np.asarray(low, dtype=np.int64)
+        if span.ndim:
+            span, low = (np.broadcast_to(a, span.shape).reshape(span.shape + (1,) * (u.ndim - 1)) for a in (span, low))
+        return low + np.floor(u * span).astype(np.int64)
+
+
+class ImageDraws:
+    """One image's view of a `Draws` stream, with numpy Generator's signatures: what the tests hand the
+    per-image reference so that it draws exactly the numbers the batch drew for that image."""
+
+    def __init__(self, key: np.uint64):
+        self._draws = Draws(np.array([key], dtype=np.uint64))
+
+    def random(self, size=None):
+        return self._draws.random(size)[0]
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        return self._draws.uniform(low, high, size)[0]
+
+    def normal(self, loc=0.0, scale=1.0, size=None):
+        return self._draws.normal(loc, scale, size)[0]
+
+    def integers(self, low, high=None, size=None):
+        return self._draws.integers(low, high, size)[0]
+
+
+def image_draws(keys: np.ndarray) -> list[ImageDraws]:
+    return [ImageDraws(key) for key in np.asarray(keys, dtype=np.uint64).reshape(-1)]
+
+
+# ------------------------------------------------------------------------------ per-pixel noise, exactly
+
+def alias_table(probabilities: np.ndarray) -> np.ndarray:
+    """Walker's alias method (Vose's construction) for each row of (R, 256) probabilities, flattened to
+    R * 256 int64 entries `threshold << 8 | alias`: a word whose top 8 bits pick bucket j of row r gives
+    j when its low 54 bits are below the threshold and the alias otherwise. The sampled probabilities
+    are the rows' to within 2**-54 per bucket (plus float64 rounding in building the table)."""
+    rows, buckets = probabilities.shape
+    assert buckets == 256
+    entries = np.zeros((rows, buckets), dtype=np.int64)
+    one = 1 << FRACTION_BITS
+    for r, row in enumerate(probabilities):
+        scaled = (row / row.sum() * buckets).tolist()
+        small = [j for j, q in enumerate(scaled) if q < 1.0]
+        large = [j for j, q in enumerate(scaled) if q >= 1.0]
+        alias = list(range(buckets))
+        share = [1.0] * buckets
+        while small and large:
+            s, g = small.pop(), large.pop()
+            share[s], alias[s] = scaled[s], g
+            scaled[g] -= 1.0 - scaled[s]
+            (small if scaled[g] < 1.0 else large).append(g)
+        # what is left is 1 up to rounding: those buckets keep themselves
+        entries[r] = [min(one, max(0, round(q * one))) << 8 | a for q, a in zip(share, alias)]
+    return entries.reshape(-1)
+
+
+def alias_probabilities(entries: np.ndarray) -> np.ndarray:
+    """The (R, 256) probabilities that `alias_table`'s entries sample (for checking them)."""
+    entries = entries.reshape(-1, 256)
+    kept = (entries >> 8).astype(np.float64) / 2.0 ** FRACTION_BITS / 256
+    out = kept.copy()
+    for row, row_entries, row_kept in zip(out, entries, kept):
+        np.add.at(row, row_entries & 255, 1 / 256 - row_kept)
+    return out
+
+
+def sample_levels(levels: np.ndarray, entries: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The uint8 output level of every input level (a uint8 array) from one word each (same shape),
+    through `alias_table`'s entries (row = input level). Branch-free: a select on a random mask
+    (np.where) costs several times the arithmetic."""
+    bucket = (w >> np.uint64(64 - 8)).astype(np.int64)
+    bucket |= levels.astype(np.int64) << 8
+    entry = np.take(entries, bucket)
+    keep = (w & np.uint64((1 << FRACTION_BITS) - 1)).view(np.int64) < (entry >> 8)
+    bucket ^= entry  # bucket where kept, else the entry (whose low byte is the alias)
+    bucket &= -keep.view(np.int8).astype(np.int64)
+    bucket ^= entry
+    return bucket.astype(np.uint8)  # the low byte
