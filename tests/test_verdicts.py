@@ -132,6 +132,19 @@ def test_thermometer_is_flagged_by_zero_gradients_and_bpda_autoattack_breaks_it(
         assert result(attacks, run, evaluation)["settings"]["bpda"] == BPDA_VERSION
 
 
+def test_masking_figure_shows_the_zero_gradient_count_when_no_gradient_has_a_logarithm(controls):
+    """The thermometer model's histogram of log10 |gradient| is empty (all 0): the panel draws the counts instead."""
+    from robustbench_mm.figures.masking import gradient_masking_figure
+
+    _, attacks, runs = controls
+    checks = result(attacks, runs["thermometer"], "gradient-masking")["checks"]
+    figure = gradient_masking_figure(checks, "thermometer")
+    panel = next(ax for ax in figure.axes if ax.get_title().endswith("input-gradients-nonzero-and-finite"))
+    n = result(attacks, runs["thermometer"], "gradient-masking")["n_examples"]
+    assert [bar.get_height() for bar in panel.patches] == [n, 0, 0]
+    assert [tick.get_text() for tick in panel.get_xticklabels()] == ["zero", "non-finite", "nonzero and finite"]
+
+
 def test_a_bpda_result_from_the_earlier_surrogate_is_not_shown(controls, tmp_path):
     checkpoints, attacks, runs = controls
     copy = tmp_path / "attacks"

@@ -64,6 +64,9 @@ def _eps_zero(ax, data: dict) -> None:
 
 
 def _gradient_histogram(ax, data: dict) -> None:
+    if not any(np.any(histogram["counts"]) for histogram in data["histograms"].values()):
+        _gradient_kinds(ax, data)  # no finite nonzero gradient has a logarithm to bin: an empty histogram says nothing
+        return
     occupied = []
     for protocol, histogram in data["histograms"].items():
         edges = np.asarray(histogram["log10_edges"], dtype=float)
@@ -75,6 +78,21 @@ def _gradient_histogram(ax, data: dict) -> None:
         ax.set_xlim(min(occupied) - 2, max(occupied) + 2)
     ax.set_xlabel("log10 max |input gradient| per example")
     ax.set_ylabel("examples")
+    ax.legend(fontsize=7)
+
+
+def _gradient_kinds(ax, data: dict) -> None:
+    """Examples whose input gradient is zero, non-finite or neither, per protocol, as bars."""
+    kinds = ("zero", "non-finite", "nonzero and finite")
+    width = 0.8 / len(data["histograms"])
+    for k, (protocol, histogram) in enumerate(data["histograms"].items()):
+        counts = [histogram["zero"], histogram["non_finite"], int(np.sum(histogram["counts"]))]
+        positions = np.arange(len(kinds)) + (k - (len(data["histograms"]) - 1) / 2) * width
+        ax.bar(positions, counts, width, color=PROTOCOL_COLORS.get(protocol), label=protocol)
+        for x, count in zip(positions, counts):
+            ax.text(x, count, str(count), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(np.arange(len(kinds)), kinds)
+    ax.set_ylabel("examples (max |input gradient|)")
     ax.legend(fontsize=7)
 
 
