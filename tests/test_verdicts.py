@@ -222,3 +222,20 @@ def test_verdict_reason_gives_the_numbers_the_rule_was_applied_to():
         "every check passed; AutoAttack 13.45 % of 98.04 % clean (≤ 10 % or < 50 % of clean)")
     assert verdict(["x"], 94.12, 46.5, clean=96.92).reason == (
         "failed: x; BPDA AutoAttack 46.50 % of 96.92 % clean (≤ 10 % or < 50 % of clean)")
+
+
+def test_table5_names_a_tripped_attack_failure_indicator_apart_from_the_masking_checks():
+    """optimisation-complete questions the attack, not the model: it must not read as a flagged model."""
+    from robustbench_mm.report.tables.table5 import masking_cell
+
+    def masking(*failed):
+        names = ("unbounded-pgd-reaches-zero", "logits-deterministic", "optimisation-complete")
+        return {"checks": [{"name": n, "passed": n not in failed} for n in names]}
+
+    assert masking_cell([("r", masking())], several_seeds=False) == "all 2 passed"
+    only_indicator = masking_cell([("r", masking("optimisation-complete"))], several_seeds=False)
+    assert "flagged" not in only_indicator and only_indicator.startswith("all 2 passed; attack-failure indicator")
+    both = masking_cell([("s0", masking("logits-deterministic", "optimisation-complete")), ("s1", masking())],
+                        several_seeds=True)
+    assert both.startswith("**flagged**: logits-deterministic (1 of 2 seeds); attack-failure indicator tripped: "
+                           "optimisation-complete")

@@ -26,7 +26,7 @@ from typing import Any
 
 from robustbench_mm.attacks.autoattack import eps_name
 from robustbench_mm.attacks.checks import ATTACK_FAILURE_INDICATORS
-from robustbench_mm.report.records import ModelRuns
+from robustbench_mm.report.records import NO_BPDA_LAYER, ModelRuns
 from robustbench_mm.runs.evaluations import Evaluation, Family
 
 VERDICT_EPS = 8 / 255  # RobustBench's CIFAR L-inf eps
@@ -46,7 +46,9 @@ RULE = (f"**Verdict** (report/verdicts.py): a model *holds up* when AutoAttack a
         "every check passed and it does not; \"–\" where the checks or AutoAttack at 8/255 were not run. A "
         "smoke-budget AutoAttack is an upper bound, so a \"robust\" from it is provisional (a \"not robust\" is "
         "final). The attack-failure indicators (optimisation-complete, success-flags-agree-with-model) judge an "
-        "attack's own numbers, not the model, and do not decide the verdict; they are in each masking figure.")
+        "attack's own numbers, not the model, and do not decide the verdict; they are in each masking figure. "
+        f"\"{NO_BPDA_LAYER}\" in a BPDA column: the model has no non-differentiable layer, so BPDA would repeat "
+        "the plain attack.")
 
 
 def holds_up(robust: float, clean: float | None, threshold: float = ROBUST_THRESHOLD,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from robustbench_mm.attacks.checks import ATTACK_FAILURE_INDICATORS
 from robustbench_mm.paper import PGD_UNBOUNDED, TABLE5, TABLE5_CONTROLS, TABLE5_EPS
 from robustbench_mm.report.records import PROTOCOLS, Group, ModelRuns, adversarial_steps_fact, model_label
 from robustbench_mm.report.sections import (
@@ -174,12 +175,23 @@ def _pgd_cells(model: ModelRuns) -> tuple[list[str], Estimate | None, str]:
     if not masking:
         cells.append(f"missing ({model.runs[0].why_missing('gradient-masking')})")
     else:
-        failed = sorted({c["name"] for _, m in masking for c in m["checks"] if not c.get("passed")})
-        flagged = [name for name, m in masking if any(not c.get("passed") for c in m["checks"])]
-        if failed:
-            cells.append(f"**flagged**: {', '.join(failed)}" + (f" ({len(flagged)} of {len(masking)} seeds)"
-                                                                 if len(model.runs) > 1 else ""))
-        else:
-            cells.append(f"all {len(masking[0][1]['checks'])} passed" + (f" in {len(masking)} seeds"
-                                                                        if len(model.runs) > 1 else ""))
+        cells.append(masking_cell(masking, several_seeds=len(model.runs) > 1))
     return cells, final, why
+
+
+def masking_cell(masking: list[tuple[str, dict]], several_seeds: bool) -> str:
+    """The gradient-masking checks of (run, gradient-masking.json) pairs. An attack-failure indicator that
+    tripped is named apart: it questions the attack's own numbers, not the model (report/verdicts.py)."""
+    failed = sorted({c["name"] for _, m in masking for c in m["checks"] if not c.get("passed")})
+    masked = [name for name in failed if name not in ATTACK_FAILURE_INDICATORS]
+    indicators = [name for name in failed if name in ATTACK_FAILURE_INDICATORS]
+    n_checks = sum(c["name"] not in ATTACK_FAILURE_INDICATORS for c in masking[0][1]["checks"])
+    flagged = [name for name, m in masking if any(c["name"] in masked for c in m["checks"] if not c.get("passed"))]
+    if masked:
+        text = f"**flagged**: {', '.join(masked)}" + (f" ({len(flagged)} of {len(masking)} seeds)" if several_seeds
+                                                       else "")
+    else:
+        text = f"all {n_checks} passed" + (f" in {len(masking)} seeds" if several_seeds else "")
+    if indicators:
+        text += f"; attack-failure indicator tripped: {', '.join(indicators)} (questions the attack, not the model)"
+    return text
