@@ -35,19 +35,19 @@ def _glass_blur(x, c, draws):
     # np.uint8(gaussian(x / 255) * 255); float64 as the reference, since a level lost to float32 here
     # is moved and blurred again (it came out two levels apart)
     out = (gaussian_blur(x.double() / 255, sigma) * 255).floor()
-    ys = np.arange(h - max_delta, max_delta, -1)
-    xs = np.arange(w - max_delta, max_delta, -1)
-    positions = len(ys) * len(xs)
-    moves = draws.integers(-max_delta, max_delta, size=(iterations, positions, 2))
-    grid_y = np.repeat(ys, len(xs))
-    grid_x = np.tile(xs, len(ys))
-    base = np.arange(h * w).reshape(h, w)
+    moved = (h - max_delta - 1, w - max_delta - 1)  # rows and columns max_delta + 1 .. end, moved far end first
+    moves = draws.integers(-max_delta, max_delta, size=(iterations, moved[0] * moved[1], 2))
+    moves = moves.reshape(n, iterations, *moved, 2)[:, :, ::-1, ::-1]  # in image order
+    offsets = np.zeros((n, iterations, h, w), dtype=np.int64)
+    offsets[:, :, max_delta + 1:, max_delta + 1:] = moves[..., 1] * w + moves[..., 0]
+    index = torch.from_numpy(offsets.reshape(n, iterations, h * w)).to(x.device)
+    index += torch.arange(h * w, device=x.device)
+    # the levels are whole numbers in 0..255: one gather moves a pixel's three, packed in 10-bit fields
+    levels = out.to(torch.int32).reshape(n, 3, h * w)
+    packed = levels[:, 0] | levels[:, 1] << 10 | levels[:, 2] << 20
     for iteration in range(iterations):
-        index = np.broadcast_to(base, (n, h, w)).copy()
-        dx, dy = moves[:, iteration, :, 0], moves[:, iteration, :, 1]
-        index[:, grid_y, grid_x] = (grid_y + dy) * w + (grid_x + dx)
-        flat = torch.from_numpy(index.reshape(n, 1, h * w)).to(x.device).expand(n, 3, h * w)
-        out = out.reshape(n, 3, h * w).gather(2, flat).reshape(n, 3, h, w)
+        packed = packed.gather(1, index[:, iteration])
+    out = torch.stack([packed & 1023, packed >> 10 & 1023, packed >> 20], 1).reshape(n, 3, h, w).double()
     return gaussian_blur(out / 255, sigma).clamp(0, 1) * 255
 
 

@@ -125,6 +125,10 @@ class Draws:
         floor(u * span) is off uniform by at most span / 2**53."""
         if high is None:
             low, high = 0, low
+        span = int(high) - int(low) if np.ndim(low) == 0 and np.ndim(high) == 0 else 0
+        if 2 <= span <= 2 ** 53 and span & (span - 1) == 0:
+            # u * 2**k is exact, so floor(u * 2**k) is the word's top k bits: one shift (glass blur's moves)
+            return int(low) + (self.take(size) >> np.uint64(65 - span.bit_length())).astype(np.int64)
         u = self.random(size)
         span = np.asarray(high, dtype=np.int64) - np.asarray(low, dtype=np.int64)  # per image, or one for all
         low = np.asarray(low, dtype=np.int64)
