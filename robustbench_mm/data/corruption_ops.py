@@ -137,22 +137,29 @@ def motion_shifts(width: int, angles_degrees: np.ndarray, height_limit: int, wid
 
 
 def motion_blur_planes(planes: torch.Tensor, radius: int, sigma: float, angles: np.ndarray) -> torch.Tensor:
-    """imagecorruptions' _motion_blur on (N, C, H, W) with one angle per image, as per-tap gathers."""
+    """imagecorruptions' _motion_blur on (N, C, H, W) with one angle per image. A tap shifts an image by a
+    whole (dy, dx) with its edge repeated: a window of the edge-padded image. Sorted by angle, the images
+    that share a tap's shift are runs, so each run adds one window (a view) instead of a per-pixel gather;
+    every image still sums its taps in tap order, whatever else is in the batch."""
     n, c, h, w = planes.shape
     width = 2 * radius + 1
     kernel = np.exp(-np.arange(width) ** 2 / (2 * sigma ** 2)) / (np.sqrt(2 * np.pi) * sigma)
     kernel = kernel / kernel.sum()
-    dy, dx, counts = motion_shifts(width, angles, h, w)
-    rows = np.clip(np.arange(h)[None, None, :] - dy[:, :, None], 0, h - 1)  # shifted[y] = image[clip(y - dy)]
-    cols = np.clip(np.arange(w)[None, None, :] - dx[:, :, None], 0, w - 1)
-    rows, cols = (torch.from_numpy(a).to(planes.device) for a in (rows * w, cols))  # (N, T, H), (N, T, W)
-    weights = torch.from_numpy(kernel[None, :] * counts).to(planes.device, planes.dtype)  # (N, T)
-    source = planes.reshape(n, c, h * w)
-    out = torch.zeros_like(source)
-    for tap in np.flatnonzero(counts.any(0)):  # a tap past every image's edge adds only zeros
-        index = (rows[:, tap, :, None] + cols[:, tap, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
-        out.addcmul_(source.gather(2, index), weights[:, tap, None, None])  # in place: no product tensor
-    return out.reshape(n, c, h, w)
+    order = np.argsort(angles, kind="stable")
+    dy, dx, counts = motion_shifts(width, angles[order], h, w)
+    reach = int(max(np.abs(dy[counts]).max(initial=0), np.abs(dx[counts]).max(initial=0)))
+    sorted_planes = planes.index_select(0, torch.from_numpy(order).to(planes.device))
+    padded = F.pad(sorted_planes, (reach,) * 4, mode="replicate") if reach else sorted_planes
+    out = torch.zeros_like(sorted_planes)
+    for tap in range(width):
+        key = np.stack([dy[:, tap], dx[:, tap], counts[:, tap]], 1)
+        starts = np.concatenate([[0], np.flatnonzero((key[1:] != key[:-1]).any(1)) + 1, [n]])
+        weight = torch.tensor(kernel[tap], dtype=planes.dtype, device=planes.device)
+        for first, stop in zip(starts[:-1], starts[1:]):
+            if counts[first, tap]:  # the loop stopped before this tap for these images
+                top, left = reach - dy[first, tap], reach - dx[first, tap]  # shifted[y] = image[clip(y - dy)]
+                out[first:stop].addcmul_(padded[first:stop, :, top:top + h, left:left + w], weight)
+    return out.index_select(0, torch.from_numpy(np.argsort(order)).to(planes.device))
 
 
 def rgb2hsv(unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
