@@ -201,16 +201,19 @@ def _contrast(x, c, draws):
 def _jpeg_compression(x, c, draws):
     """PIL's JPEG encoder and decoder, image by image (there is no batched libjpeg). The stream goes straight
     to libjpeg's decoder (`frombytes`, what Image.open's tile does, the same pixels): Image.open's marker
-    parsing in Python took as long as the decoding."""
+    parsing in Python took as long as the decoding. The images are cropped from one tall PIL image and the
+    decoded bytes joined once: a PIL image and a numpy copy per image cost a tenth of the time."""
     from PIL import Image
 
-    images = x.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    h, w = images.shape[1:3]
-    out = np.empty_like(images)
-    for k, image in enumerate(images):
+    images = x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    n, h, w = images.shape[:3]
+    strip = Image.fromarray(images.reshape(n * h, w, 3))
+    decoded = []
+    for k in range(n):
         buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, "JPEG", quality=c)
-        out[k] = np.asarray(Image.frombytes("RGB", (w, h), buffer.getvalue(), "jpeg", "RGB", ""))
+        strip.crop((0, k * h, w, (k + 1) * h)).save(buffer, "JPEG", quality=c)
+        decoded.append(Image.frombytes("RGB", (w, h), buffer.getvalue(), "jpeg", "RGB", "").tobytes())
+    out = np.frombuffer(b"".join(decoded), dtype=np.uint8).reshape(n, h, w, 3)
     return to_device(out.transpose(0, 3, 1, 2), x)
 
 
