@@ -315,27 +315,39 @@ def distance_5x5(images: np.ndarray) -> np.ndarray:
     nearest zero pixel, for (N, H, W) at once. Row by row: the rows a pixel reads are final, and the
     in-row neighbour's recurrence t[x] = min(c[x], t[x - 1] + hv) is a running minimum of c[j] - j hv
     (plus x hv). OpenCV's backward pass keeps a value <= hv, which its minimum keeps anyway, since every
-    neighbour's offer is at least hv."""
+    neighbour's offer is at least hv. Offers of equal weight are compared before their weight is added
+    (the same minimum), in int32: an image without a zero pixel stays near 2**30 / 2**16 = 16384 where
+    OpenCV's INT_MAX start gives 32768, both far above the 20 that spatter, the caller, truncates to."""
     hv, diag, long = (round(m * 65536) for m in (1.0, 1.4, 2.1969))
     n, h, w = images.shape
-    far = 2 ** 31 - 1
-    tmp = np.full((n, h + 4, w + 4), far, dtype=np.int64)
-    rows_above = ((-2, -1, long), (-2, 1, long), (-1, -2, long), (-1, -1, diag), (-1, 0, hv), (-1, 1, diag),
-                  (-1, 2, long))  # then (0, -1, hv), the in-row neighbour
-    steps = np.arange(w, dtype=np.int64) * hv
+    far = 2 ** 30  # every sum below stays under 2**31
+    tmp = np.full((h + 4, n, w + 4), far, dtype=np.int32)  # row-major by image row: a row is one block
+    nonzero = (images != 0).transpose(1, 0, 2).astype(np.int32)
+    steps = np.arange(w, dtype=np.int32) * hv
     from_padding = far + hv + steps  # the padding column beside the row, never written
+
+    def offers_from(near, next_near):
+        """min over OpenCV's mask of the two rows on one side: next_near at (+-1, long), near at (+-2, long),
+        (+-1, diag) and (0, hv)."""
+        offer = np.minimum(np.minimum(next_near[:, 1:w + 1], next_near[:, 3:w + 3]),
+                           np.minimum(near[:, 0:w], near[:, 4:w + 4]))
+        offer += long
+        np.minimum(offer, np.minimum(near[:, 1:w + 1], near[:, 3:w + 3]) + diag, out=offer)
+        return np.minimum(offer, near[:, 2:w + 2] + hv, out=offer)
+
     for i in range(h):
         y = i + 2
-        offers = np.min(np.stack([tmp[:, y + oy, 2 + ox:2 + ox + w] + d for oy, ox, d in rows_above]), axis=0)
-        offers[images[:, i] == 0] = 0
-        tmp[:, y, 2:w + 2] = np.minimum(np.minimum.accumulate(offers - steps, axis=1) + steps, from_padding)
+        offers = offers_from(tmp[y - 1], tmp[y - 2])
+        offers *= nonzero[i]
+        offers -= steps
+        tmp[y, :, 2:w + 2] = np.minimum(np.minimum.accumulate(offers, axis=1) + steps, from_padding)
     for i in range(h - 1, -1, -1):
         y = i + 2
-        offers = np.min(np.stack([tmp[:, y, 2:w + 2]] + [tmp[:, y - oy, 2 - ox:2 - ox + w] + d
-                                                         for oy, ox, d in rows_above]), axis=0)
-        run = np.minimum.accumulate((offers + steps)[:, ::-1], axis=1)[:, ::-1] - steps
-        tmp[:, y, 2:w + 2] = np.minimum(run, from_padding[::-1])
-    return (tmp[:, 2:h + 2, 2:w + 2] * np.float32(1 / 65536)).astype(np.float32)
+        offers = np.minimum(offers_from(tmp[y + 1], tmp[y + 2]), tmp[y, :, 2:w + 2])
+        offers += steps
+        run = np.minimum.accumulate(offers[:, ::-1], axis=1)[:, ::-1] - steps
+        tmp[y, :, 2:w + 2] = np.minimum(run, from_padding[::-1])
+    return (tmp[2:h + 2, :, 2:w + 2].transpose(1, 0, 2) * np.float32(1 / 65536)).astype(np.float32)
 
 
 def box3(images: np.ndarray) -> np.ndarray:
