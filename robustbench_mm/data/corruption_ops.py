@@ -38,11 +38,13 @@ def correlate_taps(x: torch.Tensor, kernel: np.ndarray, mode: str) -> torch.Tens
     h, w = x.shape[-2:]
     shape = x.shape
     padded = F.pad(x.reshape(-1, 1, h, w), (pw, pw, ph, ph), mode=mode)[:, 0] if (ph or pw) else x.reshape(-1, h, w)
-    out = torch.zeros(padded.shape[0], h, w, dtype=x.dtype, device=x.device)
-    for i in range(kh):
-        for j in range(kw):
-            if kernel[i, j] != 0:
-                out.add_(padded[:, i:i + h, j:j + w], alpha=float(kernel[i, j]))  # no temporary
+    taps = [(i, j) for i in range(kh) for j in range(kw) if kernel[i, j] != 0]
+    if not taps:
+        return torch.zeros_like(x)
+    (i, j), rest = taps[0], taps[1:]
+    out = padded[:, i:i + h, j:j + w] * float(kernel[i, j])  # what 0 + k x is, without a pass over zeros
+    for i, j in rest:
+        out.add_(padded[:, i:i + h, j:j + w], alpha=float(kernel[i, j]))  # no temporary
     return out.reshape(shape)
 
 
