@@ -170,11 +170,12 @@ def rgb2hsv(unit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     value = unit.amax(1)
     delta = value - unit.amin(1)
     flat = delta == 0
-    safe = torch.where(flat, 1.0, delta)
-    saturation = torch.where(flat, 0.0, delta / torch.where(value == 0, 1.0, value))
-    hue = (g - b) / safe
-    hue = torch.where(g == value, 2.0 + (b - r) / safe, hue)
-    hue = torch.where(b == value, 4.0 + (r - g) / safe, hue)  # later cases win, as in skimage
+    # skimage divides by delta and value only where they are not 0; dividing everywhere puts inf and nan
+    # only where the pixel is flat (value >= delta), and there the result is replaced by 0 below
+    saturation = torch.where(flat, 0.0, delta / value)
+    hue = (g - b) / delta
+    hue = torch.where(g == value, 2.0 + (b - r) / delta, hue)
+    hue = torch.where(b == value, 4.0 + (r - g) / delta, hue)  # later cases win, as in skimage
     hue = torch.where(flat, 0.0, torch.remainder(hue / 6.0, 1.0))
     return hue, saturation, value
 
@@ -183,8 +184,9 @@ def hsv2rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor) ->
     """skimage.color.hsv2rgb's arithmetic on (N, H, W) planes; returns (N, 3, H, W). Each channel picks
     from (v, p, q, t) by hue sector with three selects: stacking skimage's six triples moved 18 planes,
     and a gather from the four stacked ones cost more than the arithmetic."""
-    sector = torch.floor(hue * 6)
-    f = hue * 6 - sector
+    sextant = hue * 6
+    sector = torch.floor(sextant)
+    f = sextant - sector
     p = value * (1 - saturation)
     q = value * (1 - f * saturation)
     t = value * (1 - (1 - f) * saturation)
