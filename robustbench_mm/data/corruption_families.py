@@ -289,7 +289,7 @@ def _elastic_transform(x, c, draws):
     square = min(h, w) // 3
     pts1 = np.float32([center + square, [center[0] + square, center[1] - square], center - square])
     affine = draws.uniform(-jitter, jitter, size=pts1.shape).astype(np.float32)
-    raw = np.stack([draws.uniform(-1, 1, size=(h, w)), draws.uniform(-1, 1, size=(h, w))], 1)  # dx's, then dy's
+    raw = draws.uniform(-1, 1, size=(2, h, w))  # the dx's, then the dy's: two (h, w) draws in a row
     pts2 = pts1[None] + affine  # (N, 3, 2) float32, as (x, y) pairs
     system = np.concatenate([pts1.astype(np.float64), np.ones((3, 1))], axis=1)  # cv2.getAffineTransform
     matrices = np.linalg.solve(system[None], pts2.astype(np.float64)).transpose(0, 2, 1)  # (N, 2, 3)

@@ -252,7 +252,7 @@ def bilinear_gather(planes: torch.Tensor, y0, x0, fy, fx, fold, dtype=torch.floa
     fresh temporaries were most of the time)."""
     n, c, h, w = planes.shape
     flat = planes.reshape(n, c, h * w).to(dtype)
-    out = torch.zeros_like(flat)
+    out = None
     y0, x0, fy, fx = (torch.from_numpy(np.ascontiguousarray(a)) for a in (y0, x0, fy, fx))
     rows = [(folded(y0 + dy, h, fold) * w, wy) for dy, wy in ((0, 1 - fy), (1, fy))]
     cols = [(folded(x0 + dx, w, fold), wx) for dx, wx in ((0, 1 - fx), (1, fx))]
@@ -260,7 +260,10 @@ def bilinear_gather(planes: torch.Tensor, y0, x0, fy, fx, fold, dtype=torch.floa
         for col, wx in cols:
             weight = (wy * wx).to(planes.device, dtype).reshape(n, 1, h * w)
             index = (row + col).to(planes.device).reshape(n, 1, h * w).expand(n, c, h * w)
-            out.addcmul_(weight, flat.gather(2, index))  # in place: a fresh product tensor costs page faults
+            if out is None:  # 0 + w v is w v: no pass over zeros
+                out = flat.gather(2, index).mul_(weight)
+            else:
+                out.addcmul_(weight, flat.gather(2, index))  # in place: a fresh product tensor costs page faults
     return out.reshape(n, c, h, w).to(planes.dtype)
 
 
