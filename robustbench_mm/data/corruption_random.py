@@ -202,11 +202,15 @@ def sample_levels(levels: np.ndarray, entries: np.ndarray, w: np.ndarray) -> np.
     """The uint8 output level of every input level (a uint8 array) from one word each (same shape),
     through `alias_table`'s entries (row = input level). Branch-free: a select on a random mask
     (np.where) costs several times the arithmetic."""
-    bucket = (w >> np.uint64(64 - 8)).astype(np.int64)
-    bucket |= levels.astype(np.int64) << 8
+    top = w >> np.uint64(64 - 8)
+    bucket = np.left_shift(levels, 8, dtype=np.int64)
+    bucket |= top.view(np.int64)
     entry = np.take(entries, bucket)
     keep = (w & np.uint64((1 << FRACTION_BITS) - 1)).view(np.int64) < (entry >> 8)
-    bucket ^= entry  # bucket where kept, else the entry (whose low byte is the alias)
-    bucket &= -keep.view(np.int8).astype(np.int64)
-    bucket ^= entry
-    return bucket.astype(np.uint8)  # the low byte
+    # the select in uint8, on the low bytes: the bucket's own (the word's top byte) where kept, else the alias
+    alias = entry.astype(np.uint8)
+    out = top.astype(np.uint8)
+    out ^= alias
+    out &= np.negative(keep.view(np.uint8))
+    out ^= alias
+    return out
