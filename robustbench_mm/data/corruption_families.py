@@ -21,7 +21,7 @@ from robustbench_mm.errors import UsageError
 
 
 def _gaussian_blur_corruption(x, c, draws):
-    return (gaussian_blur(x / 255, c)).clamp(0, 1) * 255
+    return gaussian_blur(x / 255, c).clamp_(0, 1).mul_(255)
 
 
 def _glass_blur(x, c, draws):
@@ -34,7 +34,7 @@ def _glass_blur(x, c, draws):
     n, _, h, w = x.shape
     # np.uint8(gaussian(x / 255) * 255); float64 as the reference, since a level lost to float32 here
     # is moved and blurred again (it came out two levels apart)
-    out = (gaussian_blur(x.double() / 255, sigma) * 255).floor()
+    out = gaussian_blur(x.double().div_(255), sigma).mul_(255).floor_()
     moved = (h - max_delta - 1, w - max_delta - 1)  # rows and columns max_delta + 1 .. end, moved far end first
     moves = draws.integers(-max_delta, max_delta, size=(iterations, moved[0] * moved[1], 2))
     moves = moves.reshape(n, iterations, *moved, 2)[:, :, ::-1, ::-1]  # in image order
@@ -48,7 +48,7 @@ def _glass_blur(x, c, draws):
     for iteration in range(iterations):
         packed = packed.gather(1, index[:, iteration])
     out = torch.stack([packed & 1023, packed >> 10 & 1023, packed >> 20], 1).reshape(n, 3, h, w).double()
-    return gaussian_blur(out / 255, sigma).clamp(0, 1) * 255
+    return gaussian_blur(out / 255, sigma).clamp_(0, 1).mul_(255)
 
 
 @cache
@@ -70,19 +70,19 @@ def _defocus_kernel(radius: float, alias_blur: float) -> np.ndarray:
 
 def _defocus_blur(x, c, draws):
     """cv2.filter2D with the disk kernel: a correlation with reflect-101 borders."""
-    return correlate_taps(x / 255, _defocus_kernel(*c), "reflect").clamp(0, 1) * 255
+    return correlate_taps(x / 255, _defocus_kernel(*c), "reflect").clamp_(0, 1).mul_(255)
 
 
 def _motion_blur(x, c, draws):
     """imagecorruptions' re-implementation of ImageMagick's motion blur (make_cifar_c calls Wand)."""
     radius, sigma = c
     angles = draws.uniform(-45, 45)
-    return motion_blur_planes(x, radius, sigma, angles).clamp(0, 255)
+    return motion_blur_planes(x, radius, sigma, angles).clamp_(0, 255)
 
 
 def _zoom_blur(x, c, draws):
     """Every factor's clipped zoom and the average with the image, as one set of per-pixel taps on the levels."""
-    return zoom_blur_planes(x, np.arange(*c)).clamp(0, 255)
+    return zoom_blur_planes(x, np.arange(*c)).clamp_(0, 255)
 
 
 def _snow(x, c, draws):
@@ -127,7 +127,8 @@ def _frost(x, c, draws):
     tops, lefts = draws.integers(0, heights - h), draws.integers(0, widths - w)
     crops = [textures[k][top:top + h, left:left + w] for k, top, left in zip(chosen, tops, lefts)]
     frost = to_device(np.stack(crops).transpose(0, 3, 1, 2), x)
-    return (c[0] * x.double() + c[1] * frost.double()).clamp(0, 255)  # float64: 0.9 x + 0.4 f lands on integers
+    # float64: 0.9 x + 0.4 f lands on integers; in place, since fresh batch-sized tensors cost page faults
+    return x.double().mul_(c[0]).add_(frost.double().mul_(c[1])).clamp_(0, 255)
 
 
 def _plasma_fractals(draws: Draws, mapsize: int, wibbledecay: float) -> np.ndarray:
@@ -174,28 +175,28 @@ def _fog(x, c, draws):
     h, w = x.shape[2:]
     mapsize = 1 << (max(h, w) - 1).bit_length()
     plasma = to_device(_plasma_fractals(draws, mapsize, c[1])[:, :h, :w], x, torch.float64)[:, None]
-    unit = x.double() / 255  # float64, as the reference: cheap here, and it keeps the floor where theirs falls
+    unit = x.double().div_(255)  # float64, as the reference: cheap here, and it keeps the floor where theirs falls
     max_value = unit.amax(dim=(1, 2, 3), keepdim=True)
-    return ((unit + c[0] * plasma) * max_value / (max_value + c[0])).clamp(0, 1) * 255
+    return unit.add_(plasma * c[0]).mul_(max_value).div_(max_value + c[0]).clamp_(0, 1).mul_(255)
 
 
 def _brightness(x, c, draws):
     """skimage's HSV round trip with the value raised by c, in float64 as the reference computes it."""
-    hue, saturation, value = rgb2hsv(x.double() / 255)
-    return hsv2rgb(hue, saturation, (value + c).clamp(0, 1)).clamp(0, 1) * 255
+    hue, saturation, value = rgb2hsv(x.double().div_(255))
+    return hsv2rgb(hue, saturation, (value + c).clamp_(0, 1)).clamp_(0, 1).mul_(255)
 
 
 def _saturate(x, c, draws):
     """skimage's HSV round trip with the saturation scaled by a and raised by b, in float64."""
-    hue, saturation, value = rgb2hsv(x.double() / 255)
-    return hsv2rgb(hue, (saturation * c[0] + c[1]).clamp(0, 1), value).clamp(0, 1) * 255
+    hue, saturation, value = rgb2hsv(x.double().div_(255))
+    return hsv2rgb(hue, (saturation * c[0] + c[1]).clamp_(0, 1), value).clamp_(0, 1).mul_(255)
 
 
 def _contrast(x, c, draws):
-    unit = x.double() / 255
+    unit = x.double()
     # the levels' sum is exact in any order, so an image's mean never depends on its batch
-    means = x.double().sum(dim=(2, 3), keepdim=True) / (x.shape[2] * x.shape[3]) / 255
-    return ((unit - means) * c + means).clamp(0, 1) * 255
+    means = unit.sum(dim=(2, 3), keepdim=True) / (x.shape[2] * x.shape[3]) / 255
+    return unit.div_(255).sub_(means).mul_(c).add_(means).clamp_(0, 1).mul_(255)
 
 
 def _jpeg_compression(x, c, draws):
@@ -307,7 +308,7 @@ def _elastic_transform(x, c, draws):
     y0, x0 = np.floor(rows), np.floor(cols)
     out = bilinear_gather(warped, y0.astype(np.int64), x0.astype(np.int64), rows - y0, cols - x0, reflect,
                            dtype=torch.float64)
-    return out.clamp(0, 1) * 255
+    return out.clamp_(0, 1).mul_(255)
 
 
 def _spatter(x, c, draws):
