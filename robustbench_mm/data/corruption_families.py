@@ -321,17 +321,18 @@ def _spatter(x, c, draws):
     if mud == 0:
         m = spatter_water_masks(liquid)
         with np.errstate(invalid="ignore", divide="ignore"):
-            m = m / m.max(axis=(1, 2), keepdims=True) * intensity
+            m /= m.max(axis=(1, 2), keepdims=True)
+            m *= intensity
         mask = to_device(m, x)[:, None]
         # the reference adds (175, 238, 238) / 255 in "BGR" order to an RGB image: red gets 175
         color = torch.tensor([175 / 255, 238 / 255, 238 / 255], device=x.device).view(1, 3, 1, 1)
-        return torch.nan_to_num((unit + mask * color).clamp(0, 1) * 255, nan=0.0)
+        return unit.add_(mask * color).clamp_(0, 1).mul_(255).nan_to_num_(nan=0.0)
     m = (liquid > threshold).astype(np.float32)
     m = ndi.gaussian_filter(m, sigma=(0, intensity, intensity), mode="nearest", truncate=4.0)
     m[m < 0.8] = 0
     mask = to_device(m, x)[:, None]
     color = torch.tensor([63 / 255, 42 / 255, 20 / 255], device=x.device).view(1, 3, 1, 1) * mask
-    return (unit * (1 - mask) + color).clamp(0, 1) * 255
+    return unit.mul_(1 - mask).add_(color).clamp_(0, 1).mul_(255)
 
 
 FUNCTIONS = {
