@@ -115,13 +115,14 @@ def zoom_blur_planes(planes: torch.Tensor, factors) -> torch.Tensor:
     whose summation order may follow the batch size)."""
     h, w = planes.shape[-2:]
     sources, weights = zoom_blur_taps(h, w, tuple(float(f) for f in factors))
-    flat = planes.reshape(-1, h * w)
+    # pixel-major, so that a tap's sources are whole rows (contiguous copies, not a gather per value)
+    pixels = planes.reshape(-1, h * w).T.contiguous()
     sources = torch.from_numpy(sources).to(planes.device)
-    weights = torch.from_numpy(weights).to(planes.device, planes.dtype)
-    out = torch.zeros_like(flat)
-    for tap in range(len(sources)):
-        out.addcmul_(flat.index_select(1, sources[tap]), weights[tap])
-    return out.reshape(planes.shape)
+    weights = torch.from_numpy(weights).to(planes.device, planes.dtype)[:, :, None]
+    out = pixels.index_select(0, sources[0]).mul_(weights[0])  # what 0 + v w is
+    for tap in range(1, len(sources)):
+        out.addcmul_(pixels.index_select(0, sources[tap]), weights[tap])
+    return out.T.reshape(planes.shape)
 
 
 def motion_shifts(width: int, angles_degrees: np.ndarray, height_limit: int, width_limit: int):
