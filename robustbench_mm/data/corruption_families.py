@@ -241,43 +241,61 @@ def _pil_box_coefficients(in_size: int, out_size: int) -> np.ndarray:
     return matrix
 
 
-def _pil_box_resize(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
-    """PIL's Image.resize(BOX) on uint8 levels: horizontal pass then vertical, each in 22-bit fixed point
-    rounded and clipped to uint8. float64 holds every sum exactly (255 * 2**22 * side < 2**53)."""
-    h, w = x.shape[-2:]
-    rows, cols = _box_selection(h, out_h), _box_selection(w, out_w)
-    if rows is not None and cols is not None:  # enlarging: each pass copies one sample, (v 2**22 + 2**21) >> 22 = v
-        return x.index_select(-2, torch.from_numpy(rows).to(x.device))[..., torch.from_numpy(cols).to(x.device)]
-    values = x.double()
-    if out_w != w:
-        values = _box_pass(values, _pil_box_coefficients(w, out_w))
-    if out_h != h:  # the same pass along the columns: one matrix product, not one per plane
-        values = _box_pass(values.transpose(-1, -2), _pil_box_coefficients(h, out_h)).transpose(-1, -2)
-    return values.to(x.dtype)
+def _box_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`_pil_box_coefficients` as taps: each output sample's sources (T, out) and weights, padded with zeros."""
+    matrix = _pil_box_coefficients(in_size, out_size)
+    count = int((matrix != 0).sum(1).max())
+    sources = np.zeros((count, out_size), dtype=np.int64)
+    weights = np.zeros((count, out_size), dtype=np.int64)
+    for out, row in enumerate(matrix):
+        nonzero = np.flatnonzero(row)
+        sources[:len(nonzero), out] = nonzero
+        weights[:len(nonzero), out] = row[nonzero]
+    return sources, weights
 
 
 @cache
-def _box_selection(in_size: int, out_size: int) -> np.ndarray | None:
-    """The source of every output sample when each takes one input at full weight, else None."""
-    matrix = _pil_box_coefficients(in_size, out_size)
-    sources = matrix.argmax(1)
-    single = ((matrix != 0).sum(1) == 1).all() and (matrix[np.arange(out_size), sources] == 1 << 22).all()
-    return sources if single else None
+def _pixelate_passes(h: int, w: int, small_h: int, small_w: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """PIL's two BOX resizes (each horizontal, then vertical) as passes over pixel-major planes: per pass,
+    every output pixel's source pixels (T, out pixels) and integer weights."""
+    passes = []
+    for (rows, cols), (size, new_size), horizontal in (
+            ((h, w), (w, small_w), True), ((h, small_w), (h, small_h), False),
+            ((small_h, small_w), (small_w, w), True), ((small_h, w), (small_h, h), False)):
+        sources, weights = _box_taps(size, new_size)
+        if horizontal:  # pixel (y, x') reads (y, source of x') of a rows x cols image
+            pixels = np.arange(rows)[None, :, None] * cols + sources[:, None, :]
+            weights = np.broadcast_to(weights[:, None, :], pixels.shape)
+        else:  # pixel (y', x) reads (source of y', x)
+            pixels = sources[:, :, None] * cols + np.arange(cols)[None, None, :]
+            weights = np.broadcast_to(weights[:, :, None], pixels.shape)
+        count = pixels.shape[0]
+        passes.append((torch.from_numpy(pixels.reshape(count, -1).copy()),
+                       torch.from_numpy(weights.reshape(count, -1, 1).astype(np.float64))))
+    return passes
 
 
-def _box_pass(values: torch.Tensor, coefficients: np.ndarray) -> torch.Tensor:
-    """One PIL pass along the last axis: integer sums (exact in float64, so a matrix product's order cannot
-    change them), + 2**21, >> 22, clipped to uint8."""
-    matrix = torch.as_tensor(coefficients, dtype=torch.float64, device=values.device)
-    shape = values.shape
-    out = values.reshape(-1, shape[-1]) @ matrix.T
-    return out.add_(1 << 21).mul_(2.0 ** -22).floor_().clamp_(0, 255).reshape(*shape[:-1], len(coefficients))
+def _box_pass(pixels: torch.Tensor, sources: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """One PIL BOX pass over pixel-major (pixels, planes) uint8 levels in float64: integer tap sums (exact in
+    float64, so their order cannot change them), + 2**21, >> 22, clipped to uint8. A pass whose every pixel
+    takes one source at full weight (each enlargement) is that copy: (v 2**22 + 2**21) >> 22 = v."""
+    if len(sources) == 1 and bool((weights == 1 << 22).all()):
+        return pixels.index_select(0, sources[0])
+    out = pixels.index_select(0, sources[0]).mul_(weights[0])
+    for tap in range(1, len(sources)):
+        out.add_(pixels.index_select(0, sources[tap]).mul_(weights[tap]))
+    return out.add_(1 << 21).mul_(2.0 ** -22).floor_().clamp_(0, 255)
 
 
 def _pixelate(x, c, draws):
-    h, w = x.shape[-2:]
-    small = _pil_box_resize(x, int(h * c), int(w * c))
-    return _pil_box_resize(small, h, w)
+    """PIL's resize(BOX) to `c` of the side and back, pixel-major (a pass's sources are whole rows of planes:
+    contiguous copies, where a pass along the last axis of (N, 3, H, W) was a matrix product or a gather)."""
+    n, channels, h, w = x.shape
+    pixels = torch.empty(h * w, n * channels, dtype=torch.float64, device=x.device)
+    pixels.copy_(x.reshape(n * channels, h * w).T)
+    for sources, weights in _pixelate_passes(h, w, int(h * c), int(w * c)):
+        pixels = _box_pass(pixels, sources.to(x.device), weights.to(x.device))
+    return pixels.T.reshape(n, channels, h, w)
 
 
 def _elastic_transform(x, c, draws):
