@@ -5,6 +5,7 @@ spatter (Canny, distance transform, histogram equalisation), each transcribed to
 from __future__ import annotations
 
 from functools import cache
+from itertools import pairwise
 
 import numpy as np
 import scipy.ndimage as ndi
@@ -144,7 +145,7 @@ def motion_blur_planes(planes: torch.Tensor, radius: int, sigma: float, angles: 
     whole (dy, dx) with its edge repeated: a window of the edge-padded image. Sorted by angle, the images
     that share a tap's shift are runs, so each run adds one window (a view) instead of a per-pixel gather;
     every image still sums its taps in tap order, whatever else is in the batch."""
-    n, c, h, w = planes.shape
+    n, _, h, w = planes.shape
     width = 2 * radius + 1
     kernel = np.exp(-np.arange(width) ** 2 / (2 * sigma ** 2)) / (np.sqrt(2 * np.pi) * sigma)
     kernel = kernel / kernel.sum()
@@ -158,7 +159,7 @@ def motion_blur_planes(planes: torch.Tensor, radius: int, sigma: float, angles: 
         key = np.stack([dy[:, tap], dx[:, tap], counts[:, tap]], 1)
         starts = np.concatenate([[0], np.flatnonzero((key[1:] != key[:-1]).any(1)) + 1, [n]])
         weight = torch.tensor(kernel[tap], dtype=planes.dtype, device=planes.device)
-        for first, stop in zip(starts[:-1], starts[1:]):
+        for first, stop in pairwise(starts):
             if counts[first, tap]:  # the loop stopped before this tap for these images
                 top, left = reach - dy[first, tap], reach - dx[first, tap]  # shifted[y] = image[clip(y - dy)]
                 out[first:stop].addcmul_(padded[first:stop, :, top:top + h, left:left + w], weight)
