@@ -114,8 +114,8 @@ PARAMETERS = {
 # On the CPU `corrupt` works through a batch this many pixels per image plane at a time (64 images of 32x32):
 # most corruptions are chains of memory-bound passes over float64 batches, and a chunk's temporaries stay in
 # cache (357 images: glass blur, pixelate, brightness, saturate, contrast, frost 10-25% faster). Not for those
-# whose per-call loops (motion blur's runs of shifts, spatter's distance-transform rows) do not shrink with
-# the batch: chunking them cost more.
+# whose per-call loops (the runs of shifts of motion blur and of snow's streaks, spatter's distance-transform
+# rows) do not shrink with the batch: chunking them cost more.
 CHUNK_PIXELS = 64 * 32 * 32
 WHOLE_BATCH = frozenset({"motion_blur", "snow", "spatter"})
 
