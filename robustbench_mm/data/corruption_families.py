@@ -21,7 +21,7 @@ from robustbench_mm.errors import UsageError
 
 
 def _gaussian_blur_corruption(x, c, draws):
-    return (gaussian_blur(x / 255, c)).clamp(0, 1) * 255
+    return gaussian_blur(x / 255, c).clamp_(0, 1).mul_(255)
 
 
 def _glass_blur(x, c, draws):
@@ -34,21 +34,21 @@ def _glass_blur(x, c, draws):
     n, _, h, w = x.shape
     # np.uint8(gaussian(x / 255) * 255); float64 as the reference, since a level lost to float32 here
     # is moved and blurred again (it came out two levels apart)
-    out = (gaussian_blur(x.double() / 255, sigma) * 255).floor()
-    ys = np.arange(h - max_delta, max_delta, -1)
-    xs = np.arange(w - max_delta, max_delta, -1)
-    positions = len(ys) * len(xs)
-    moves = draws.integers(-max_delta, max_delta, size=(iterations, positions, 2))
-    grid_y = np.repeat(ys, len(xs))
-    grid_x = np.tile(xs, len(ys))
-    base = np.arange(h * w).reshape(h, w)
+    out = gaussian_blur(x.double().div_(255), sigma).mul_(255).floor_()
+    moved = (h - max_delta - 1, w - max_delta - 1)  # rows and columns max_delta + 1 .. end, moved far end first
+    moves = draws.integers(-max_delta, max_delta, size=(iterations, moved[0] * moved[1], 2))
+    moves = moves.reshape(n, iterations, *moved, 2)[:, :, ::-1, ::-1]  # in image order
+    offsets = np.zeros((n, iterations, h, w), dtype=np.int64)
+    offsets[:, :, max_delta + 1:, max_delta + 1:] = moves[..., 1] * w + moves[..., 0]
+    index = torch.from_numpy(offsets.reshape(n, iterations, h * w)).to(x.device)
+    index += torch.arange(h * w, device=x.device)
+    # the levels are whole numbers in 0..255: one gather moves a pixel's three, packed in 10-bit fields
+    levels = out.to(torch.int32).reshape(n, 3, h * w)
+    packed = levels[:, 0] | levels[:, 1] << 10 | levels[:, 2] << 20
     for iteration in range(iterations):
-        index = np.broadcast_to(base, (n, h, w)).copy()
-        dx, dy = moves[:, iteration, :, 0], moves[:, iteration, :, 1]
-        index[:, grid_y, grid_x] = (grid_y + dy) * w + (grid_x + dx)
-        flat = torch.from_numpy(index.reshape(n, 1, h * w)).to(x.device).expand(n, 3, h * w)
-        out = out.reshape(n, 3, h * w).gather(2, flat).reshape(n, 3, h, w)
-    return gaussian_blur(out / 255, sigma).clamp(0, 1) * 255
+        packed = packed.gather(1, index[:, iteration])
+    out = torch.stack([packed & 1023, packed >> 10 & 1023, packed >> 20], 1).reshape(n, 3, h, w).double()
+    return gaussian_blur(out / 255, sigma).clamp_(0, 1).mul_(255)
 
 
 @cache
@@ -70,19 +70,19 @@ def _defocus_kernel(radius: float, alias_blur: float) -> np.ndarray:
 
 def _defocus_blur(x, c, draws):
     """cv2.filter2D with the disk kernel: a correlation with reflect-101 borders."""
-    return correlate_taps(x / 255, _defocus_kernel(*c), "reflect").clamp(0, 1) * 255
+    return correlate_taps(x / 255, _defocus_kernel(*c), "reflect").clamp_(0, 1).mul_(255)
 
 
 def _motion_blur(x, c, draws):
     """imagecorruptions' re-implementation of ImageMagick's motion blur (make_cifar_c calls Wand)."""
     radius, sigma = c
     angles = draws.uniform(-45, 45)
-    return motion_blur_planes(x, radius, sigma, angles).clamp(0, 255)
+    return motion_blur_planes(x, radius, sigma, angles).clamp_(0, 255)
 
 
 def _zoom_blur(x, c, draws):
     """Every factor's clipped zoom and the average with the image, as one set of per-pixel taps on the levels."""
-    return zoom_blur_planes(x, np.arange(*c)).clamp(0, 255)
+    return zoom_blur_planes(x, np.arange(*c)).clamp_(0, 255)
 
 
 def _snow(x, c, draws):
@@ -127,7 +127,8 @@ def _frost(x, c, draws):
     tops, lefts = draws.integers(0, heights - h), draws.integers(0, widths - w)
     crops = [textures[k][top:top + h, left:left + w] for k, top, left in zip(chosen, tops, lefts)]
     frost = to_device(np.stack(crops).transpose(0, 3, 1, 2), x)
-    return (c[0] * x.double() + c[1] * frost.double()).clamp(0, 255)  # float64: 0.9 x + 0.4 f lands on integers
+    # float64: 0.9 x + 0.4 f lands on integers; in place, since fresh batch-sized tensors cost page faults
+    return x.double().mul_(c[0]).add_(frost.double().mul_(c[1])).clamp_(0, 255)
 
 
 def _plasma_fractals(draws: Draws, mapsize: int, wibbledecay: float) -> np.ndarray:
@@ -174,43 +175,46 @@ def _fog(x, c, draws):
     h, w = x.shape[2:]
     mapsize = 1 << (max(h, w) - 1).bit_length()
     plasma = to_device(_plasma_fractals(draws, mapsize, c[1])[:, :h, :w], x, torch.float64)[:, None]
-    unit = x.double() / 255  # float64, as the reference: cheap here, and it keeps the floor where theirs falls
+    unit = x.double().div_(255)  # float64, as the reference: cheap here, and it keeps the floor where theirs falls
     max_value = unit.amax(dim=(1, 2, 3), keepdim=True)
-    return ((unit + c[0] * plasma) * max_value / (max_value + c[0])).clamp(0, 1) * 255
+    return unit.add_(plasma * c[0]).mul_(max_value).div_(max_value + c[0]).clamp_(0, 1).mul_(255)
 
 
 def _brightness(x, c, draws):
     """skimage's HSV round trip with the value raised by c, in float64 as the reference computes it."""
-    hue, saturation, value = rgb2hsv(x.double() / 255)
-    return hsv2rgb(hue, saturation, (value + c).clamp(0, 1)).clamp(0, 1) * 255
+    hue, saturation, value = rgb2hsv(x.double().div_(255))
+    return hsv2rgb(hue, saturation, (value + c).clamp_(0, 1)).clamp_(0, 1).mul_(255)
 
 
 def _saturate(x, c, draws):
     """skimage's HSV round trip with the saturation scaled by a and raised by b, in float64."""
-    hue, saturation, value = rgb2hsv(x.double() / 255)
-    return hsv2rgb(hue, (saturation * c[0] + c[1]).clamp(0, 1), value).clamp(0, 1) * 255
+    hue, saturation, value = rgb2hsv(x.double().div_(255))
+    return hsv2rgb(hue, (saturation * c[0] + c[1]).clamp_(0, 1), value).clamp_(0, 1).mul_(255)
 
 
 def _contrast(x, c, draws):
-    unit = x.double() / 255
+    unit = x.double()
     # the levels' sum is exact in any order, so an image's mean never depends on its batch
-    means = x.double().sum(dim=(2, 3), keepdim=True) / (x.shape[2] * x.shape[3]) / 255
-    return ((unit - means) * c + means).clamp(0, 1) * 255
+    means = unit.sum(dim=(2, 3), keepdim=True) / (x.shape[2] * x.shape[3]) / 255
+    return unit.div_(255).sub_(means).mul_(c).add_(means).clamp_(0, 1).mul_(255)
 
 
 def _jpeg_compression(x, c, draws):
     """PIL's JPEG encoder and decoder, image by image (there is no batched libjpeg). The stream goes straight
     to libjpeg's decoder (`frombytes`, what Image.open's tile does, the same pixels): Image.open's marker
-    parsing in Python took as long as the decoding."""
+    parsing in Python took as long as the decoding. The images are cropped from one tall PIL image and the
+    decoded bytes joined once: a PIL image and a numpy copy per image cost a tenth of the time."""
     from PIL import Image
 
-    images = x.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    h, w = images.shape[1:3]
-    out = np.empty_like(images)
-    for k, image in enumerate(images):
+    images = x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    n, h, w = images.shape[:3]
+    strip = Image.fromarray(images.reshape(n * h, w, 3))
+    decoded = []
+    for k in range(n):
         buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, "JPEG", quality=c)
-        out[k] = np.asarray(Image.frombytes("RGB", (w, h), buffer.getvalue(), "jpeg", "RGB", ""))
+        strip.crop((0, k * h, w, (k + 1) * h)).save(buffer, "JPEG", quality=c)
+        decoded.append(Image.frombytes("RGB", (w, h), buffer.getvalue(), "jpeg", "RGB", "").tobytes())
+    out = np.frombuffer(b"".join(decoded), dtype=np.uint8).reshape(n, h, w, 3)
     return to_device(out.transpose(0, 3, 1, 2), x)
 
 
@@ -237,31 +241,61 @@ def _pil_box_coefficients(in_size: int, out_size: int) -> np.ndarray:
     return matrix
 
 
-def _pil_box_resize(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
-    """PIL's Image.resize(BOX) on uint8 levels: horizontal pass then vertical, each in 22-bit fixed point
-    rounded and clipped to uint8. float64 holds every sum exactly (255 * 2**22 * side < 2**53)."""
-    h, w = x.shape[-2:]
-    values = x.double()
-    if out_w != w:
-        values = _box_pass(values, _pil_box_coefficients(w, out_w))
-    if out_h != h:  # the same pass along the columns: one matrix product, not one per plane
-        values = _box_pass(values.transpose(-1, -2), _pil_box_coefficients(h, out_h)).transpose(-1, -2)
-    return values.to(x.dtype)
+def _box_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`_pil_box_coefficients` as taps: each output sample's sources (T, out) and weights, padded with zeros."""
+    matrix = _pil_box_coefficients(in_size, out_size)
+    count = int((matrix != 0).sum(1).max())
+    sources = np.zeros((count, out_size), dtype=np.int64)
+    weights = np.zeros((count, out_size), dtype=np.int64)
+    for out, row in enumerate(matrix):
+        nonzero = np.flatnonzero(row)
+        sources[:len(nonzero), out] = nonzero
+        weights[:len(nonzero), out] = row[nonzero]
+    return sources, weights
 
 
-def _box_pass(values: torch.Tensor, coefficients: np.ndarray) -> torch.Tensor:
-    """One PIL pass along the last axis: integer sums (exact in float64, so a matrix product's order cannot
-    change them), + 2**21, >> 22, clipped to uint8."""
-    matrix = torch.as_tensor(coefficients, dtype=torch.float64, device=values.device)
-    shape = values.shape
-    out = values.reshape(-1, shape[-1]) @ matrix.T
-    return out.add_(1 << 21).mul_(2.0 ** -22).floor_().clamp_(0, 255).reshape(*shape[:-1], len(coefficients))
+@cache
+def _pixelate_passes(h: int, w: int, small_h: int, small_w: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """PIL's two BOX resizes (each horizontal, then vertical) as passes over pixel-major planes: per pass,
+    every output pixel's source pixels (T, out pixels) and integer weights."""
+    passes = []
+    for (rows, cols), (size, new_size), horizontal in (
+            ((h, w), (w, small_w), True), ((h, small_w), (h, small_h), False),
+            ((small_h, small_w), (small_w, w), True), ((small_h, w), (small_h, h), False)):
+        sources, weights = _box_taps(size, new_size)
+        if horizontal:  # pixel (y, x') reads (y, source of x') of a rows x cols image
+            pixels = np.arange(rows)[None, :, None] * cols + sources[:, None, :]
+            weights = np.broadcast_to(weights[:, None, :], pixels.shape)
+        else:  # pixel (y', x) reads (source of y', x)
+            pixels = sources[:, :, None] * cols + np.arange(cols)[None, None, :]
+            weights = np.broadcast_to(weights[:, :, None], pixels.shape)
+        count = pixels.shape[0]
+        passes.append((torch.from_numpy(pixels.reshape(count, -1).copy()),
+                       torch.from_numpy(weights.reshape(count, -1, 1).astype(np.float64))))
+    return passes
+
+
+def _box_pass(pixels: torch.Tensor, sources: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """One PIL BOX pass over pixel-major (pixels, planes) uint8 levels in float64: integer tap sums (exact in
+    float64, so their order cannot change them), + 2**21, >> 22, clipped to uint8. A pass whose every pixel
+    takes one source at full weight (each enlargement) is that copy: (v 2**22 + 2**21) >> 22 = v."""
+    if len(sources) == 1 and bool((weights == 1 << 22).all()):
+        return pixels.index_select(0, sources[0])
+    out = pixels.index_select(0, sources[0]).mul_(weights[0])
+    for tap in range(1, len(sources)):
+        out.add_(pixels.index_select(0, sources[tap]).mul_(weights[tap]))
+    return out.add_(1 << 21).mul_(2.0 ** -22).floor_().clamp_(0, 255)
 
 
 def _pixelate(x, c, draws):
-    h, w = x.shape[-2:]
-    small = _pil_box_resize(x, int(h * c), int(w * c))
-    return _pil_box_resize(small, h, w)
+    """PIL's resize(BOX) to `c` of the side and back, pixel-major (a pass's sources are whole rows of planes:
+    contiguous copies, where a pass along the last axis of (N, 3, H, W) was a matrix product or a gather)."""
+    n, channels, h, w = x.shape
+    pixels = torch.empty(h * w, n * channels, dtype=torch.float64, device=x.device)
+    pixels.copy_(x.reshape(n * channels, h * w).T)
+    for sources, weights in _pixelate_passes(h, w, int(h * c), int(w * c)):
+        pixels = _box_pass(pixels, sources.to(x.device), weights.to(x.device))
+    return pixels.T.reshape(n, channels, h, w)
 
 
 def _elastic_transform(x, c, draws):
@@ -274,7 +308,7 @@ def _elastic_transform(x, c, draws):
     square = min(h, w) // 3
     pts1 = np.float32([center + square, [center[0] + square, center[1] - square], center - square])
     affine = draws.uniform(-jitter, jitter, size=pts1.shape).astype(np.float32)
-    raw = np.stack([draws.uniform(-1, 1, size=(h, w)), draws.uniform(-1, 1, size=(h, w))], 1)  # dx's, then dy's
+    raw = draws.uniform(-1, 1, size=(2, h, w))  # the dx's, then the dy's: two (h, w) draws in a row
     pts2 = pts1[None] + affine  # (N, 3, 2) float32, as (x, y) pairs
     system = np.concatenate([pts1.astype(np.float64), np.ones((3, 1))], axis=1)  # cv2.getAffineTransform
     matrices = np.linalg.solve(system[None], pts2.astype(np.float64)).transpose(0, 2, 1)  # (N, 2, 3)
@@ -292,7 +326,7 @@ def _elastic_transform(x, c, draws):
     y0, x0 = np.floor(rows), np.floor(cols)
     out = bilinear_gather(warped, y0.astype(np.int64), x0.astype(np.int64), rows - y0, cols - x0, reflect,
                            dtype=torch.float64)
-    return out.clamp(0, 1) * 255
+    return out.clamp_(0, 1).mul_(255)
 
 
 def _spatter(x, c, draws):
@@ -305,17 +339,18 @@ def _spatter(x, c, draws):
     if mud == 0:
         m = spatter_water_masks(liquid)
         with np.errstate(invalid="ignore", divide="ignore"):
-            m = m / m.max(axis=(1, 2), keepdims=True) * intensity
+            m /= m.max(axis=(1, 2), keepdims=True)
+            m *= intensity
         mask = to_device(m, x)[:, None]
         # the reference adds (175, 238, 238) / 255 in "BGR" order to an RGB image: red gets 175
         color = torch.tensor([175 / 255, 238 / 255, 238 / 255], device=x.device).view(1, 3, 1, 1)
-        return torch.nan_to_num((unit + mask * color).clamp(0, 1) * 255, nan=0.0)
+        return unit.add_(mask * color).clamp_(0, 1).mul_(255).nan_to_num_(nan=0.0)
     m = (liquid > threshold).astype(np.float32)
     m = ndi.gaussian_filter(m, sigma=(0, intensity, intensity), mode="nearest", truncate=4.0)
     m[m < 0.8] = 0
     mask = to_device(m, x)[:, None]
     color = torch.tensor([63 / 255, 42 / 255, 20 / 255], device=x.device).view(1, 3, 1, 1) * mask
-    return (unit * (1 - mask) + color).clamp(0, 1) * 255
+    return unit.mul_(1 - mask).add_(color).clamp_(0, 1).mul_(255)
 
 
 FUNCTIONS = {

@@ -125,6 +125,10 @@ class Draws:
         floor(u * span) is off uniform by at most span / 2**53."""
         if high is None:
             low, high = 0, low
+        span = int(high) - int(low) if np.ndim(low) == 0 and np.ndim(high) == 0 else 0
+        if 2 <= span <= 2 ** 53 and span & (span - 1) == 0:
+            # u * 2**k is exact, so floor(u * 2**k) is the word's top k bits: one shift (glass blur's moves)
+            return int(low) + (self.take(size) >> np.uint64(65 - span.bit_length())).astype(np.int64)
         u = self.random(size)
         span = np.asarray(high, dtype=np.int64) - np.asarray(low, dtype=np.int64)  # per image, or one for all
         low = np.asarray(low, dtype=np.int64)
@@ -198,11 +202,15 @@ def sample_levels(levels: np.ndarray, entries: np.ndarray, w: np.ndarray) -> np.
     """The uint8 output level of every input level (a uint8 array) from one word each (same shape),
     through `alias_table`'s entries (row = input level). Branch-free: a select on a random mask
     (np.where) costs several times the arithmetic."""
-    bucket = (w >> np.uint64(64 - 8)).astype(np.int64)
-    bucket |= levels.astype(np.int64) << 8
+    top = w >> np.uint64(64 - 8)
+    bucket = np.left_shift(levels, 8, dtype=np.int64)
+    bucket |= top.view(np.int64)
     entry = np.take(entries, bucket)
     keep = (w & np.uint64((1 << FRACTION_BITS) - 1)).view(np.int64) < (entry >> 8)
-    bucket ^= entry  # bucket where kept, else the entry (whose low byte is the alias)
-    bucket &= -keep.view(np.int8).astype(np.int64)
-    bucket ^= entry
-    return bucket.astype(np.uint8)  # the low byte
+    # the select in uint8, on the low bytes: the bucket's own (the word's top byte) where kept, else the alias
+    alias = entry.astype(np.uint8)
+    out = top.astype(np.uint8)
+    out ^= alias
+    out &= np.negative(keep.view(np.uint8))
+    out ^= alias
+    return out

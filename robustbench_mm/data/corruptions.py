@@ -111,6 +111,14 @@ PARAMETERS = {
 }
 
 
+# On the CPU `corrupt` works through a batch this many pixels per image plane at a time (64 images of 32x32):
+# most corruptions are chains of memory-bound passes over float64 batches, and a chunk's temporaries stay in
+# cache (357 images: glass blur, pixelate, brightness, saturate, contrast, frost 10-25% faster). Not for those
+# whose per-call loops (the runs of shifts of motion blur and of snow's streaks, spatter's distance-transform
+# rows) do not shrink with the batch: chunking them cost more.
+CHUNK_PIXELS = 64 * 32 * 32
+WHOLE_BATCH = frozenset({"motion_blur", "snow", "spatter"})
+
 OFFICIAL_IMAGES = 10_000  # rows per severity in CIFAR-10-C / CIFAR-100-C's <corruption>.npy
 OFFICIAL_DATASETS = ("cifar10", "cifar100")
 
@@ -147,10 +155,16 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0, indic
         raise UsageError(f"corrupt got {n} images but {len(indices)} indices")
     if n == 0:
         return images.float()
-    draws = Draws(image_keys(seed, name, severity, indices))
+    keys = image_keys(seed, name, severity, indices)
+    step = n if images.device.type != "cpu" or name in WHOLE_BATCH else max(1, CHUNK_PIXELS // images[0, 0].numel())
     with one_thread_on_cpu(images.device):
-        x = (images.float().clamp(0, 1) * 255).round()
-        return quantise(FUNCTIONS[name](x, PARAMETERS[name][severity - 1], draws)).to(images.device)
+        x = images.float().clamp(0, 1).mul_(255).round_()  # in place after the copy: fresh tensors cost page faults
+        out = torch.empty_like(x)
+        # every image's result is its own (a subset gives the same), so a CPU batch goes through in chunks
+        for start in range(0, n, step):
+            part = slice(start, start + step)
+            out[part] = quantise(FUNCTIONS[name](x[part], PARAMETERS[name][severity - 1], Draws(keys[part])))
+        return out
 
 
 @contextmanager
@@ -172,7 +186,7 @@ def one_thread_on_cpu(device: torch.device):
 
 def quantise(values: torch.Tensor) -> torch.Tensor:
     """The reference's `np.uint8(clip(v, 0, 255))`, truncation included, as float32 in [0, 1]."""
-    return values.clamp(0, 255).floor().float() / 255
+    return values.clamp(0, 255).floor_().float().div_(255)
 
 
 # ----------------------------------------------------------------------------------------------- official files
