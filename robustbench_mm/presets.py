@@ -25,13 +25,11 @@ TRAINING: dict[str, dict[str, Any]] = {
 }
 
 # Test images each evaluation stage of `reproduce` uses (None: every one; the smoke preset's 357 digits too:
-# with the active set, 200-step unbounded PGD costs a few passes per example, not 200). The smoke demo's
-# corruptions take the first 100: 75 sets per model are 75 full evaluation passes; every table states the count.
-# Making the sets is ~1 % of the stage since the counter-based draws (all 357 images, six models, on two shared
-# cores: 8 s of 644 s, evaluation the rest; 100 images: 4 s of 243 s). From the idle demo's 14.8 s at 100, all
-# 357 would be ~40-50 s, not yet timed on an idle machine.
+# with the active set, 200-step unbounded PGD costs a few passes per example, not 200). The corruptions are
+# 75 full evaluation passes per model; on an idle 2-core machine the six demo models' 450 sets of all 357
+# images took 66 s, making the sets about 1 s of it (CPU forward passes in batches of 128, runtime.py).
 EVALUATION_EXAMPLES = {
-    "smoke": {"attack": None, "deform": None, "corrupt": 100},
+    "smoke": {"attack": None, "deform": None, "corrupt": None},
     "fast": {"attack": None, "deform": None, "corrupt": None},
     "paper": {"attack": None, "deform": None, "corrupt": None},
 }

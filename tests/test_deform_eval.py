@@ -236,3 +236,11 @@ def test_non_integer_seed_is_refused_by_the_parser(checkpoints, tmp_path, capsys
         main(["deform", "--checkpoints", str(checkpoints), "--out", str(tmp_path), "--seed", "1.5"])
     assert exit_info.value.code == 2
     assert "--seed" in capsys.readouterr().err
+
+
+def test_cpu_evaluation_batch_is_capped_where_outcomes_do_not_depend_on_it():
+    from robustbench_mm.common.runtime import CPU_EVALUATION_BATCH, evaluation_batch
+
+    assert evaluation_batch(500, torch.device("cpu")) == CPU_EVALUATION_BATCH == 128
+    assert evaluation_batch(64, torch.device("cpu")) == 64
+    assert evaluation_batch(500, torch.device("cuda")) == 500

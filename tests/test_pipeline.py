@@ -45,7 +45,7 @@ def test_smoke_plan_matches_the_documented_settings():
     assert plan.attack.n_examples is None and plan.attack.pgd_steps == 200  # every test image
     assert plan.attack.autoattack and plan.attack.aa_budget == "smoke" and plan.attack.aa_eps == 8 / 255
     assert plan.deform.n_examples is None  # all 357 digits test images
-    assert plan.corrupt.n_examples == 100 and plan.corrupt.severities == (1, 2, 3, 4, 5)  # 75 sets x 6 models
+    assert plan.corrupt.n_examples is None and plan.corrupt.severities == (1, 2, 3, 4, 5)  # 75 sets x 6 models
     assert len(plan.corrupt.corruptions) == 15 and plan.corrupt.source == "auto"  # generated for digits
     paper = plan_for_preset("paper", dataset="cifar100", arch="preactresnet34")
     assert {(c.dataset, c.arch, c.epochs) for c in paper.train} == {("cifar100", "preactresnet34", 1200)}

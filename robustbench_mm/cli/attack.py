@@ -63,7 +63,7 @@ def add_parser(sub) -> None:
     p.add_argument("--max-black-box-share", type=float, default=DEFAULTS.max_black_box_share,
                    help="%% of examples Square may fool that every white-box AutoAttack stage missed "
                         "(default %(default)s, AutoAttack's own threshold)")
-    add_test_subset(p, DEFAULTS.batch_size)
+    add_test_subset(p, DEFAULTS.batch_size, cpu_capped=False)
     p.add_argument("--dataset", help=f"refuse models not trained on this dataset: {', '.join(DATASETS)}; "
                                      "with --model: the test set to evaluate on")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from robustbench_mm.common.runtime import CPU_EVALUATION_BATCH
 from robustbench_mm.config import CHECKPOINT_KINDS
 from robustbench_mm.data.deformations import CONVENTIONS, INTERPOLATIONS
 from robustbench_mm.errors import UsageError
@@ -51,11 +52,13 @@ def add_normalization(parser: argparse.ArgumentParser, what: str, default: str) 
                              f"each), or a dataset name for the authors' constants (default: {default})")
 
 
-def add_test_subset(parser: argparse.ArgumentParser, batch_default: int) -> None:
-    """Which test images an evaluation stage measures, and how many per batch: shared by attack, deform, calibrate."""
+def add_test_subset(parser: argparse.ArgumentParser, batch_default: int, cpu_capped: bool = True) -> None:
+    """Which test images an evaluation stage measures, and how many per batch: shared by attack, deform, calibrate,
+    corrupt. `cpu_capped`: the stage's outcomes do not depend on the batch, so the CPU caps it (runtime.py)."""
     parser.add_argument("--n-examples", type=int, help="evaluate the first N test images only (default: all)")
+    cap = f"; on the CPU at most {CPU_EVALUATION_BATCH}, which is faster there" if cpu_capped else ""
     parser.add_argument("--batch-size", type=int, default=batch_default,
-                        help=f"images per batch (default: {batch_default})")
+                        help=f"images per batch (default: {batch_default}{cap})")
 
 
 def add_deformation_set(parser: argparse.ArgumentParser, defaults) -> None:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_mm.attacks import PROTOCOLS, fgsm, percent
-from robustbench_mm.common.runtime import memory_format, resolve_device
+from robustbench_mm.common.runtime import evaluation_batch, memory_format, resolve_device
 from robustbench_mm.common.storage import ensure_writable_dir, folder_lock
 from robustbench_mm.config import CalibrationConfig
 from robustbench_mm.data.deformations import DEFORM_SETS, plan_warp, set_matrices, set_seed
@@ -104,13 +104,14 @@ def condition_logits(model: torch.nn.Module, data: ImageSet, config: Calibration
     warp = plan_warp(maps, data.images.shape[-1], config.convention, config.interpolation).to(device)
     layout = memory_format(device)
     outputs: dict[str, list[torch.Tensor]] = {"clean": [], config.deform_set: [], fgsm_label(config): []}
-    for start in range(0, len(data), config.batch_size):
-        x = to_unit_float(data.images[start:start + config.batch_size]).contiguous(memory_format=layout)
-        labels = data.labels[start:start + config.batch_size]
+    batch_size = evaluation_batch(config.batch_size, device)  # FGSM, like the rest, is per image
+    for start in range(0, len(data), batch_size):
+        x = to_unit_float(data.images[start:start + batch_size]).contiguous(memory_format=layout)
+        labels = data.labels[start:start + batch_size]
         adversarial = fgsm(model, x, labels, config.eps, PROTOCOLS[config.protocol])
         with torch.no_grad():
             outputs["clean"].append(model(x).float())
-            warped = warp[start:start + config.batch_size].apply(x)  # black fill, as `mm-robust deform` by default
+            warped = warp[start:start + batch_size].apply(x)  # black fill, as `mm-robust deform` by default
             outputs[config.deform_set].append(model(warped.contiguous(memory_format=layout)).float())
             outputs[fgsm_label(config)].append(model(adversarial).float())
     return {name: torch.cat(parts) for name, parts in outputs.items()}

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_mm.common.progress import progress_bar
-from robustbench_mm.common.runtime import resolve_device
+from robustbench_mm.common.runtime import evaluation_batch, resolve_device
 from robustbench_mm.common.storage import ensure_writable_dir, read_json
 from robustbench_mm.config import CorruptConfig
 from robustbench_mm.data.corruptions import LABELS, corrupt, load_official
@@ -147,6 +147,7 @@ def outcomes_on(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
     """
     model.eval()
     device = images.device
+    batch_size = evaluation_batch(batch_size, device)
     correct = torch.empty(len(labels), dtype=torch.bool, device=device)
     nll = torch.empty(len(labels), dtype=torch.float32, device=device)
     confidence = torch.empty(len(labels), dtype=torch.float32, device=device)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_mm.common.progress import progress_bar
-from robustbench_mm.common.runtime import resolve_device
+from robustbench_mm.common.runtime import evaluation_batch, resolve_device
 from robustbench_mm.common.storage import ensure_writable_dir, folder_lock, read_json
 from robustbench_mm.config import DeformConfig
 from robustbench_mm.data.deformations import (
@@ -112,6 +112,7 @@ def outcomes_on(model: torch.nn.Module, data: ImageSet, warp: Warp | None, batch
     """
     model.eval()
     device = data.images.device
+    batch_size = evaluation_batch(batch_size, device)
     correct = torch.empty(len(data), dtype=torch.bool, device=device)
     nll = torch.empty(len(data), dtype=torch.float32, device=device)
     for start in range(0, len(data), batch_size):
