@@ -92,6 +92,7 @@ def corruption_costs(profile, device: torch.device, data_dir: str) -> dict:
     from bench_data import benchmark_dataset, benchmark_model
     from report import figure, ratio_figure, section, skipped
 
+    from robustbench_mm.common.runtime import evaluation_batch
     from robustbench_mm.config import CorruptConfig
     from robustbench_mm.evaluation.corrupt import CorruptTestData, outcomes_on
 
@@ -146,7 +147,7 @@ def corruption_costs(profile, device: torch.device, data_dir: str) -> dict:
                      ratio(evaluation["corrupted"], evaluation["clean"]), ("<=", 1.2)),
     ]
     settings = {"images": n, "data": test.name, "severity": SEVERITY, "torch_threads": torch.get_num_threads(),
-                "model": f"PreActResNet18 width {profile.width} (eval mode)", "eval_batch": config.batch_size}
+                "model": f"PreActResNet18 width {profile.width} (eval mode)", "eval_batch": evaluation_batch(config.batch_size, device)}
     notes = ["The reference is make_cifar_c.py transcribed image by image (tests/corruption_reference.py), each "
              "image with its own numpy Generator; ours is `corrupt` on the whole batch (counter-based draws).",
              "The corrupted-set evaluation is timed on the Gaussian-noise set; the clean one on the same images."]
