@@ -88,7 +88,7 @@ from robustbench_mm.config import AttackConfig  # noqa: E402
 from robustbench_mm.evaluation.attack_plan import BPDA_VERSION  # noqa: E402
 from robustbench_mm.evaluation.attack import run_attacks  # noqa: E402
 from robustbench_mm.report.build import build_report  # noqa: E402
-from robustbench_mm.report.records import load_records  # noqa: E402
+from robustbench_mm.report.records import NO_BPDA_LAYER, load_records  # noqa: E402
 from robustbench_mm.report.verdicts import (  # noqa: E402
     BROKEN_BY_BPDA, MASKED, NOT_BROKEN_BY_BPDA, NOT_ROBUST, ROBUST, UNKNOWN, verdict)
 from robustbench_mm.runs.evaluations import Evaluation, Family  # noqa: E402
@@ -192,6 +192,9 @@ def test_report_fills_both_table5_control_rows_with_the_paper_numbers_and_labels
     assert verdicts["Thermometer (Buckman et al.)"].startswith(f"**{MASKED}")
     assert any(n.startswith("**Verdict**") for n in robustness.notes)
     assert any(r["evaluation"] == "verdict" for r in robustness.rows)
+    adversarial = next(row for row in robustness.blocks[0].rows if row[0] == "Adv. training (Madry et al.)")
+    bpda_columns = [i for i, c in enumerate(header) if c.endswith("— BPDA")]
+    assert all(adversarial[i] == NO_BPDA_LAYER for i in bpda_columns)  # shown as it is, not as a missing file
 
 
 @pytest.mark.parametrize("failed, autoattack, bpda_autoattack, clean, word, text", [

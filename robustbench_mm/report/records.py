@@ -41,7 +41,7 @@ from robustbench_mm.stats.estimates import Estimate, SeedValue, estimate
 KEY_ORDER = tuple(model_key(method, alpha) for method, alpha in REPRODUCE_MODELS)
 METHOD_LABELS = {"baseline": "No mixup (baseline)", "input": "Input mixup", "manifold": "Manifold mixup",
                  "adversarial": "Adv. training (Madry et al.)", "thermometer": "Thermometer (Buckman et al.)"}
-NO_BPDA_LAYER = "n/a (no BPDA layer)"  # explained under the robustness table (verdicts.RULE)
+NO_BPDA_LAYER = "not applicable (no BPDA layer)"  # explained under the robustness table (verdicts.RULE)
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "digits (scikit-learn, offline)"}
 
 
