@@ -816,3 +816,23 @@ def test_ray_prints_none_of_its_own_lines_under_quiet():
     env = {**os.environ, "PYTHONPATH": str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_a_report_file_that_cannot_be_replaced_is_refused_before_any_is_replaced(project, capsys):
+    """A report file made immutable (chattr +i, which stops even root's rename): one line naming it, the old
+    report left whole, no staging folder left behind; not a PermissionError halfway through publishing."""
+    assert main(["report"]) == 0
+    capsys.readouterr()
+    target = project / "reports" / "table5.md"
+    locked = os.geteuid() == 0 and shutil.which("chattr") and \
+        subprocess.run(["chattr", "+i", str(target)], capture_output=True, check=False)
+    if not locked or locked.returncode:
+        pytest.skip("needs root and chattr +i: only an immutable file stops a rename over it")
+    before = tree(project)
+    try:
+        code, err = call(["report"], capsys)
+    finally:
+        subprocess.run(["chattr", "-i", str(target)], check=True)
+    assert code == 2 and one_line(err), err
+    assert "cannot be replaced (table5.md" in err and "--reports" in err, err
+    assert tree(project) == before

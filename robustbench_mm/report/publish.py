@@ -4,6 +4,7 @@ The manifest lists what the last report wrote, with digests; a file someone chan
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,21 @@ def publish(staging: Path, reports_root: Path) -> None:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise UsageError(f"{str(reports_root)!r} holds files mm-robust report did not write ({shown}); "
                          "move them away or choose another --reports")
+    locked = [name for name in new if _locked(reports_root / name)]
+    if locked:
+        shown = ", ".join(locked[:3]) + (f" and {len(locked) - 3} more" if len(locked) > 3 else "")
+        raise UsageError(f"{str(reports_root)!r} holds report files that cannot be replaced ({shown}: immutable or "
+                         "append-only, e.g. chattr +i); make them writable or choose another --reports")
     written = {name: _digest(staging / name) for name in new}
     for folder in folders:
         (reports_root / folder).mkdir(exist_ok=True)  # checked above: absent or a real folder
-    for name in new:
-        os.replace(staging / name, reports_root / name)
+    for done, name in enumerate(new):
+        try:
+            os.replace(staging / name, reports_root / name)
+        except OSError as exc:  # what the checks above cannot foresee; the files replaced so far are the new ones
+            raise UsageError(f"could not write {name!r} into {str(reports_root)!r} ({exc.strerror}); {done} of "
+                             f"{len(new)} report files were replaced; fix the folder and rerun mm-robust report"
+                             ) from None
     for name in sorted(set(ours) - set(new)):  # an earlier report's file this one no longer has would mislead
         if any((reports_root / folder).is_symlink() for folder in _folders([name])):
             continue  # a folder now linked elsewhere: what it holds is not the file the manifest names
@@ -66,6 +77,20 @@ def _folders(names) -> list[str]:
     """Every folder the relative file names lie in, outermost first ('a', 'a/b' for 'a/b/c.json')."""
     found = {"/".join(name.split("/")[:depth]) for name in names for depth in range(1, name.count("/") + 1)}
     return sorted(found, key=lambda f: (f.count("/"), f))
+
+
+def _locked(path: Path) -> bool:
+    """An existing file that no rename may replace, even by root: immutable or append-only (EPERM on opening it
+    for appending, which changes nothing). A file merely without write permission can still be renamed over."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+    except PermissionError as exc:
+        return exc.errno == errno.EPERM
+    except OSError:
+        return False
+    return False
 
 
 def _occupied(path: Path) -> bool:
