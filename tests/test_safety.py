@@ -821,6 +821,7 @@ def test_ray_prints_none_of_its_own_lines_under_quiet():
 def test_a_report_file_that_cannot_be_replaced_is_refused_before_any_is_replaced(project, capsys):
     """A report file made immutable (chattr +i, which stops even root's rename): one line naming it, the old
     report left whole, no staging folder left behind; not a PermissionError halfway through publishing."""
+    (project / "attacks").mkdir()  # a report of the trained model alone
     assert main(["report"]) == 0
     capsys.readouterr()
     target = project / "reports" / "table5.md"
@@ -836,3 +837,45 @@ def test_a_report_file_that_cannot_be_replaced_is_refused_before_any_is_replaced
     assert code == 2 and one_line(err), err
     assert "cannot be replaced (table5.md" in err and "--reports" in err, err
     assert tree(project) == before
+
+
+def test_report_refuses_a_missing_attacks_folder_and_a_reports_folder_inside_what_it_reads(project, capsys):
+    """Probe: `--attacks <typo>` replaced a full report with an empty one; `--reports attacks/<run>` wrote the
+    report among the results. Both are one line now, with nothing changed."""
+    assert main(ATTACK) == 0 and main(["report"]) == 0
+    capsys.readouterr()
+    before = tree(project)
+    for argv, says in ((["--attacks", "atacks"], "--attacks 'atacks' does not exist"),
+                       (["--reports", f"attacks/{RUN}"], "lies inside --attacks 'attacks'"),
+                       (["--reports", "checkpoints"], "lies inside --checkpoints 'checkpoints'")):
+        code, err = call(["report", *argv], capsys)
+        assert code == 2 and one_line(err) and says in err, err
+        assert tree(project) == before
+
+
+def test_report_reads_only_regular_result_files(project, capsys):
+    """Probe: a FIFO as deform.json blocked `report` forever and /dev/zero as calibration.json never ended."""
+    assert main(ATTACK) == 0
+    capsys.readouterr()
+    os.mkfifo(project / "attacks" / RUN / "deform.json")
+    (project / "attacks" / RUN / "calibration.json").symlink_to("/dev/zero")
+    code, err = call(["report"], capsys)
+    assert code == 0, err
+    index = (project / "reports" / "index.md").read_text()
+    assert "deform.json is not a regular file" in index and "calibration.json is not a regular file" in index
+
+
+def test_last_weights_results_in_the_best_folder_are_never_shown_as_best(project, capsys):
+    """Probe: results of the last weights copied into attacks/<run>/best/ were shown under 'best weights'."""
+    from robustbench_mm.report.run_results import read_run_results
+
+    assert main(ATTACK) == 0
+    capsys.readouterr()
+    best = project / "attacks" / RUN / "best"
+    best.mkdir()
+    for path in (project / "attacks" / RUN).glob("*.json"):
+        shutil.copy(path, best / path.name)
+    found = read_run_results(project / "attacks", RUN, "best")
+    assert "fgsm-standard" not in found.results
+    assert found.missing["fgsm-standard"].startswith("measured on the last weights only")
+    assert any("measured the last weights but lies in the best weights' folder" in p for p in found.problems)

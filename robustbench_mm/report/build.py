@@ -24,7 +24,7 @@ from robustbench_mm.common.storage import (
 from robustbench_mm.errors import UsageError
 from robustbench_mm.paper import TABLE3_SETS, TABLE5_EPS, TABLE7
 from robustbench_mm.report.orderings import ORDERINGS_CSV_COLUMNS
-from robustbench_mm.report.publish import MODEL_INFO_DIR, REPORT_FORMAT, publish
+from robustbench_mm.report.publish import MODEL_INFO_DIR, REPORT_FORMAT, REPORT_MANIFEST, publish
 from robustbench_mm.report.records import Group, RunRecord, group_records, load_records
 from robustbench_mm.report.sections import (
     CSV_COLUMNS, UNCERTAINTY_NOTE, Section, markdown_table, render_csv, render_section, short_commit)
@@ -216,6 +216,11 @@ def write_report(checkpoints_root: str | Path = "checkpoints", attacks_root: str
     for flag, folder, writer in (("--checkpoints", checkpoints_root, "train"), ("--attacks", attacks_root, "attack")):
         if Path(folder).exists() and not Path(folder).is_dir():
             raise UsageError(f"{flag} {str(folder)!r} is a file; give the folder that `mm-robust {writer}` wrote")
+    for flag, folder in (("--checkpoints", checkpoints_root), ("--attacks", attacks_root)):
+        inputs, output = Path(folder).resolve(), Path(reports_root).resolve()
+        if output == inputs or inputs in output.parents:
+            raise UsageError(f"--reports {str(reports_root)!r} lies inside {flag} {str(folder)!r}; a report written "
+                             "there would mix with what it reads: choose another --reports")
     records, problems = load_records(checkpoints_root, attacks_root, weights)
     if not records:
         raise UsageError(f"nothing to report: no trained models in {str(checkpoints_root)!r} and no results in "
@@ -224,6 +229,11 @@ def write_report(checkpoints_root: str | Path = "checkpoints", attacks_root: str
         what = "does not exist" if not Path(checkpoints_root).exists() else "holds no trained runs (no <run>/meta.json)"
         raise UsageError(f"--checkpoints {str(checkpoints_root)!r} {what}, so no result in {str(attacks_root)!r} can be "
                          "tied to its weights; give the folder `mm-robust train` wrote")
+    if not Path(attacks_root).exists() and (Path(reports_root) / REPORT_MANIFEST).exists():
+        # a typo would replace a full report with one of no results; with no report yet, training alone is shown
+        raise UsageError(f"--attacks {str(attacks_root)!r} does not exist, and the report in {str(reports_root)!r} "
+                         "would be replaced by one without results; give the folder `mm-robust attack` wrote (an "
+                         "empty folder reports the trained models alone)")
     report = build_report(records, problems, weights)
     reports_root = ensure_writable_dir(Path(reports_root), "--reports")
     sources = {"checkpoints": str(checkpoints_root), "attacks": str(attacks_root)}

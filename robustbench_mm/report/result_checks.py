@@ -45,6 +45,8 @@ def read_result(path: Path, evaluation: str) -> tuple[dict[str, Any] | None, str
     """(result, None) for a usable file, else (None, why not) in words fit for a table cell."""
     if not path.exists():
         return None, f"no {path.name}"
+    if not path.is_file():  # a FIFO would block the read and /dev/zero never end it
+        return None, f"{path.name} is not a regular file"
     try:
         result = read_json(path)
     except UsageError:
@@ -64,7 +66,8 @@ def read_result(path: Path, evaluation: str) -> tuple[dict[str, Any] | None, str
     parsed = Evaluation.of(evaluation)
     settings = result["settings"] if isinstance(result["settings"], dict) else {}
     if parsed is not None and parsed.bpda and settings.get("bpda") != BPDA_VERSION:
-        return None, f"{path.name} was measured through an earlier BPDA surrogate; rerun mm-robust attack with --force"
+        return None, (f"{path.name} was measured through another BPDA surrogate (version {settings.get('bpda')!r}; "
+                      f"this mm-robust's is {BPDA_VERSION}); rerun mm-robust attack with --force")
     return result, None
 
 

@@ -70,6 +70,11 @@ def read_run_results(attacks_root: Path, name: str, weights: str) -> FolderResul
     top = read_folder(results_dir(attacks_root, name, "last"), name)
     if weights == "best":
         own = read_folder(results_dir(attacks_root, name, "best"), name)
+        for evaluation in [e for e, r in own.results.items() if checkpoint_of(r["model"]) == "last"]:
+            path = own.sources.pop(evaluation)  # copied or linked in: shown as best, it would be another model's number
+            del own.results[evaluation]
+            own.missing[evaluation] = f"{path.name} in best/ measured the last weights"
+            own.problems.append(f"result {str(path)!r} measured the last weights but lies in the best weights' folder")
         for evaluation, result in top.results.items():  # a best result from before best/, or a model from elsewhere
             if evaluation not in own.results and checkpoint_of(result["model"]) in ("best", EXTERNAL):
                 own.results[evaluation], own.sources[evaluation] = result, top.sources[evaluation]
