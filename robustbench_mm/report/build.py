@@ -213,11 +213,11 @@ def write_report(checkpoints_root: str | Path = "checkpoints", attacks_root: str
     from robustbench_mm.report import figures  # matplotlib is only imported when a report is actually drawn
     from robustbench_mm.report import corruption_figures
 
+    output = Path(reports_root).resolve()
     for flag, folder, writer in (("--checkpoints", checkpoints_root, "train"), ("--attacks", attacks_root, "attack")):
         if Path(folder).exists() and not Path(folder).is_dir():
             raise UsageError(f"{flag} {str(folder)!r} is a file; give the folder that `mm-robust {writer}` wrote")
-    for flag, folder in (("--checkpoints", checkpoints_root), ("--attacks", attacks_root)):
-        inputs, output = Path(folder).resolve(), Path(reports_root).resolve()
+        inputs = Path(folder).resolve()
         if output == inputs or inputs in output.parents:
             raise UsageError(f"--reports {str(reports_root)!r} lies inside {flag} {str(folder)!r}; a report written "
                              "there would mix with what it reads: choose another --reports")
