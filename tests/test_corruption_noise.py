@@ -14,7 +14,8 @@ from scipy.stats import poisson
 
 from robustbench_mm.data import corruptions as C
 from robustbench_mm.data.corruption_noise import ROWS, noise_tables
-from robustbench_mm.data.corruption_random import Draws, alias_probabilities, image_draws, sample_levels, words
+from robustbench_mm.data.corruption_kernels import sample_noise
+from robustbench_mm.data.corruption_random import Draws, alias_probabilities, image_draws, words
 
 NOISES = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
 BAND_LEVELS = (0, 1, 20, 77, 128, 200, 254, 255)  # one 4-row band each in a 32 x 32 image
@@ -74,16 +75,25 @@ def test_alias_tables_give_their_rows(name):
 
 
 def test_sampling_by_hand():
-    """Row 1: bucket 3 keeps 3 below threshold 2**53 (probability 1/2), else gives alias 7. A word's top
-    8 bits pick the bucket and its low 54 bits meet the threshold."""
+    """Row 1: bucket 3 keeps 3 below threshold 2**53 (probability 1/2), else gives alias 7; row 0 keeps every
+    bucket. A word's top 8 bits pick the bucket and its low 54 bits meet the threshold: each value's word is
+    the next of its image's stream."""
     entries = np.zeros(2 * 256, dtype=np.int64)
-    entries[256 + 3] = (1 << 53) << 8 | 7
-    w = np.array([3 << 56 | (1 << 53) - 1, 3 << 56 | 1 << 53, 3 << 56 | 1 << 53], dtype=np.uint64)
-    levels = np.array([1, 1, 0], dtype=np.uint8)
-    assert sample_levels(levels, entries, w).tolist() == [3, 7, 0]
+    entries[256:] = np.arange(256) | (1 << 54) << 8  # row 1 keeps every bucket ...
+    entries[256 + 3] = (1 << 53) << 8 | 7  # ... but bucket 3, half the time
+    entries[:256] = np.arange(256)  # threshold 0: row 0 always gives the alias, 0 .. 255 in turn
+    keys = C.image_keys(0, "fog", 1, range(64))
+    levels = np.ones((64, 400), dtype=np.uint8)
+    levels[:, -1] = 0
+    out = sample_noise(levels, keys, 5, entries)
+    w = words(keys, 5, 400)
+    bucket = (w >> np.uint64(56)).astype(np.int64)
+    low = (w & np.uint64((1 << 54) - 1)).astype(np.int64)
+    expected = np.where((bucket == 3) & (low >= 1 << 53), 7, bucket)
+    expected[:, -1] = bucket[:, -1]  # row 0's alias of bucket j is j
+    assert np.array_equal(out, expected)
+    assert ((bucket == 3) & (out == 7)).any() and ((bucket == 3) & (out == 3)).any()  # both branches taken
 
-
-# ------------------------------------------------------------------------------------------- sampled
 
 def band_images(n: int) -> np.ndarray:
     image = np.zeros((32, 32, 3), np.uint8)

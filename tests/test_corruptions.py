@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from robustbench_mm.data import corruptions as C
-from robustbench_mm.data.corruption_families import frost_textures
+from robustbench_mm.data.corruption_families import CPU_KERNELS, frost_textures
 from robustbench_mm.errors import UsageError
 
 EXACT = {"pixelate", "jpeg_compression", "frost", "fog", "brightness", "saturate"}
@@ -78,10 +78,17 @@ def images():
 NOISES = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
 
 
+# the compiled CPU kernel of each corruption that has one, and the tensor version a GPU runs
+VERSIONS = [(name, "cpu") for name in C.ALL_CORRUPTIONS if name not in NOISES] + [
+    (name, "tensor") for name in C.ALL_CORRUPTIONS if name in CPU_KERNELS and name not in NOISES]
+
+
 @pytest.mark.parametrize("severity", C.SEVERITIES)
-@pytest.mark.parametrize("name", [name for name in C.ALL_CORRUPTIONS if name not in NOISES])
-def test_matches_reference(name, severity, images):
+@pytest.mark.parametrize("name, version", VERSIONS)
+def test_matches_reference(name, version, severity, images, monkeypatch):
     need(name)
+    if version == "tensor":
+        monkeypatch.setattr(C, "CPU_KERNELS", {})
     ours = to_uint8(C.corrupt(to_tensor(images), name, severity, seed=SEED))
     reference = R.reference(images, name, severity, C.generators(SEED, name, severity, range(len(images))))
     difference = np.abs(ours.astype(int) - reference.astype(int))
@@ -91,6 +98,19 @@ def test_matches_reference(name, severity, images):
         assert difference.max() <= 1, f"{name} {severity}: off by {difference.max()}"
         assert (difference > 0).mean() <= 0.05, f"{name} {severity}: {(difference > 0).mean():.1%} off by one"
     assert (ours != images).any(), f"{name} {severity} changed nothing"
+
+
+@pytest.mark.parametrize("name", ["brightness", "saturate"])
+def test_compiled_hsv_is_the_tensor_version_on_every_kind_of_colour(name, monkeypatch):
+    """Every level in steps of 5 (0 and 255 included) for each channel: grays, ties for the maximum, every
+    hue sector, black and white, all severities. The tensor version is the one checked against skimage."""
+    steps = np.arange(0, 256, 5, dtype=np.uint8)
+    colours = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), -1).reshape(-1, 3)  # 52**3 colours
+    images = to_tensor(colours.reshape(1, 1, -1, 3))  # one image a row of pixels: the map is per pixel
+    compiled = {s: C.corrupt(images, name, s) for s in C.SEVERITIES}
+    monkeypatch.setattr(C, "CPU_KERNELS", {})
+    for severity in C.SEVERITIES:
+        assert torch.equal(compiled[severity], C.corrupt(images, name, severity)), f"{name} {severity}"
 
 
 def test_constants_are_make_cifar_c():

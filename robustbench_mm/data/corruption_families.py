@@ -12,6 +12,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import torch
 
+from robustbench_mm.data.corruption_kernels import hsv_round_trip
 from robustbench_mm.data.corruption_noise import level_noise
 from robustbench_mm.data.corruption_ops import (
     affine_sources, bilinear_gather, clipped_zoom, correlate_taps, gaussian_blur, hsv2rgb, motion_blur_planes,
@@ -192,6 +193,19 @@ def _saturate(x, c, draws):
     return hsv2rgb(hue, (saturation * c[0] + c[1]).clamp_(0, 1), value).clamp_(0, 1).mul_(255)
 
 
+def _hsv_on_cpu(x, saturation_scale, saturation_shift, value_shift):
+    levels = x.to(torch.uint8).reshape(len(x), 3, -1).numpy()
+    return torch.from_numpy(hsv_round_trip(levels, saturation_scale, saturation_shift, value_shift)).reshape(x.shape)
+
+
+def _brightness_on_cpu(x, c, draws):
+    return _hsv_on_cpu(x, 1.0, 0.0, c)
+
+
+def _saturate_on_cpu(x, c, draws):
+    return _hsv_on_cpu(x, c[0], c[1], 0.0)
+
+
 def _contrast(x, c, draws):
     unit = x.double()
     # the levels' sum is exact in any order, so an image's mean never depends on its batch
@@ -362,3 +376,7 @@ FUNCTIONS = {
     "speckle_noise": level_noise("speckle_noise"), "gaussian_blur": _gaussian_blur_corruption, "spatter": _spatter,
     "saturate": _saturate,
 }
+
+# Compiled versions (data/corruption_kernels.py) for images on the CPU, bit for bit the functions above: these
+# take the whole batch at once (their loops are per image), where the tensor versions go through it in chunks.
+CPU_KERNELS = {"brightness": _brightness_on_cpu, "saturate": _saturate_on_cpu}

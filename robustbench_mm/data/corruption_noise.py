@@ -19,10 +19,10 @@ import torch
 from scipy.special import ndtr
 from scipy.stats import poisson
 
-from robustbench_mm.data.corruption_random import Draws, alias_table, sample_levels
+from robustbench_mm.data.corruption_kernels import sample_noise
+from robustbench_mm.data.corruption_random import Draws, alias_table
 
 LEVELS = np.arange(256)
-CHUNK = 8  # images per hashing-and-sampling step: 8 x 3072 values, 200 KB per int64 temporary
 
 
 def gaussian_rows(sigma: float) -> np.ndarray:
@@ -84,14 +84,9 @@ def noise_tables(name: str, parameter: float) -> np.ndarray:
 def level_noise(name: str):
     """The corruption function `f(images, parameter, draws)` of one per-pixel noise."""
     def corruption(x: torch.Tensor, c, draws: Draws) -> torch.Tensor:
-        levels = x.to(device="cpu", dtype=torch.uint8).numpy()
-        entries = noise_tables(name, c)
-        out = np.empty_like(levels)
-        # a few images at a time: the dozen int64 temporaries of hashing and sampling then stay in cache
-        for start in range(0, len(levels), CHUNK):
-            part = slice(start, start + CHUNK)
-            out[part] = sample_levels(levels[part], entries, draws.take_for(part, levels.shape[1:]))
-        draws.skip(levels.shape[1:])
-        return torch.from_numpy(out).to(device=x.device, dtype=torch.float32)
+        levels = x.to(device="cpu", dtype=torch.uint8).reshape(len(x), -1).numpy()
+        out = sample_noise(levels, draws.keys, draws.position, noise_tables(name, c))
+        draws.skip(levels.shape[1])
+        return torch.from_numpy(out).reshape(x.shape).to(device=x.device, dtype=torch.float32)
     corruption.__name__ = f"_{name}"
     return corruption

@@ -12,7 +12,7 @@ one word per value in call order, for the corruptions that draw a few numbers pe
 moves, a snow layer, fog's plasma): `Draws(keys)` gives (N, *size) arrays, and `image_draws` one
 image's view of the same stream, which the tests hand to make_cifar_c.py's per-image arithmetic so
 it sees the numbers the batch used. The per-pixel noises instead sample their uint8 output directly
-(`alias_table`, `sample_levels`; data/corruption_noise.py).
+(`alias_table` here, sampled by data/corruption_kernels.py's `sample_noise`).
 
 Integers and uniforms are exact integer arithmetic, the same bits on every machine. Normals (Box-Muller,
 one word each) go through numpy's float64 log and cos, whose last bit may differ between CPUs' math
@@ -23,12 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment
-MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-MIX2 = np.uint64(0x94D049BB133111EB)
-# Alias sampling: a word's top 8 bits pick the bucket and its low 54 bits are compared with the bucket's
-# threshold, which is stored above its 8-bit alias in one int64 (2**54 << 8 still fits), so one gather serves.
-FRACTION_BITS = 54
+from robustbench_mm.data.corruption_kernels import FRACTION_BITS, GAMMA, MIX1, MIX2, stream_words
 
 
 def mix(z: np.ndarray) -> np.ndarray:
@@ -58,8 +53,7 @@ def image_keys(seed: int, corruption_id: int, severity: int, indices) -> np.ndar
 
 def words(keys: np.ndarray, start: int, count: int) -> np.ndarray:
     """Words start..start+count-1 of every image's stream: (N, count) uint64."""
-    counters = (np.arange(start + 1, start + count + 1, dtype=np.uint64) * np.uint64(GAMMA))
-    return mix(keys[:, None] + counters[None, :])
+    return stream_words(np.ascontiguousarray(keys, dtype=np.uint64), start, count)
 
 
 def unit_floats(w: np.ndarray) -> np.ndarray:
@@ -195,22 +189,4 @@ def alias_probabilities(entries: np.ndarray) -> np.ndarray:
     out = kept.copy()
     for row, row_entries, row_kept in zip(out, entries, kept):
         np.add.at(row, row_entries & 255, 1 / 256 - row_kept)
-    return out
-
-
-def sample_levels(levels: np.ndarray, entries: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """The uint8 output level of every input level (a uint8 array) from one word each (same shape),
-    through `alias_table`'s entries (row = input level). Branch-free: a select on a random mask
-    (np.where) costs several times the arithmetic."""
-    top = w >> np.uint64(64 - 8)
-    bucket = np.left_shift(levels, 8, dtype=np.int64)
-    bucket |= top.view(np.int64)
-    entry = np.take(entries, bucket)
-    keep = (w & np.uint64((1 << FRACTION_BITS) - 1)).view(np.int64) < (entry >> 8)
-    # the select in uint8, on the low bytes: the bucket's own (the word's top byte) where kept, else the alias
-    alias = entry.astype(np.uint8)
-    out = top.astype(np.uint8)
-    out ^= alias
-    out &= np.negative(keep.view(np.uint8))
-    out ^= alias
     return out

@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustbench_mm.data.corruption_families import FUNCTIONS
+from robustbench_mm.data.corruption_families import CPU_KERNELS, FUNCTIONS
 from robustbench_mm.data.corruption_random import Draws, ImageDraws, image_draws
 from robustbench_mm.data.corruption_random import image_keys as random_keys
 from robustbench_mm.errors import UsageError, check_choice
@@ -156,14 +156,17 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0, indic
     if n == 0:
         return images.float()
     keys = image_keys(seed, name, severity, indices)
-    step = n if images.device.type != "cpu" or name in WHOLE_BATCH else max(1, CHUNK_PIXELS // images[0, 0].numel())
+    on_cpu = images.device.type == "cpu"
+    function = CPU_KERNELS.get(name, FUNCTIONS[name]) if on_cpu else FUNCTIONS[name]
+    whole = not on_cpu or name in WHOLE_BATCH or name in CPU_KERNELS
+    step = n if whole else max(1, CHUNK_PIXELS // images[0, 0].numel())
     with one_thread_on_cpu(images.device):
         x = images.float().clamp(0, 1).mul_(255).round_()  # in place after the copy: fresh tensors cost page faults
         out = torch.empty_like(x)
         # every image's result is its own (a subset gives the same), so a CPU batch goes through in chunks
         for start in range(0, n, step):
             part = slice(start, start + step)
-            out[part] = quantise(FUNCTIONS[name](x[part], PARAMETERS[name][severity - 1], Draws(keys[part])))
+            out[part] = quantise(function(x[part], PARAMETERS[name][severity - 1], Draws(keys[part])))
         return out
 
 
