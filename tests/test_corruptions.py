@@ -13,6 +13,7 @@ level apart: we allow one level on at most 5% of the values (seen: at most 2%, d
 from __future__ import annotations
 
 import importlib.util
+import io
 from pathlib import Path
 
 import corruption_reference as R
@@ -22,6 +23,7 @@ import torch
 
 from robustbench_mm.data import corruptions as C
 from robustbench_mm.data.corruption_families import CPU_KERNELS, frost_textures
+from robustbench_mm.data.corruption_jpeg import round_trip_pil, round_trip_torchvision
 from robustbench_mm.errors import UsageError
 
 EXACT = {"pixelate", "jpeg_compression", "frost", "fog", "brightness", "saturate"}
@@ -111,6 +113,22 @@ def test_compiled_hsv_is_the_tensor_version_on_every_kind_of_colour(name, monkey
     monkeypatch.setattr(C, "CPU_KERNELS", {})
     for severity in C.SEVERITIES:
         assert torch.equal(compiled[severity], C.corrupt(images, name, severity)), f"{name} {severity}"
+
+
+@pytest.mark.parametrize("codec", [round_trip_torchvision, round_trip_pil])
+def test_both_jpeg_codecs_are_pils_save_and_open(codec, images):
+    """torchvision's batched codec is the one used while torchvision has it, PIL's otherwise: both must give
+    the pixels of PIL's save(quality) and Image.open, which make_cifar_c.py calls."""
+    from PIL import Image
+
+    for quality in C.PARAMETERS["jpeg_compression"]:
+        expected = []
+        for image in images:
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, "JPEG", quality=quality)
+            expected.append(np.asarray(Image.open(buffer)))
+        out = codec(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), quality)
+        assert np.array_equal(out.permute(0, 2, 3, 1).numpy(), np.stack(expected)), quality
 
 
 def test_constants_are_make_cifar_c():

@@ -4,7 +4,6 @@ make_cifar_c.py's arithmetic (data/corruptions.py holds the parameters and the p
 
 from __future__ import annotations
 
-import io
 from functools import cache, lru_cache
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import torch
 
+from robustbench_mm.data.corruption_jpeg import jpeg_round_trip
 from robustbench_mm.data.corruption_kernels import hsv_round_trip
 from robustbench_mm.data.corruption_noise import level_noise
 from robustbench_mm.data.corruption_ops import (
@@ -214,22 +214,8 @@ def _contrast(x, c, draws):
 
 
 def _jpeg_compression(x, c, draws):
-    """PIL's JPEG encoder and decoder, image by image (there is no batched libjpeg). The stream goes straight
-    to libjpeg's decoder (`frombytes`, what Image.open's tile does, the same pixels): Image.open's marker
-    parsing in Python took as long as the decoding. The images are cropped from one tall PIL image and the
-    decoded bytes joined once: a PIL image and a numpy copy per image cost a tenth of the time."""
-    from PIL import Image
-
-    images = x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
-    n, h, w = images.shape[:3]
-    strip = Image.fromarray(images.reshape(n * h, w, 3))
-    decoded = []
-    for k in range(n):
-        buffer = io.BytesIO()
-        strip.crop((0, k * h, w, (k + 1) * h)).save(buffer, "JPEG", quality=c)
-        decoded.append(Image.frombytes("RGB", (w, h), buffer.getvalue(), "jpeg", "RGB", "").tobytes())
-    out = np.frombuffer(b"".join(decoded), dtype=np.uint8).reshape(n, h, w, 3)
-    return to_device(out.transpose(0, 3, 1, 2), x)
+    images = x.to(device="cpu", dtype=torch.uint8)
+    return jpeg_round_trip(images, c).to(device=x.device, dtype=torch.float32)
 
 
 @cache
