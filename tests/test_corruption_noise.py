@@ -28,6 +28,14 @@ def test_words_are_splitmix64():
     assert np.array_equal(words(np.array([0], dtype=np.uint64), 2, 1)[0], out[2:])  # any position, directly
 
 
+def test_uniforms_are_the_words_top_53_bits():
+    keys = C.image_keys(1, "snow", 3, range(5))
+    draws = Draws(keys)
+    draws.skip(7)
+    expected = (words(keys, 7, 300) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    assert np.array_equal(draws.random(size=(3, 100)), expected.reshape(5, 3, 100))
+
+
 def test_image_views_read_the_batch_stream():
     keys = C.image_keys(3, "fog", 2, range(4))
     batch = Draws(keys)

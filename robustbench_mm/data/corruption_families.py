@@ -12,10 +12,12 @@ import scipy.ndimage as ndi
 import torch
 
 from robustbench_mm.data.corruption_jpeg import jpeg_round_trip
-from robustbench_mm.data.corruption_kernels import hsv_round_trip
+from robustbench_mm.data.corruption_kernels import (
+    bilinear_sample, displaced_sample, gaussian_reflect, hsv_round_trip)
 from robustbench_mm.data.corruption_noise import level_noise
 from robustbench_mm.data.corruption_ops import (
-    affine_sources, bilinear_gather, clipped_zoom, correlate_taps, gaussian_blur, hsv2rgb, motion_blur_planes,
+    affine_sources, bilinear_gather, clipped_zoom, correlate_taps, gaussian_blur, gaussian_kernel1d, hsv2rgb,
+    motion_blur_planes,
     reflect, reflect101, rgb2hsv, spatter_water_masks, to_device, zoom_blur_planes)
 from robustbench_mm.data.corruption_random import Draws
 from robustbench_mm.errors import UsageError
@@ -298,9 +300,9 @@ def _pixelate(x, c, draws):
     return pixels.T.reshape(n, channels, h, w)
 
 
-def _elastic_transform(x, c, draws):
-    """A random affine warp (cv2.warpAffine, reflect-101), then a smooth random displacement field
-    (scipy.ndimage.map_coordinates, order 1, 'reflect'), both as gathers."""
+def _elastic_plan(x, c, draws):
+    """The host-side half of elastic_transform: where cv2.warpAffine samples (integer (y, x) and float32
+    weights of the 1/32-pixel grid) and the smoothed displacement field (dx, dy) float64, (N, 2, H, W)."""
     h, w = x.shape[2:]
     imsize = min(h, w)
     alpha, sigma, jitter = (value * imsize for value in c)
@@ -314,19 +316,30 @@ def _elastic_transform(x, c, draws):
     matrices = np.linalg.solve(system[None], pts2.astype(np.float64)).transpose(0, 2, 1)  # (N, 2, 3)
     sy, sx, fy, fx = affine_sources(matrices, h, w)
     table = np.float32(np.arange(32)) / np.float32(32)  # cv2's INTER_TAB_SIZE linear weights, float32
-    warped = bilinear_gather(x / 255, sy, sx, table[fy], table[fx], reflect101)
-
-    if sigma > 0:
-        smooth = ndi.gaussian_filter(raw, sigma=(0, 0, sigma, sigma), mode="reflect", truncate=3)
-    else:
-        smooth = raw.copy()
+    # scipy.ndimage.gaussian_filter(raw, (0, 0, sigma, sigma), mode="reflect", truncate=3), bit for bit
+    smooth = gaussian_reflect(raw, gaussian_kernel1d(sigma, truncate=3)) if sigma > 0 else raw
     displacement = (smooth * alpha).astype(np.float32).astype(np.float64)
+    return sy, sx, table[fy], table[fx], displacement
+
+
+def _elastic_transform(x, c, draws):
+    """A random affine warp (cv2.warpAffine, reflect-101), then a smooth random displacement field
+    (scipy.ndimage.map_coordinates, order 1, 'reflect'), both as gathers."""
+    h, w = x.shape[2:]
+    sy, sx, wy, wx, displacement = _elastic_plan(x, c, draws)
+    warped = bilinear_gather(x / 255, sy, sx, wy, wx, reflect101)
     rows = np.arange(h)[None, :, None] + displacement[:, 1]
     cols = np.arange(w)[None, None, :] + displacement[:, 0]
     y0, x0 = np.floor(rows), np.floor(cols)
     out = bilinear_gather(warped, y0.astype(np.int64), x0.astype(np.int64), rows - y0, cols - x0, reflect,
                            dtype=torch.float64)
     return out.clamp_(0, 1).mul_(255)
+
+
+def _elastic_on_cpu(x, c, draws):
+    sy, sx, wy, wx, displacement = _elastic_plan(x, c, draws)
+    warped = bilinear_sample((x / 255).numpy(), sy, sx, 1 - wy, wy, 1 - wx, wx)
+    return torch.from_numpy(displaced_sample(warped, displacement)).clamp_(0, 1).mul_(255)
 
 
 def _spatter(x, c, draws):
@@ -365,4 +378,4 @@ FUNCTIONS = {
 
 # Compiled versions (data/corruption_kernels.py) for images on the CPU, bit for bit the functions above: these
 # take the whole batch at once (their loops are per image), where the tensor versions go through it in chunks.
-CPU_KERNELS = {"brightness": _brightness_on_cpu, "saturate": _saturate_on_cpu}
+CPU_KERNELS = {"brightness": _brightness_on_cpu, "saturate": _saturate_on_cpu, "elastic_transform": _elastic_on_cpu}

@@ -46,6 +46,17 @@ def stream_words(keys, start, count):
 
 
 @njit(cache=True, nogil=True, parallel=True)
+def stream_units(keys, start, count):
+    """`stream_words` as float64 in [0, 1): each word's top 53 bits times 2**-53 (exact, as numpy's `random`)."""
+    out = np.empty((keys.shape[0], count), dtype=np.float64)
+    for image in prange(keys.shape[0]):
+        key = keys[image]
+        for j in range(count):
+            out[image, j] = (_mix(key + np.uint64(start + j + 1) * GAMMA) >> np.uint64(11)) * 2.0 ** -53
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
 def sample_noise(levels, keys, start, entries):
     """Every uint8 value of `levels` (N, P) replaced by a level drawn from its row of the alias table
     `entries` (`threshold << 8 | alias` per bucket, row = input level), value i of image k with word
@@ -116,4 +127,115 @@ def hsv_round_trip(levels, saturation_scale, saturation_shift, value_shift):
             out[image, 0, i] = np.floor(min(max(red, 0.0), 1.0) * 255)
             out[image, 1, i] = np.floor(min(max(green, 0.0), 1.0) * 255)
             out[image, 2, i] = np.floor(min(max(blue, 0.0), 1.0) * 255)
+    return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _reflect101(index, size):
+    """OpenCV's BORDER_REFLECT_101 (d c b | a b c d | c b a) of an integer position."""
+    if 0 <= index < size:  # nearly every position: no division
+        return index
+    if size == 1:
+        return 0
+    period = 2 * size - 2
+    index = abs(index) % period
+    return period - index if index >= size else index
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _reflect(index, size):
+    """scipy.ndimage's 'reflect' (d c b a | a b c d | d c b a) of an integer position."""
+    if 0 <= index < size:  # nearly every position: no division
+        return index
+    index = index % (2 * size)  # numba's % on integers is Python's: never negative here
+    return 2 * size - 1 - index if index >= size else index
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def bilinear_sample(planes, y0, x0, wy0, wy1, wx0, wx1):
+    """cv2.warpAffine's bilinear sampling with a reflect-101 border: out[n, c, i, j] is the sum over the four
+    neighbours of (y0, x0)[n, i, j] of plane value x weight wy wx, in planes' dtype (float32, as OpenCV's
+    float images), neighbours in the order (0, 0), (0, 1), (1, 0), (1, 1)."""
+    n, channels, h, w = planes.shape
+    out = np.empty_like(planes)
+    for image in prange(n):
+        for i in range(h):
+            for j in range(w):
+                top, left = y0[image, i, j], x0[image, i, j]
+                r0, r1 = _reflect101(top, h), _reflect101(top + 1, h)
+                c0, c1 = _reflect101(left, w), _reflect101(left + 1, w)
+                w00, w01 = wy0[image, i, j] * wx0[image, i, j], wy0[image, i, j] * wx1[image, i, j]
+                w10, w11 = wy1[image, i, j] * wx0[image, i, j], wy1[image, i, j] * wx1[image, i, j]
+                for channel in range(channels):
+                    plane = planes[image, channel]
+                    total = plane[r0, c0] * w00
+                    total += w01 * plane[r0, c1]
+                    total += w10 * plane[r1, c0]
+                    total += w11 * plane[r1, c1]
+                    out[image, channel, i, j] = total
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def gaussian_reflect(fields, weights):
+    """scipy.ndimage.gaussian_filter(fields, sigma=(0, 0, s, s), mode='reflect') of float64 (N, K, H, W) fields
+    with `weights` its symmetric 1-D kernel: along H, then along W, each output as scipy's correlate1d sums a
+    symmetric kernel: the centre tap, then the pairs of mirrored taps from the outermost in (bit for bit
+    scipy's). Each pass reads a reflect-padded copy, a row of outputs at a time (the loop numba vectorises)."""
+    n, k, h, w = fields.shape
+    radius = len(weights) // 2
+    out = np.empty_like(fields)
+    for image in prange(n):
+        tall = np.empty((h + 2 * radius, w))
+        wide = np.empty((h, w + 2 * radius))
+        for field in range(k):
+            for i in range(h + 2 * radius):
+                tall[i] = fields[image, field, _reflect(i - radius, h)]
+            for i in range(h):
+                centre = weights[radius]
+                for j in range(w):
+                    wide[i, radius + j] = tall[i + radius, j] * centre
+                for tap in range(radius, 0, -1):
+                    weight = weights[radius - tap]
+                    for j in range(w):
+                        wide[i, radius + j] += (tall[i + radius - tap, j] + tall[i + radius + tap, j]) * weight
+                for j in range(radius):
+                    wide[i, radius - 1 - j] = wide[i, radius + _reflect(j, w)]
+                    wide[i, radius + w + j] = wide[i, radius + _reflect(w + j, w)]
+            for i in range(h):
+                centre = weights[radius]
+                for j in range(w):
+                    out[image, field, i, j] = wide[i, radius + j] * centre
+                for tap in range(radius, 0, -1):
+                    weight = weights[radius - tap]
+                    for j in range(w):
+                        out[image, field, i, j] += (wide[i, radius - tap + j] + wide[i, radius + tap + j]) * weight
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def displaced_sample(planes, displacement):
+    """scipy.ndimage.map_coordinates(order=1, mode='reflect') of float32 planes (N, C, H, W) at rows i + dy and
+    columns j + dx, displacement (N, 2, H, W) = (dx, dy) float64: the four neighbours' values x weights summed in
+    float64 in the order (0, 0), (0, 1), (1, 0), (1, 1), rounded to float32 once."""
+    n, channels, h, w = planes.shape
+    out = np.empty_like(planes)
+    for image in prange(n):
+        for i in range(h):
+            for j in range(w):
+                row = i + displacement[image, 1, i, j]
+                col = j + displacement[image, 0, i, j]
+                top, left = np.floor(row), np.floor(col)
+                wy1, wx1 = row - top, col - left
+                wy0, wx0 = 1 - wy1, 1 - wx1
+                r0, r1 = _reflect(int(top), h), _reflect(int(top) + 1, h)
+                c0, c1 = _reflect(int(left), w), _reflect(int(left) + 1, w)
+                w00, w01, w10, w11 = wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1
+                for channel in range(channels):
+                    plane = planes[image, channel]
+                    total = np.float64(plane[r0, c0]) * w00
+                    total += w01 * np.float64(plane[r0, c1])
+                    total += w10 * np.float64(plane[r1, c0])
+                    total += w11 * np.float64(plane[r1, c1])
+                    out[image, channel, i, j] = total
     return out

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from robustbench_mm.data.corruption_kernels import FRACTION_BITS, GAMMA, MIX1, MIX2, stream_words
+from robustbench_mm.data.corruption_kernels import FRACTION_BITS, GAMMA, MIX1, MIX2, stream_units, stream_words
 
 
 def mix(z: np.ndarray) -> np.ndarray:
@@ -56,11 +56,6 @@ def words(keys: np.ndarray, start: int, count: int) -> np.ndarray:
     return stream_words(np.ascontiguousarray(keys, dtype=np.uint64), start, count)
 
 
-def unit_floats(w: np.ndarray) -> np.ndarray:
-    """The top 53 bits as a float64 in [0, 1) (every value a multiple of 2**-53, as numpy's `random`)."""
-    return (w >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
-
-
 def box_muller(w: np.ndarray) -> np.ndarray:
     """One standard normal per word: radius from the high 32 bits (shifted off 0), angle from the low 32.
     32 bits bound |z| by sqrt(2 ln 2**33) = 6.8: the normal's mass beyond is 1e-11, not one value expected in all of
@@ -88,11 +83,11 @@ class Draws:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def take(self, size) -> np.ndarray:
-        """The next prod(size) words of every image, shaped (N, *size)."""
+    def take(self, size, stream=stream_words) -> np.ndarray:
+        """The next prod(size) words of every image, shaped (N, *size) (or what `stream` makes of them)."""
         shape = () if size is None else (size,) if isinstance(size, int) else tuple(size)
         count = int(np.prod(shape, dtype=np.int64))
-        out = words(self.keys, self.position, count)
+        out = stream(self.keys, self.position, count)
         self.position += count
         return out.reshape((len(self.keys),) + shape)
 
@@ -106,7 +101,9 @@ class Draws:
         self.position += int(np.prod((size,) if isinstance(size, int) else tuple(size), dtype=np.int64))
 
     def random(self, size=None) -> np.ndarray:
-        return unit_floats(self.take(size))
+        """Uniform floats in [0, 1): a word's top 53 bits times 2**-53, every value a multiple of 2**-53 as
+        numpy's `random` (the kernel computes them with the words, one pass instead of three)."""
+        return self.take(size, stream_units)
 
     def uniform(self, low=0.0, high=1.0, size=None) -> np.ndarray:
         return low + (high - low) * self.random(size)  # numpy Generator.uniform's own formula
