@@ -13,13 +13,14 @@ import torch
 
 from robustbench_mm.data.corruption_jpeg import jpeg_round_trip
 from robustbench_mm.data.corruption_kernels import (
-    bilinear_sample, displaced_sample, gaussian_reflect, hsv_round_trip)
+    bilinear_sample, displaced_sample, gaussian_planes, hsv_round_trip)
 from robustbench_mm.data.corruption_noise import level_noise
 from robustbench_mm.data.corruption_ops import (
     affine_sources, bilinear_gather, clipped_zoom, correlate_taps, gaussian_blur, gaussian_kernel1d, hsv2rgb,
     motion_blur_planes,
-    reflect, reflect101, rgb2hsv, spatter_water_masks, to_device, zoom_blur_planes)
+    reflect, reflect101, rgb2hsv, to_device, zoom_blur_planes)
 from robustbench_mm.data.corruption_random import Draws
+from robustbench_mm.data.corruption_spatter import water_masks
 from robustbench_mm.errors import UsageError
 
 
@@ -317,7 +318,7 @@ def _elastic_plan(x, c, draws):
     sy, sx, fy, fx = affine_sources(matrices, h, w)
     table = np.float32(np.arange(32)) / np.float32(32)  # cv2's INTER_TAB_SIZE linear weights, float32
     # scipy.ndimage.gaussian_filter(raw, (0, 0, sigma, sigma), mode="reflect", truncate=3), bit for bit
-    smooth = gaussian_reflect(raw, gaussian_kernel1d(sigma, truncate=3)) if sigma > 0 else raw
+    smooth = gaussian_planes(raw, gaussian_kernel1d(sigma, truncate=3), False) if sigma > 0 else raw
     displacement = (smooth * alpha).astype(np.float32).astype(np.float64)
     return sy, sx, table[fy], table[fx], displacement
 
@@ -342,15 +343,21 @@ def _elastic_on_cpu(x, c, draws):
     return torch.from_numpy(displaced_sample(warped, displacement)).clamp_(0, 1).mul_(255)
 
 
+def _gaussian_nearest(planes, sigma):
+    """skimage's gaussian(planes[k], sigma) of every (H, W) plane, in the planes' dtype: scipy's gaussian_filter
+    (truncate 4, 'nearest'), bit for bit."""
+    return gaussian_planes(planes[:, None], gaussian_kernel1d(sigma), True)[:, 0]
+
+
 def _spatter(x, c, draws):
     mean, std, sigma, threshold, intensity, mud = c
     h, w = x.shape[2:]
     liquid = draws.normal(loc=mean, scale=std, size=(h, w))
-    liquid = ndi.gaussian_filter(liquid, sigma=(0, sigma, sigma), mode="nearest", truncate=4.0)
+    liquid = _gaussian_nearest(liquid, sigma)
     liquid[liquid < threshold] = 0
     unit = x / 255
     if mud == 0:
-        m = spatter_water_masks(liquid)
+        m = water_masks((liquid * 255).astype(np.uint8))
         with np.errstate(invalid="ignore", divide="ignore"):
             m /= m.max(axis=(1, 2), keepdims=True)
             m *= intensity
@@ -359,7 +366,7 @@ def _spatter(x, c, draws):
         color = torch.tensor([175 / 255, 238 / 255, 238 / 255], device=x.device).view(1, 3, 1, 1)
         return unit.add_(mask * color).clamp_(0, 1).mul_(255).nan_to_num_(nan=0.0)
     m = (liquid > threshold).astype(np.float32)
-    m = ndi.gaussian_filter(m, sigma=(0, intensity, intensity), mode="nearest", truncate=4.0)
+    m = _gaussian_nearest(m, intensity)
     m[m < 0.8] = 0
     mask = to_device(m, x)[:, None]
     color = torch.tensor([63 / 255, 42 / 255, 20 / 255], device=x.device).view(1, 3, 1, 1) * mask

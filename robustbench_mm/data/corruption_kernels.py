@@ -13,6 +13,8 @@ a kernel).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -23,6 +25,7 @@ MIX2 = np.uint64(0x94D049BB133111EB)
 # threshold, which is stored above its 8-bit alias in one int64 (2**54 << 8 still fits), so one read serves.
 FRACTION_BITS = 54
 FRACTION_MASK = np.uint64((1 << FRACTION_BITS) - 1)
+ANGLE_STEP = 2 * np.pi * 2.0 ** -32  # a 32-bit word's share of a turn
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -53,6 +56,22 @@ def stream_units(keys, start, count):
         key = keys[image]
         for j in range(count):
             out[image, j] = (_mix(key + np.uint64(start + j + 1) * GAMMA) >> np.uint64(11)) * 2.0 ** -53
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def stream_normals(keys, start, count):
+    """`stream_words` as standard normals, one word each (Box-Muller): the radius from the high 32 bits
+    (shifted off 0), the angle from the low 32. 32 bits bound |z| by sqrt(2 ln 2**33) = 6.8: the normal's mass
+    beyond is 1e-11, not one value expected in all of CIFAR-10-C's snow and spatter layers, the only callers.
+    log and cos are the C library's, as numpy's: their last bit may differ between CPUs' math libraries."""
+    out = np.empty((keys.shape[0], count), dtype=np.float64)
+    for image in prange(keys.shape[0]):
+        key = keys[image]
+        for j in range(count):
+            word = _mix(key + np.uint64(start + j + 1) * GAMMA)
+            radius = math.sqrt(math.log((np.float64(word >> np.uint64(32)) + 0.5) * 2.0 ** -32) * -2.0)
+            out[image, j] = radius * math.cos(np.float64(word & np.uint64(0xFFFFFFFF)) * ANGLE_STEP)
     return out
 
 
@@ -131,7 +150,7 @@ def hsv_round_trip(levels, saturation_scale, saturation_shift, value_shift):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _reflect101(index, size):
+def reflect101_index(index, size):
     """OpenCV's BORDER_REFLECT_101 (d c b | a b c d | c b a) of an integer position."""
     if 0 <= index < size:  # nearly every position: no division
         return index
@@ -162,8 +181,8 @@ def bilinear_sample(planes, y0, x0, wy0, wy1, wx0, wx1):
         for i in range(h):
             for j in range(w):
                 top, left = y0[image, i, j], x0[image, i, j]
-                r0, r1 = _reflect101(top, h), _reflect101(top + 1, h)
-                c0, c1 = _reflect101(left, w), _reflect101(left + 1, w)
+                r0, r1 = reflect101_index(top, h), reflect101_index(top + 1, h)
+                c0, c1 = reflect101_index(left, w), reflect101_index(left + 1, w)
                 w00, w01 = wy0[image, i, j] * wx0[image, i, j], wy0[image, i, j] * wx1[image, i, j]
                 w10, w11 = wy1[image, i, j] * wx0[image, i, j], wy1[image, i, j] * wx1[image, i, j]
                 for channel in range(channels):
@@ -176,40 +195,50 @@ def bilinear_sample(planes, y0, x0, wy0, wy1, wx0, wx1):
     return out
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _extend(index, size, nearest):
+    """scipy.ndimage's 'nearest' (a a | a b c d | d d) or 'reflect' (b a | a b c d | d c) border."""
+    if nearest:
+        return min(max(index, 0), size - 1)
+    return _reflect(index, size)
+
+
 @njit(cache=True, nogil=True, parallel=True)
-def gaussian_reflect(fields, weights):
-    """scipy.ndimage.gaussian_filter(fields, sigma=(0, 0, s, s), mode='reflect') of float64 (N, K, H, W) fields
-    with `weights` its symmetric 1-D kernel: along H, then along W, each output as scipy's correlate1d sums a
-    symmetric kernel: the centre tap, then the pairs of mirrored taps from the outermost in (bit for bit
-    scipy's). Each pass reads a reflect-padded copy, a row of outputs at a time (the loop numba vectorises)."""
+def gaussian_planes(fields, weights, nearest):
+    """scipy.ndimage.gaussian_filter(fields, sigma=(0, 0, s, s), mode='nearest' or 'reflect') of (N, K, H, W)
+    float32 or float64 fields, `weights` its symmetric 1-D kernel, bit for bit: along H, then along W, each
+    output summed in float64 as scipy's correlate1d sums a symmetric kernel (the centre tap, then the pairs of
+    mirrored taps from the outermost in) and stored in the fields' dtype after each pass, as scipy's output
+    array is. A row of outputs at a time from a border-extended copy (the loop numba vectorises)."""
     n, k, h, w = fields.shape
     radius = len(weights) // 2
     out = np.empty_like(fields)
     for image in prange(n):
         tall = np.empty((h + 2 * radius, w))
-        wide = np.empty((h, w + 2 * radius))
+        wide = np.empty((h, w + 2 * radius), dtype=fields.dtype)
+        total = np.empty(w)
         for field in range(k):
             for i in range(h + 2 * radius):
-                tall[i] = fields[image, field, _reflect(i - radius, h)]
+                tall[i] = fields[image, field, _extend(i - radius, h, nearest)]
             for i in range(h):
-                centre = weights[radius]
                 for j in range(w):
-                    wide[i, radius + j] = tall[i + radius, j] * centre
+                    total[j] = tall[i + radius, j] * weights[radius]
                 for tap in range(radius, 0, -1):
                     weight = weights[radius - tap]
                     for j in range(w):
-                        wide[i, radius + j] += (tall[i + radius - tap, j] + tall[i + radius + tap, j]) * weight
+                        total[j] += (tall[i + radius - tap, j] + tall[i + radius + tap, j]) * weight
+                wide[i, radius:radius + w] = total
                 for j in range(radius):
-                    wide[i, radius - 1 - j] = wide[i, radius + _reflect(j, w)]
-                    wide[i, radius + w + j] = wide[i, radius + _reflect(w + j, w)]
+                    wide[i, radius - 1 - j] = wide[i, radius + _extend(-1 - j, w, nearest)]
+                    wide[i, radius + w + j] = wide[i, radius + _extend(w + j, w, nearest)]
             for i in range(h):
-                centre = weights[radius]
                 for j in range(w):
-                    out[image, field, i, j] = wide[i, radius + j] * centre
+                    total[j] = np.float64(wide[i, radius + j]) * weights[radius]
                 for tap in range(radius, 0, -1):
                     weight = weights[radius - tap]
                     for j in range(w):
-                        out[image, field, i, j] += (wide[i, radius - tap + j] + wide[i, radius + tap + j]) * weight
+                        total[j] += (np.float64(wide[i, radius - tap + j]) + np.float64(wide[i, radius + tap + j])) * weight
+                out[image, field, i] = total
     return out
 
 

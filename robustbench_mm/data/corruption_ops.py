@@ -1,6 +1,6 @@
 """The image operations the corruptions are built from, batched on tensors: separable and tap
-convolutions, zooms, motion-blur shifts, HSV, OpenCV's warpAffine sampling and the OpenCV steps of
-spatter (Canny, distance transform, histogram equalisation), each transcribed to match its reference."""
+convolutions, zooms, motion-blur shifts, HSV and OpenCV's warpAffine sampling, each transcribed to match
+its reference (spatter's OpenCV steps are compiled kernels: data/corruption_spatter.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from functools import cache
 from itertools import pairwise
 
 import numpy as np
-import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
 
@@ -267,142 +266,3 @@ def bilinear_gather(planes: torch.Tensor, y0, x0, fy, fx, fold, dtype=torch.floa
             else:
                 out.addcmul_(weight, flat.gather(2, index))  # in place: a fresh product tensor costs page faults
     return out.reshape(n, c, h, w).to(planes.dtype)
-
-
-CANNY_TG22 = int(0.4142135623730950488016887242097 * (1 << 15) + 0.5)
-
-
-def correlate_int(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """3x3 correlation of (N, H, W) in integers over a reflect-101 border (OpenCV's default)."""
-    # int32 holds every sum of the callers (uint8 levels, weights up to 2): half int64's memory traffic
-    padded = np.pad(images.astype(np.int32), ((0, 0), (1, 1), (1, 1)), mode="reflect")
-    h, w = images.shape[1:]
-    out = np.zeros(images.shape, dtype=np.int32)
-    for i in range(3):
-        for j in range(3):
-            if kernel[i, j]:
-                out += int(kernel[i, j]) * padded[:, i:i + h, j:j + w]
-    return out
-
-
-def canny(images: np.ndarray, low: int = 50, high: int = 150) -> np.ndarray:
-    """cv2.Canny(img, 50, 150) (aperture 3, L1 gradient) on (N, H, W) uint8: Sobel with replicated
-    borders, non-maximum suppression in OpenCV's fixed-point sectors, hysteresis over 8-neighbours."""
-    h, w = images.shape[1:]
-    # Sobel as its separable factors (a difference, then 1 2 1 across it): exact integers, a third of the passes
-    edged = np.pad(images.astype(np.int32), ((0, 0), (1, 1), (1, 1)), mode="edge")
-    across = edged[:, :, 2:] - edged[:, :, :-2]
-    dx = across[:, :-2] + across[:, 2:]
-    dx += 2 * across[:, 1:-1]
-    down = edged[:, 2:, :] - edged[:, :-2, :]
-    dy = down[:, :, :-2] + down[:, :, 2:]
-    dy += 2 * down[:, :, 1:-1]
-    ax, ay_abs = np.abs(dx), np.abs(dy)
-    mag = ax + ay_abs
-    padded = np.pad(mag, ((0, 0), (1, 1), (1, 1)))
-
-    def neighbour(oy, ox):
-        return padded[:, 1 + oy:1 + oy + h, 1 + ox:1 + ox + w]
-
-    ay = ay_abs << 15  # |gradient| <= 1020, so OpenCV's fixed point fits int32: ay < 2**25, tg67x < 2**27
-    tg22x = ax * CANNY_TG22
-    tg67x = tg22x + (ax << 16)
-    horizontal = (mag > neighbour(0, -1)) & (mag >= neighbour(0, 1))
-    vertical = (mag > neighbour(-1, 0)) & (mag >= neighbour(1, 0))
-    diagonal_plus = (mag > neighbour(-1, -1)) & (mag > neighbour(1, 1))  # same signs: previous row j-1, next row j+1
-    diagonal_minus = (mag > neighbour(-1, 1)) & (mag > neighbour(1, -1))
-    diagonal = np.where((dx ^ dy) < 0, diagonal_minus, diagonal_plus)
-    keep = np.where(ay < tg22x, horizontal, np.where(ay > tg67x, vertical, diagonal))
-    candidate = (mag > low) & keep
-    strong = candidate & (mag > high)
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1] = True
-    labels, count = ndi.label(candidate, structure=structure)
-    kept = np.zeros(count + 1, dtype=bool)
-    kept[labels[strong]] = True
-    kept[0] = False
-    return kept[labels].view(np.uint8) * np.uint8(255)
-
-
-def distance_5x5(images: np.ndarray) -> np.ndarray:
-    """cv2.distanceTransform(img, DIST_L2, 5): OpenCV's two-pass 5x5 chamfer in 16-bit fixed point, to the
-    nearest zero pixel, for (N, H, W) at once. Row by row: the rows a pixel reads are final, and the
-    in-row neighbour's recurrence t[x] = min(c[x], t[x - 1] + hv) is a running minimum of c[j] - j hv
-    (plus x hv). OpenCV's backward pass keeps a value <= hv, which its minimum keeps anyway, since every
-    neighbour's offer is at least hv. Offers of equal weight are compared before their weight is added
-    (the same minimum), in int32: an image without a zero pixel stays near 2**30 / 2**16 = 16384 where
-    OpenCV's INT_MAX start gives 32768, both far above the 20 that spatter, the caller, truncates to."""
-    hv, diag, long = (round(m * 65536) for m in (1.0, 1.4, 2.1969))
-    n, h, w = images.shape
-    far = 2 ** 30  # every sum below stays under 2**31
-    tmp = np.full((h + 4, n, w + 4), far, dtype=np.int32)  # row-major by image row: a row is one block
-    nonzero = (images != 0).transpose(1, 0, 2).astype(np.int32)
-    steps = np.arange(w, dtype=np.int32) * hv
-    from_padding = far + hv + steps  # the padding column beside the row, never written
-
-    def offers_from(near, next_near):
-        """min over OpenCV's mask of the two rows on one side: next_near at (+-1, long), near at (+-2, long),
-        (+-1, diag) and (0, hv)."""
-        offer = np.minimum(np.minimum(next_near[:, 1:w + 1], next_near[:, 3:w + 3]),
-                           np.minimum(near[:, 0:w], near[:, 4:w + 4]))
-        offer += long
-        np.minimum(offer, np.minimum(near[:, 1:w + 1], near[:, 3:w + 3]) + diag, out=offer)
-        return np.minimum(offer, near[:, 2:w + 2] + hv, out=offer)
-
-    for i in range(h):
-        y = i + 2
-        offers = offers_from(tmp[y - 1], tmp[y - 2])
-        offers *= nonzero[i]
-        offers -= steps
-        tmp[y, :, 2:w + 2] = np.minimum(np.minimum.accumulate(offers, axis=1) + steps, from_padding)
-    for i in range(h - 1, -1, -1):
-        y = i + 2
-        offers = np.minimum(offers_from(tmp[y + 1], tmp[y + 2]), tmp[y, :, 2:w + 2])
-        offers += steps
-        run = np.minimum.accumulate(offers[:, ::-1], axis=1)[:, ::-1] - steps
-        tmp[y, :, 2:w + 2] = np.minimum(run, from_padding[::-1])
-    return (tmp[2:h + 2, :, 2:w + 2].transpose(1, 0, 2) * np.float32(1 / 65536)).astype(np.float32)
-
-
-def box3(images: np.ndarray) -> np.ndarray:
-    """cv2.blur(img, (3, 3))'s sums over a reflect-101 border (the caller scales and rounds)."""
-    if np.issubdtype(images.dtype, np.integer):
-        return correlate_int(images, np.ones((3, 3), dtype=np.int64))
-    h, w = images.shape[1:]
-    padded = np.pad(images.astype(np.float64), ((0, 0), (1, 1), (1, 1)), mode="reflect")
-    out = padded[:, :h, :w].copy()
-    for i, j in [(i, j) for i in range(3) for j in range(3)][1:]:  # in place, in the order sum() adds them
-        out += padded[:, i:i + h, j:j + w]
-    return out
-
-
-def equalize_hist(images: np.ndarray) -> np.ndarray:
-    """cv2.equalizeHist of every (H, W) uint8 image of (N, H, W): the cumulative histogram above the first
-    occupied level, scaled in float32 by 255 / (pixels not at that level); a one-level image stays."""
-    n = len(images)
-    flat = images.reshape(n, -1)
-    total = flat.shape[1]
-    hist = np.bincount((np.arange(n)[:, None] * 256 + flat).ravel(), minlength=256 * n).reshape(n, 256)
-    first = np.argmax(hist > 0, axis=1)
-    at_first = hist[np.arange(n), first]
-    flat_image = at_first == total
-    scale = (255.0 / np.where(flat_image, 1, total - at_first)).astype(np.float32)[:, None]
-    above = (np.cumsum(hist, axis=1) - at_first[:, None]).astype(np.float32)
-    lut = np.clip(np.rint(above * scale), 0, 255).astype(np.uint8)
-    lut[np.arange(256)[None, :] <= first[:, None]] = 0
-    lut[flat_image] = first[flat_image, None]
-    return np.take_along_axis(lut, flat.astype(np.intp), axis=1).reshape(images.shape)
-
-
-def spatter_water_masks(liquid: np.ndarray) -> np.ndarray:
-    """make_cifar_c's water branch up to m (before /max): OpenCV's chain, transcribed, for (N, H, W)."""
-    liquid8 = (liquid * 255).astype(np.uint8)
-    dist = (255 - canny(liquid8)).astype(np.uint8)
-    dist = distance_5x5(dist)
-    dist = np.minimum(dist, np.float32(20))
-    dist = (box3(dist) * (1 / 9)).astype(np.float32).astype(np.uint8)
-    dist = equalize_hist(dist)
-    ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
-    dist = np.clip(correlate_int(dist, ker), 0, 255).astype(np.uint8)
-    dist = np.clip(np.rint(box3(dist) / 9.0), 0, 255).astype(np.uint8).astype(np.float32)
-    return liquid8 * dist

@@ -3,8 +3,8 @@
 
 Each image gets a 64-bit key, splitmix64 chained over those four numbers; its stream is word j =
 splitmix64(key + (j + 1) * golden gamma), for any j without computing the ones before it. A batch's
-draws are then one vectorised integer computation on the host (numpy uint64, which wraps and shifts
-logically), so an image gets the same numbers alone, in a subset, in a shard or in a whole run, and
+draws are then one integer computation on the host (a compiled kernel, data/corruption_kernels.py, in
+wrapping uint64 arithmetic), so an image gets the same numbers alone, in a subset, in a shard or in a whole run, and
 on every device (the host makes them; the device only receives them).
 
 `Draws` hands them out in numpy Generator's vocabulary (`random`, `uniform`, `normal`, `integers`),
@@ -15,7 +15,7 @@ it sees the numbers the batch used. The per-pixel noises instead sample their ui
 (`alias_table` here, sampled by data/corruption_kernels.py's `sample_noise`).
 
 Integers and uniforms are exact integer arithmetic, the same bits on every machine. Normals (Box-Muller,
-one word each) go through numpy's float64 log and cos, whose last bit may differ between CPUs' math
+one word each) go through the C library's float64 log and cos, whose last bit may differ between math
 libraries: a difference that could move a stored uint8 level with a probability of order 1e-13.
 """
 
@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from robustbench_mm.data.corruption_kernels import FRACTION_BITS, GAMMA, MIX1, MIX2, stream_units, stream_words
+from robustbench_mm.data.corruption_kernels import (
+    FRACTION_BITS, GAMMA, MIX1, MIX2, stream_normals, stream_units, stream_words)
 
 
 def mix(z: np.ndarray) -> np.ndarray:
@@ -54,23 +55,6 @@ def image_keys(seed: int, corruption_id: int, severity: int, indices) -> np.ndar
 def words(keys: np.ndarray, start: int, count: int) -> np.ndarray:
     """Words start..start+count-1 of every image's stream: (N, count) uint64."""
     return stream_words(np.ascontiguousarray(keys, dtype=np.uint64), start, count)
-
-
-def box_muller(w: np.ndarray) -> np.ndarray:
-    """One standard normal per word: radius from the high 32 bits (shifted off 0), angle from the low 32.
-    32 bits bound |z| by sqrt(2 ln 2**33) = 6.8: the normal's mass beyond is 1e-11, not one value expected in all of
-    CIFAR-10-C's snow and spatter layers, the only callers."""
-    radius = (w >> np.uint64(32)).astype(np.float64)
-    radius += 0.5
-    radius *= 2.0 ** -32
-    np.log(radius, out=radius)
-    radius *= -2.0
-    np.sqrt(radius, out=radius)
-    angle = (w & np.uint64(0xFFFFFFFF)).astype(np.float64)
-    angle *= 2 * np.pi * 2.0 ** -32
-    np.cos(angle, out=angle)
-    radius *= angle  # in place throughout: fresh temporaries cost page faults
-    return radius
 
 
 class Draws:
@@ -109,7 +93,7 @@ class Draws:
         return low + (high - low) * self.random(size)  # numpy Generator.uniform's own formula
 
     def normal(self, loc=0.0, scale=1.0, size=None) -> np.ndarray:
-        return loc + scale * box_muller(self.take(size))
+        return loc + scale * self.take(size, stream_normals)
 
     def integers(self, low, high=None, size=None) -> np.ndarray:
         """Uniform integers in [low, high) (numpy's `integers`, endpoint False), from the top 53 bits:

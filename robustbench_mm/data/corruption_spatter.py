@@ -1,0 +1,233 @@
+"""Spatter's water branch (severities 1-3): make_cifar_c.py's chain of OpenCV calls on the liquid layer,
+
+    dist = 255 - Canny(liquid, 50, 150); dist = distanceTransform(dist, DIST_L2, 5); dist = min(dist, 20)
+    dist = uint8(blur(dist, 3x3)); dist = equalizeHist(dist); dist = filter2D(dist, CV_8U, ker)
+    dist = float32(blur(dist, 3x3)); m = liquid * dist
+
+transcribed pixel by pixel from OpenCV's sources and compiled (numba), an image per thread, with OpenCV's
+integer and fixed-point arithmetic, so the masks are OpenCV's bit for bit (the tests compare them) without
+OpenCV, which the package does not depend on. Borders are OpenCV's defaults: Sobel replicates the edge,
+blur and filter2D reflect it without repeating it (reflect-101), the distance transform starts from
+"infinitely far" outside the image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from robustbench_mm.data.corruption_kernels import reflect101_index as reflect101
+
+CANNY_LOW, CANNY_HIGH = 50, 150
+CANNY_TG22 = int(0.4142135623730950488016887242097 * (1 << 15) + 0.5)  # tan(22.5 deg) in OpenCV's 15-bit fixed point
+# distanceTransform's DIST_L2 5x5 mask in 16-bit fixed point: (0, 1), (1, 1) and (1, 2) steps
+HV_DIST, DIAG_DIST, LONG_DIST = (round(metric * 65536) for metric in (1.0, 1.4, 2.1969))
+INIT_DIST = 2 ** 31 - 1  # OpenCV's INIT_DIST0 (INT_MAX), held in unsigned ints: the sums below never wrap
+DIST_MAX = INIT_DIST >> 2
+TRUNCATE = 20  # make_cifar_c's threshold(dist, 20, 20, THRESH_TRUNC)
+EMBOSS = np.array([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])  # make_cifar_c's `ker`
+
+
+@njit(cache=True, nogil=True)
+def _canny(image):
+    """cv2.Canny(image, 50, 150) (aperture 3, L1 gradient): Sobel with a replicated border, non-maximum
+    suppression in OpenCV's fixed-point sectors, hysteresis over 8-neighbours. Returns 0/255 uint8."""
+    h, w = image.shape
+    dx = np.empty((h, w), dtype=np.int64)
+    dy = np.empty((h, w), dtype=np.int64)
+    magnitude = np.zeros((h + 2, w + 2), dtype=np.int64)  # a zero frame: outside never beats a pixel
+    for y in range(h):
+        up, down = max(y - 1, 0), min(y + 1, h - 1)
+        for x in range(w):
+            left, right = max(x - 1, 0), min(x + 1, w - 1)
+            across = np.int64(image[y, right]) - np.int64(image[y, left])
+            across_up = np.int64(image[up, right]) - np.int64(image[up, left])
+            across_down = np.int64(image[down, right]) - np.int64(image[down, left])
+            dx[y, x] = across_up + across_down + 2 * across
+            vertical = np.int64(image[down, x]) - np.int64(image[up, x])
+            vertical_left = np.int64(image[down, left]) - np.int64(image[up, left])
+            vertical_right = np.int64(image[down, right]) - np.int64(image[up, right])
+            dy[y, x] = vertical_left + vertical_right + 2 * vertical
+            magnitude[y + 1, x + 1] = abs(dx[y, x]) + abs(dy[y, x])
+    state = np.zeros((h, w), dtype=np.uint8)  # 0 not an edge, 1 candidate, 2 kept
+    stack = np.empty(h * w, dtype=np.int64)
+    top = 0
+    for y in range(h):
+        for x in range(w):
+            m = magnitude[y + 1, x + 1]
+            if m <= CANNY_LOW:
+                continue
+            ax, ay = abs(dx[y, x]), abs(dy[y, x]) << 15
+            tg22x = ax * CANNY_TG22
+            tg67x = tg22x + (ax << 16)
+            if ay < tg22x:
+                keep = m > magnitude[y + 1, x] and m >= magnitude[y + 1, x + 2]
+            elif ay > tg67x:
+                keep = m > magnitude[y, x + 1] and m >= magnitude[y + 2, x + 1]
+            elif (dx[y, x] ^ dy[y, x]) < 0:
+                keep = m > magnitude[y, x + 2] and m > magnitude[y + 2, x]
+            else:
+                keep = m > magnitude[y, x] and m > magnitude[y + 2, x + 2]
+            if keep:
+                state[y, x] = 1
+                if m > CANNY_HIGH:
+                    state[y, x] = 2
+                    stack[top] = y * w + x
+                    top += 1
+    while top > 0:  # every candidate 8-connected to a strong pixel is kept
+        top -= 1
+        y, x = divmod(stack[top], w)
+        for ny in range(max(y - 1, 0), min(y + 2, h)):
+            for nx in range(max(x - 1, 0), min(x + 2, w)):
+                if state[ny, nx] == 1:
+                    state[ny, nx] = 2
+                    stack[top] = ny * w + nx
+                    top += 1
+    edges = np.zeros((h, w), dtype=np.uint8)
+    for y in range(h):
+        for x in range(w):
+            if state[y, x] == 2:
+                edges[y, x] = 255
+    return edges
+
+
+@njit(cache=True, nogil=True)
+def _distance(image):
+    """cv2.distanceTransform(image, DIST_L2, 5): OpenCV's distanceTransform_5x5, a forward and a backward
+    pass of the 5x5 chamfer mask over a frame of two "infinitely far" pixels, distances to the nearest zero
+    pixel in 16-bit fixed point, returned as float32 pixels."""
+    h, w = image.shape
+    far = np.int64(INIT_DIST)
+    temp = np.full((h + 4, w + 4), far, dtype=np.int64)
+    for y in range(h):
+        t = y + 2
+        for x in range(w):
+            c = x + 2
+            if image[y, x] == 0:
+                temp[t, c] = 0
+                continue
+            best = min(temp[t - 2, c - 1], temp[t - 2, c + 1], temp[t - 1, c - 2], temp[t - 1, c + 2]) + LONG_DIST
+            best = min(best, temp[t - 1, c - 1] + DIAG_DIST, temp[t - 1, c + 1] + DIAG_DIST)
+            temp[t, c] = min(best, temp[t - 1, c] + HV_DIST, temp[t, c - 1] + HV_DIST)
+    out = np.empty((h, w), dtype=np.float32)
+    scale = np.float32(1.0 / 65536)
+    for y in range(h - 1, -1, -1):
+        t = y + 2
+        for x in range(w - 1, -1, -1):
+            c = x + 2
+            best = temp[t, c]
+            if best > HV_DIST:
+                best = min(best, temp[t + 2, c + 1] + LONG_DIST, temp[t + 2, c - 1] + LONG_DIST,
+                           temp[t + 1, c + 2] + LONG_DIST, temp[t + 1, c - 2] + LONG_DIST)
+                best = min(best, temp[t + 1, c + 1] + DIAG_DIST, temp[t + 1, c - 1] + DIAG_DIST,
+                           temp[t + 1, c] + HV_DIST, temp[t, c + 1] + HV_DIST)
+                temp[t, c] = best
+            out[y, x] = np.float32(min(best, DIST_MAX)) * scale
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _framed(image):
+    """image with a one-pixel reflect-101 frame (OpenCV's default border), as float64."""
+    h, w = image.shape
+    out = np.empty((h + 2, w + 2))
+    for y in range(-1, h + 1):
+        for x in range(-1, w + 1):
+            out[y + 1, x + 1] = image[reflect101(y, h), reflect101(x, w)]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _box_sums(image):
+    """cv2.blur(image, (3, 3))'s sums (before / 9) in float64, taps in row-major order."""
+    h, w = image.shape
+    framed = _framed(image)
+    out = np.empty((h, w))
+    for y in range(h):
+        for x in range(w):
+            total = framed[y, x]
+            for i in range(3):
+                for j in range(3):
+                    if i or j:
+                        total += framed[y + i, x + j]
+            out[y, x] = total
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _emboss(image):
+    """cv2.filter2D(image, CV_8U, EMBOSS): integer sums, saturated to 0..255."""
+    h, w = image.shape
+    framed = _framed(image)
+    out = np.empty((h, w))
+    for y in range(h):
+        for x in range(w):
+            total = 0.0
+            for i in range(3):
+                for j in range(3):
+                    total += EMBOSS[i, j] * framed[y + i, x + j]
+            out[y, x] = min(max(total, 0.0), 255.0)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _equalize(image):
+    """cv2.equalizeHist: the cumulative histogram above the first occupied level, scaled in float32 by
+    255 / (pixels not at that level) and rounded; a one-level image is left as it is."""
+    h, w = image.shape
+    histogram = np.zeros(256, dtype=np.int64)
+    for y in range(h):
+        for x in range(w):
+            histogram[image[y, x]] += 1
+    first = 0
+    while histogram[first] == 0:
+        first += 1
+    total = h * w
+    if histogram[first] == total:
+        return image.copy()
+    scale = np.float32(255.0 / (total - histogram[first]))
+    lut = np.zeros(256, dtype=np.uint8)
+    running = 0
+    for level in range(first + 1, 256):
+        running += histogram[level]
+        lut[level] = min(max(np.rint(np.float32(running) * scale), 0), 255)
+    out = np.empty((h, w), dtype=np.uint8)
+    for y in range(h):
+        for x in range(w):
+            out[y, x] = lut[image[y, x]]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _water_mask(liquid):
+    """make_cifar_c's chain on one uint8 liquid layer (H, W) -> float32 m (before m /= max)."""
+    h, w = liquid.shape
+    edges = _canny(liquid)
+    far = np.empty((h, w), dtype=np.uint8)
+    for y in range(h):
+        for x in range(w):
+            far[y, x] = 255 - edges[y, x]
+    distance = _distance(far)
+    for y in range(h):
+        for x in range(w):
+            distance[y, x] = min(distance[y, x], np.float32(TRUNCATE))
+    sums = _box_sums(distance)
+    blurred = np.empty((h, w), dtype=np.uint8)
+    for y in range(h):
+        for x in range(w):
+            blurred[y, x] = np.uint8(np.float32(sums[y, x] * (1 / 9)))  # >= 0, so truncation
+    sums = _box_sums(_emboss(_equalize(blurred)))
+    out = np.empty((h, w), dtype=np.float32)
+    for y in range(h):
+        for x in range(w):
+            out[y, x] = np.float32(liquid[y, x]) * np.float32(min(max(np.rint(sums[y, x] / 9.0), 0.0), 255.0))
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def water_masks(liquid):
+    """`_water_mask` of every uint8 liquid layer of (N, H, W): float32 (N, H, W)."""
+    out = np.empty(liquid.shape, dtype=np.float32)
+    for image in prange(liquid.shape[0]):
+        out[image] = _water_mask(liquid[image])
+    return out
