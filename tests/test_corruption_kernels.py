@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
-from robustbench_mm.data.corruption_kernels import gaussian_planes
+from robustbench_mm.data.corruption_filters import gaussian_planes
 from robustbench_mm.data.corruption_ops import gaussian_kernel1d
 from robustbench_mm.data.corruption_spatter import water_masks
 

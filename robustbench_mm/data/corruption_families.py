@@ -12,13 +12,12 @@ import scipy.ndimage as ndi
 import torch
 
 from robustbench_mm.data.corruption_jpeg import jpeg_round_trip
-from robustbench_mm.data.corruption_kernels import (
-    bilinear_sample, displaced_sample, gaussian_planes, hsv_round_trip)
+from robustbench_mm.data.corruption_filters import blurred_levels, elastic_levels, gaussian_planes, motion_planes
+from robustbench_mm.data.corruption_kernels import hsv_round_trip
 from robustbench_mm.data.corruption_noise import level_noise
 from robustbench_mm.data.corruption_ops import (
-    affine_sources, bilinear_gather, clipped_zoom, correlate_taps, gaussian_blur, gaussian_kernel1d, hsv2rgb,
-    motion_blur_planes,
-    reflect, reflect101, rgb2hsv, to_device, zoom_blur_planes)
+    affine_inverse, affine_sources, bilinear_gather, clipped_zoom, correlate_taps, gaussian_blur, gaussian_kernel1d, hsv2rgb,
+    motion_blur_planes, motion_kernel, motion_shifts, reflect, reflect101, rgb2hsv, to_device, zoom_blur_planes)
 from robustbench_mm.data.corruption_random import Draws
 from robustbench_mm.data.corruption_spatter import water_masks
 from robustbench_mm.errors import UsageError
@@ -28,24 +27,41 @@ def _gaussian_blur_corruption(x, c, draws):
     return gaussian_blur(x / 255, c).clamp_(0, 1).mul_(255)
 
 
-def _glass_blur(x, c, draws):
-    """Blur, `iterations` passes of local pixel moves, blur. The reference's swap is a copy (see the
-    module's docstring), so each pass is x[h, w] <- x[h + dy, w + dx] for h, w from the far end down
-    to max_delta + 1, with (dx, dy) = randint(-1, 1, size=2) drawn in that loop order."""
+def _gaussian_blur_on_cpu(x, c, draws):
+    """skimage's float64 blur, bit for bit (the tensor version sums in float32, in another order)."""
+    no_moves = np.zeros((len(x), 0, 0), dtype=np.int64)
+    return torch.from_numpy(blurred_levels(x.numpy(), gaussian_kernel1d(c), no_moves))
+
+
+def _glass_blur_on_cpu(x, c, draws):
+    """Both blurs in float64 as skimage's, bit for bit, and the moves between them."""
+    return torch.from_numpy(blurred_levels(x.numpy(), gaussian_kernel1d(c[0]), _glass_moves(x.shape, c, draws)))
+
+
+def _glass_moves(shape, c, draws) -> np.ndarray:
+    """glass_blur's moves as each pass's source pixel of every pixel, (N, passes, H * W) int64."""
     sigma, max_delta, iterations = c
     if max_delta != 1:
         raise NotImplementedError("glass_blur's gather is exact for max_delta 1, all CIFAR severities use")
-    n, _, h, w = x.shape
-    # np.uint8(gaussian(x / 255) * 255); float64 as the reference, since a level lost to float32 here
-    # is moved and blurred again (it came out two levels apart)
-    out = gaussian_blur(x.double().div_(255), sigma).mul_(255).floor_()
+    n, _, h, w = shape
     moved = (h - max_delta - 1, w - max_delta - 1)  # rows and columns max_delta + 1 .. end, moved far end first
     moves = draws.integers(-max_delta, max_delta, size=(iterations, moved[0] * moved[1], 2))
     moves = moves.reshape(n, iterations, *moved, 2)[:, :, ::-1, ::-1]  # in image order
     offsets = np.zeros((n, iterations, h, w), dtype=np.int64)
     offsets[:, :, max_delta + 1:, max_delta + 1:] = moves[..., 1] * w + moves[..., 0]
-    index = torch.from_numpy(offsets.reshape(n, iterations, h * w)).to(x.device)
-    index += torch.arange(h * w, device=x.device)
+    return offsets.reshape(n, iterations, h * w) + np.arange(h * w)
+
+
+def _glass_blur(x, c, draws):
+    """Blur, `iterations` passes of local pixel moves, blur. The reference's swap is a copy (see the
+    module's docstring), so each pass is x[h, w] <- x[h + dy, w + dx] for h, w from the far end down
+    to max_delta + 1, with (dx, dy) = randint(-1, 1, size=2) drawn in that loop order."""
+    sigma, max_delta, iterations = c
+    n, _, h, w = x.shape
+    index = torch.from_numpy(_glass_moves(x.shape, c, draws)).to(x.device)
+    # np.uint8(gaussian(x / 255) * 255); float64 as the reference, since a level lost to float32 here
+    # is moved and blurred again (it came out two levels apart)
+    out = gaussian_blur(x.double().div_(255), sigma).mul_(255).floor_()
     # the levels are whole numbers in 0..255: one gather moves a pixel's three, packed in 10-bit fields
     levels = out.to(torch.int32).reshape(n, 3, h * w)
     packed = levels[:, 0] | levels[:, 1] << 10 | levels[:, 2] << 20
@@ -77,11 +93,23 @@ def _defocus_blur(x, c, draws):
     return correlate_taps(x / 255, _defocus_kernel(*c), "reflect").clamp_(0, 1).mul_(255)
 
 
-def _motion_blur(x, c, draws):
+def _motion_blur(x, c, draws, motion=motion_blur_planes):
     """imagecorruptions' re-implementation of ImageMagick's motion blur (make_cifar_c calls Wand)."""
     radius, sigma = c
     angles = draws.uniform(-45, 45)
-    return motion_blur_planes(x, radius, sigma, angles).clamp_(0, 255)
+    return motion(x, radius, sigma, angles).clamp_(0, 255)
+
+
+def _motion_on_cpu(planes, radius, sigma, angles):
+    """`motion_blur_planes` as a kernel: the same taps per image in the same order, summed in float64 as
+    imagecorruptions' numpy does (bit for bit), where the tensor version sums in float32."""
+    kernel = motion_kernel(radius, sigma)
+    dy, dx, counted = motion_shifts(len(kernel), angles, *planes.shape[2:])
+    return torch.from_numpy(motion_planes(planes.numpy(), kernel, dy, dx, counted))
+
+
+def _motion_blur_on_cpu(x, c, draws):
+    return _motion_blur(x, c, draws, motion=_motion_on_cpu)
 
 
 def _zoom_blur(x, c, draws):
@@ -89,7 +117,11 @@ def _zoom_blur(x, c, draws):
     return zoom_blur_planes(x, np.arange(*c)).clamp_(0, 255)
 
 
-def _snow(x, c, draws):
+def _snow_on_cpu(x, c, draws):
+    return _snow(x, c, draws, motion=_motion_on_cpu)
+
+
+def _snow(x, c, draws, motion=motion_blur_planes):
     mean, std, zoom, threshold, radius, sigma, blend = c
     h, w = x.shape[2:]
     layers = draws.normal(loc=mean, scale=std, size=(h, w))
@@ -97,8 +129,8 @@ def _snow(x, c, draws):
     layer = clipped_zoom(to_device(layers, x), zoom)
     layer = torch.where(layer < threshold, 0.0, layer)
     layer = (layer.clamp(0, 1) * 255).floor()  # .astype(np.uint8) before the PNG that goes to ImageMagick
-    layer = motion_blur_planes(layer[:, None], radius, sigma, angles)
-    layer = layer.round() / 255  # ImageMagick writes an 8-bit PNG
+    layer = motion(layer[:, None].contiguous(), radius, sigma, angles)
+    layer = layer.round().float() / 255  # ImageMagick's 8-bit PNG, in float32 as the image (mixed is slow)
     unit = x / 255
     gray = 0.299 * unit[:, 0:1] + 0.587 * unit[:, 1:2] + 0.114 * unit[:, 2:3]  # cv2.COLOR_RGB2GRAY
     lifted = torch.maximum(unit, gray * 1.5 + 0.5).mul_(1 - blend)
@@ -301,20 +333,26 @@ def _pixelate(x, c, draws):
     return pixels.T.reshape(n, channels, h, w)
 
 
-def _elastic_plan(x, c, draws):
-    """The host-side half of elastic_transform: where cv2.warpAffine samples (integer (y, x) and float32
-    weights of the 1/32-pixel grid) and the smoothed displacement field (dx, dy) float64, (N, 2, H, W)."""
-    h, w = x.shape[2:]
-    imsize = min(h, w)
-    alpha, sigma, jitter = (value * imsize for value in c)
+def _elastic_affine(shape, c, draws):
+    """elastic_transform's random affine warp: cv2.getAffineTransform of three jittered points, (N, 2, 3)."""
+    h, w = shape[2:]
+    jitter = c[2] * min(h, w)
     center = np.float32([h, w]) // 2
     square = min(h, w) // 3
     pts1 = np.float32([center + square, [center[0] + square, center[1] - square], center - square])
     affine = draws.uniform(-jitter, jitter, size=pts1.shape).astype(np.float32)
-    raw = draws.uniform(-1, 1, size=(2, h, w))  # the dx's, then the dy's: two (h, w) draws in a row
     pts2 = pts1[None] + affine  # (N, 3, 2) float32, as (x, y) pairs
     system = np.concatenate([pts1.astype(np.float64), np.ones((3, 1))], axis=1)  # cv2.getAffineTransform
-    matrices = np.linalg.solve(system[None], pts2.astype(np.float64)).transpose(0, 2, 1)  # (N, 2, 3)
+    return np.linalg.solve(system[None], pts2.astype(np.float64)).transpose(0, 2, 1)
+
+
+def _elastic_plan(x, c, draws):
+    """The host-side half of elastic_transform: where cv2.warpAffine samples (integer (y, x) and float32
+    weights of the 1/32-pixel grid) and the smoothed displacement field (dx, dy) float64, (N, 2, H, W)."""
+    h, w = x.shape[2:]
+    alpha, sigma = (value * min(h, w) for value in c[:2])
+    matrices = _elastic_affine(x.shape, c, draws)
+    raw = draws.uniform(-1, 1, size=(2, h, w))  # the dx's, then the dy's: two (h, w) draws in a row
     sy, sx, fy, fx = affine_sources(matrices, h, w)
     table = np.float32(np.arange(32)) / np.float32(32)  # cv2's INTER_TAB_SIZE linear weights, float32
     # scipy.ndimage.gaussian_filter(raw, (0, 0, sigma, sigma), mode="reflect", truncate=3), bit for bit
@@ -338,9 +376,14 @@ def _elastic_transform(x, c, draws):
 
 
 def _elastic_on_cpu(x, c, draws):
-    sy, sx, wy, wx, displacement = _elastic_plan(x, c, draws)
-    warped = bilinear_sample((x / 255).numpy(), sy, sx, 1 - wy, wy, 1 - wx, wx)
-    return torch.from_numpy(displaced_sample(warped, displacement)).clamp_(0, 1).mul_(255)
+    """The same arithmetic in one kernel, an image at a time, drawing the displacement from the image's key."""
+    h, w = x.shape[2:]
+    alpha, sigma = (value * min(h, w) for value in c[:2])
+    inverse = affine_inverse(_elastic_affine(x.shape, c, draws))
+    start = draws.position
+    draws.skip((2, h, w))
+    weights = gaussian_kernel1d(sigma, truncate=3) if sigma > 0 else np.zeros(0)
+    return torch.from_numpy(elastic_levels(x.numpy(), inverse, draws.keys, start, weights, alpha))
 
 
 def _gaussian_nearest(planes, sigma):
@@ -385,4 +428,6 @@ FUNCTIONS = {
 
 # Compiled versions (data/corruption_kernels.py) for images on the CPU, bit for bit the functions above: these
 # take the whole batch at once (their loops are per image), where the tensor versions go through it in chunks.
-CPU_KERNELS = {"brightness": _brightness_on_cpu, "saturate": _saturate_on_cpu, "elastic_transform": _elastic_on_cpu}
+CPU_KERNELS = {"brightness": _brightness_on_cpu, "saturate": _saturate_on_cpu, "elastic_transform": _elastic_on_cpu,
+               "glass_blur": _glass_blur_on_cpu, "gaussian_blur": _gaussian_blur_on_cpu, "motion_blur": _motion_blur_on_cpu,
+               "snow": _snow_on_cpu}

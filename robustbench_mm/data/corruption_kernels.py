@@ -29,7 +29,7 @@ ANGLE_STEP = 2 * np.pi * 2.0 ** -32  # a 32-bit word's share of a turn
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _mix(z):
+def splitmix(z):
     """splitmix64's finaliser on one uint64 (every constant uint64: a mixed int64 would make numba use float64)."""
     z = (z ^ (z >> np.uint64(30))) * MIX1
     z = (z ^ (z >> np.uint64(27))) * MIX2
@@ -44,7 +44,7 @@ def stream_words(keys, start, count):
     for image in prange(keys.shape[0]):
         key = keys[image]
         for j in range(count):
-            out[image, j] = _mix(key + np.uint64(start + j + 1) * GAMMA)
+            out[image, j] = splitmix(key + np.uint64(start + j + 1) * GAMMA)
     return out
 
 
@@ -55,7 +55,7 @@ def stream_units(keys, start, count):
     for image in prange(keys.shape[0]):
         key = keys[image]
         for j in range(count):
-            out[image, j] = (_mix(key + np.uint64(start + j + 1) * GAMMA) >> np.uint64(11)) * 2.0 ** -53
+            out[image, j] = (splitmix(key + np.uint64(start + j + 1) * GAMMA) >> np.uint64(11)) * 2.0 ** -53
     return out
 
 
@@ -69,7 +69,7 @@ def stream_normals(keys, start, count):
     for image in prange(keys.shape[0]):
         key = keys[image]
         for j in range(count):
-            word = _mix(key + np.uint64(start + j + 1) * GAMMA)
+            word = splitmix(key + np.uint64(start + j + 1) * GAMMA)
             radius = math.sqrt(math.log((np.float64(word >> np.uint64(32)) + 0.5) * 2.0 ** -32) * -2.0)
             out[image, j] = radius * math.cos(np.float64(word & np.uint64(0xFFFFFFFF)) * ANGLE_STEP)
     return out
@@ -80,13 +80,13 @@ def sample_noise(levels, keys, start, entries):
     """Every uint8 value of `levels` (N, P) replaced by a level drawn from its row of the alias table
     `entries` (`threshold << 8 | alias` per bucket, row = input level), value i of image k with word
     start + i of key k: the word's top 8 bits pick the bucket, kept when its low 54 bits are below the
-    threshold, else the bucket's alias."""
+    threshold, else the bucket's alias. Returns the levels as float32, what the corruption hands on."""
     n, pixels = levels.shape
-    out = np.empty((n, pixels), dtype=np.uint8)
+    out = np.empty((n, pixels), dtype=np.float32)
     for image in prange(n):
         key = keys[image]
         for i in range(pixels):
-            word = _mix(key + np.uint64(start + i + 1) * GAMMA)
+            word = splitmix(key + np.uint64(start + i + 1) * GAMMA)
             bucket = np.int64(word >> np.uint64(56))
             entry = entries[np.int64(levels[image, i]) << 8 | bucket]
             if np.int64(word & FRACTION_MASK) < entry >> 8:
@@ -146,125 +146,4 @@ def hsv_round_trip(levels, saturation_scale, saturation_shift, value_shift):
             out[image, 0, i] = np.floor(min(max(red, 0.0), 1.0) * 255)
             out[image, 1, i] = np.floor(min(max(green, 0.0), 1.0) * 255)
             out[image, 2, i] = np.floor(min(max(blue, 0.0), 1.0) * 255)
-    return out
-
-
-@njit(cache=True, nogil=True, inline="always")
-def reflect101_index(index, size):
-    """OpenCV's BORDER_REFLECT_101 (d c b | a b c d | c b a) of an integer position."""
-    if 0 <= index < size:  # nearly every position: no division
-        return index
-    if size == 1:
-        return 0
-    period = 2 * size - 2
-    index = abs(index) % period
-    return period - index if index >= size else index
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _reflect(index, size):
-    """scipy.ndimage's 'reflect' (d c b a | a b c d | d c b a) of an integer position."""
-    if 0 <= index < size:  # nearly every position: no division
-        return index
-    index = index % (2 * size)  # numba's % on integers is Python's: never negative here
-    return 2 * size - 1 - index if index >= size else index
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def bilinear_sample(planes, y0, x0, wy0, wy1, wx0, wx1):
-    """cv2.warpAffine's bilinear sampling with a reflect-101 border: out[n, c, i, j] is the sum over the four
-    neighbours of (y0, x0)[n, i, j] of plane value x weight wy wx, in planes' dtype (float32, as OpenCV's
-    float images), neighbours in the order (0, 0), (0, 1), (1, 0), (1, 1)."""
-    n, channels, h, w = planes.shape
-    out = np.empty_like(planes)
-    for image in prange(n):
-        for i in range(h):
-            for j in range(w):
-                top, left = y0[image, i, j], x0[image, i, j]
-                r0, r1 = reflect101_index(top, h), reflect101_index(top + 1, h)
-                c0, c1 = reflect101_index(left, w), reflect101_index(left + 1, w)
-                w00, w01 = wy0[image, i, j] * wx0[image, i, j], wy0[image, i, j] * wx1[image, i, j]
-                w10, w11 = wy1[image, i, j] * wx0[image, i, j], wy1[image, i, j] * wx1[image, i, j]
-                for channel in range(channels):
-                    plane = planes[image, channel]
-                    total = plane[r0, c0] * w00
-                    total += w01 * plane[r0, c1]
-                    total += w10 * plane[r1, c0]
-                    total += w11 * plane[r1, c1]
-                    out[image, channel, i, j] = total
-    return out
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _extend(index, size, nearest):
-    """scipy.ndimage's 'nearest' (a a | a b c d | d d) or 'reflect' (b a | a b c d | d c) border."""
-    if nearest:
-        return min(max(index, 0), size - 1)
-    return _reflect(index, size)
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def gaussian_planes(fields, weights, nearest):
-    """scipy.ndimage.gaussian_filter(fields, sigma=(0, 0, s, s), mode='nearest' or 'reflect') of (N, K, H, W)
-    float32 or float64 fields, `weights` its symmetric 1-D kernel, bit for bit: along H, then along W, each
-    output summed in float64 as scipy's correlate1d sums a symmetric kernel (the centre tap, then the pairs of
-    mirrored taps from the outermost in) and stored in the fields' dtype after each pass, as scipy's output
-    array is. A row of outputs at a time from a border-extended copy (the loop numba vectorises)."""
-    n, k, h, w = fields.shape
-    radius = len(weights) // 2
-    out = np.empty_like(fields)
-    for image in prange(n):
-        tall = np.empty((h + 2 * radius, w))
-        wide = np.empty((h, w + 2 * radius), dtype=fields.dtype)
-        total = np.empty(w)
-        for field in range(k):
-            for i in range(h + 2 * radius):
-                tall[i] = fields[image, field, _extend(i - radius, h, nearest)]
-            for i in range(h):
-                for j in range(w):
-                    total[j] = tall[i + radius, j] * weights[radius]
-                for tap in range(radius, 0, -1):
-                    weight = weights[radius - tap]
-                    for j in range(w):
-                        total[j] += (tall[i + radius - tap, j] + tall[i + radius + tap, j]) * weight
-                wide[i, radius:radius + w] = total
-                for j in range(radius):
-                    wide[i, radius - 1 - j] = wide[i, radius + _extend(-1 - j, w, nearest)]
-                    wide[i, radius + w + j] = wide[i, radius + _extend(w + j, w, nearest)]
-            for i in range(h):
-                for j in range(w):
-                    total[j] = np.float64(wide[i, radius + j]) * weights[radius]
-                for tap in range(radius, 0, -1):
-                    weight = weights[radius - tap]
-                    for j in range(w):
-                        total[j] += (np.float64(wide[i, radius - tap + j]) + np.float64(wide[i, radius + tap + j])) * weight
-                out[image, field, i] = total
-    return out
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def displaced_sample(planes, displacement):
-    """scipy.ndimage.map_coordinates(order=1, mode='reflect') of float32 planes (N, C, H, W) at rows i + dy and
-    columns j + dx, displacement (N, 2, H, W) = (dx, dy) float64: the four neighbours' values x weights summed in
-    float64 in the order (0, 0), (0, 1), (1, 0), (1, 1), rounded to float32 once."""
-    n, channels, h, w = planes.shape
-    out = np.empty_like(planes)
-    for image in prange(n):
-        for i in range(h):
-            for j in range(w):
-                row = i + displacement[image, 1, i, j]
-                col = j + displacement[image, 0, i, j]
-                top, left = np.floor(row), np.floor(col)
-                wy1, wx1 = row - top, col - left
-                wy0, wx0 = 1 - wy1, 1 - wx1
-                r0, r1 = _reflect(int(top), h), _reflect(int(top) + 1, h)
-                c0, c1 = _reflect(int(left), w), _reflect(int(left) + 1, w)
-                w00, w01, w10, w11 = wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1
-                for channel in range(channels):
-                    plane = planes[image, channel]
-                    total = np.float64(plane[r0, c0]) * w00
-                    total += w01 * np.float64(plane[r0, c1])
-                    total += w10 * np.float64(plane[r1, c0])
-                    total += w11 * np.float64(plane[r1, c1])
-                    out[image, channel, i, j] = total
     return out

@@ -87,6 +87,6 @@ def level_noise(name: str):
         levels = x.to(device="cpu", dtype=torch.uint8).reshape(len(x), -1).numpy()
         out = sample_noise(levels, draws.keys, draws.position, noise_tables(name, c))
         draws.skip(levels.shape[1])
-        return torch.from_numpy(out).reshape(x.shape).to(device=x.device, dtype=torch.float32)
+        return torch.from_numpy(out).reshape(x.shape).to(x.device)
     corruption.__name__ = f"_{name}"
     return corruption

@@ -139,15 +139,21 @@ def motion_shifts(width: int, angles_degrees: np.ndarray, height_limit: int, wid
     return dy, dx, counts
 
 
+def motion_kernel(radius: int, sigma: float) -> np.ndarray:
+    """imagecorruptions' motion-blur weights: a one-sided Gaussian over 2 radius + 1 taps, normalised."""
+    width = 2 * radius + 1
+    kernel = np.exp(-np.arange(width) ** 2 / (2 * sigma ** 2)) / (np.sqrt(2 * np.pi) * sigma)
+    return kernel / kernel.sum()
+
+
 def motion_blur_planes(planes: torch.Tensor, radius: int, sigma: float, angles: np.ndarray) -> torch.Tensor:
     """imagecorruptions' _motion_blur on (N, C, H, W) with one angle per image. A tap shifts an image by a
     whole (dy, dx) with its edge repeated: a window of the edge-padded image. Sorted by angle, the images
     that share a tap's shift are runs, so each run adds one window (a view) instead of a per-pixel gather;
     every image still sums its taps in tap order, whatever else is in the batch."""
     n, _, h, w = planes.shape
-    width = 2 * radius + 1
-    kernel = np.exp(-np.arange(width) ** 2 / (2 * sigma ** 2)) / (np.sqrt(2 * np.pi) * sigma)
-    kernel = kernel / kernel.sum()
+    kernel = motion_kernel(radius, sigma)
+    width = len(kernel)
     order = np.argsort(angles, kind="stable")
     dy, dx, counts = motion_shifts(width, angles[order], h, w)
     reach = int(max(np.abs(dy[counts]).max(initial=0), np.abs(dx[counts]).max(initial=0)))
@@ -200,9 +206,8 @@ def hsv2rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor) ->
     return torch.stack((red, green, blue), 1)
 
 
-def affine_sources(matrices: np.ndarray, h: int, w: int):
-    """cv2.warpAffine's source positions (INTER_LINEAR): the inverse matrix in 10-bit fixed point,
-    rounded to 1/32 pixel; returns integer (y, x) and the 1/32 fractions, each (N, H, W)."""
+def affine_inverse(matrices: np.ndarray) -> np.ndarray:
+    """cv2.warpAffine's inverse of each (2, 3) matrix (N, 2, 3): (a11, a12, a21, a22, b1, b2), (6, N) float64."""
     m = matrices
     det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
     det = np.where(det != 0, 1.0 / np.where(det != 0, det, 1.0), 0.0)
@@ -210,6 +215,13 @@ def affine_sources(matrices: np.ndarray, h: int, w: int):
     a12, a21 = -m[:, 0, 1] * det, -m[:, 1, 0] * det
     b1 = -a11 * m[:, 0, 2] - a12 * m[:, 1, 2]
     b2 = -a21 * m[:, 0, 2] - a22 * m[:, 1, 2]
+    return np.stack([a11, a12, a21, a22, b1, b2])
+
+
+def affine_sources(matrices: np.ndarray, h: int, w: int):
+    """cv2.warpAffine's source positions (INTER_LINEAR): the inverse matrix in 10-bit fixed point,
+    rounded to 1/32 pixel; returns integer (y, x) and the 1/32 fractions, each (N, H, W)."""
+    a11, a12, a21, a22, b1, b2 = affine_inverse(matrices)
     scale = 1024  # AB_SCALE
     cols = np.arange(w)
     rows = np.arange(h)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from robustbench_mm.data.corruption_kernels import reflect101_index as reflect101
+from robustbench_mm.data.corruption_filters import reflect101_index as reflect101
 
 CANNY_LOW, CANNY_HIGH = 50, 150
 CANNY_TG22 = int(0.4142135623730950488016887242097 * (1 << 15) + 0.5)  # tan(22.5 deg) in OpenCV's 15-bit fixed point

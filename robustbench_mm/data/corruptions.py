@@ -162,11 +162,14 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0, indic
     step = n if whole else max(1, CHUNK_PIXELS // images[0, 0].numel())
     with one_thread_on_cpu(images.device):
         x = images.float().clamp(0, 1).mul_(255).round_()  # in place after the copy: fresh tensors cost page faults
+        parameters = PARAMETERS[name][severity - 1]
+        if step >= n:
+            return quantise_(function(x, parameters, Draws(keys)))
         out = torch.empty_like(x)
         # every image's result is its own (a subset gives the same), so a CPU batch goes through in chunks
         for start in range(0, n, step):
             part = slice(start, start + step)
-            out[part] = quantise(function(x[part], PARAMETERS[name][severity - 1], Draws(keys[part])))
+            out[part] = quantise_(function(x[part], parameters, Draws(keys[part])))
         return out
 
 
@@ -187,9 +190,10 @@ def one_thread_on_cpu(device: torch.device):
         torch.set_num_threads(previous)
 
 
-def quantise(values: torch.Tensor) -> torch.Tensor:
-    """The reference's `np.uint8(clip(v, 0, 255))`, truncation included, as float32 in [0, 1]."""
-    return values.clamp(0, 255).floor_().float().div_(255)
+def quantise_(values: torch.Tensor) -> torch.Tensor:
+    """The reference's `np.uint8(clip(v, 0, 255))`, truncation included, as float32 in [0, 1]; in place when
+    `values` is float32 (a corruption's result is its own tensor: a fresh batch-sized one costs page faults)."""
+    return values.clamp_(0, 255).floor_().float().div_(255)
 
 
 # ----------------------------------------------------------------------------------------------- official files
