@@ -12,12 +12,13 @@ import scipy.ndimage as ndi
 import torch
 
 from robustbench_mm.data.corruption_jpeg import jpeg_round_trip
-from robustbench_mm.data.corruption_filters import blurred_levels, elastic_levels, gaussian_planes, motion_planes
+from robustbench_mm.data.corruption_filters import (
+    blurred_levels, elastic_levels, gaussian_planes, motion_planes, snow_levels)
 from robustbench_mm.data.corruption_kernels import hsv_round_trip
 from robustbench_mm.data.corruption_noise import level_noise
 from robustbench_mm.data.corruption_ops import (
     affine_inverse, affine_sources, bilinear_gather, clipped_zoom, correlate_taps, gaussian_blur, gaussian_kernel1d, hsv2rgb,
-    motion_blur_planes, motion_kernel, motion_shifts, reflect, reflect101, rgb2hsv, to_device, zoom_blur_planes)
+    motion_blur_planes, motion_kernel, motion_shifts, reflect, reflect101, rgb2hsv, to_device, zoom_blur_planes, zoom_taps)
 from robustbench_mm.data.corruption_random import Draws
 from robustbench_mm.data.corruption_spatter import water_masks
 from robustbench_mm.errors import UsageError
@@ -118,10 +119,26 @@ def _zoom_blur(x, c, draws):
 
 
 def _snow_on_cpu(x, c, draws):
-    return _snow(x, c, draws, motion=_motion_on_cpu)
+    """`_snow`'s arithmetic in one per-image kernel (the streaks summed in float64, as imagecorruptions does)."""
+    mean, std, zoom, threshold, radius, sigma, blend = c
+    h, w = x.shape[2:]
+    start = draws.position
+    draws.skip((h, w))  # the layer's normals, which the kernel draws itself
+    angles = draws.uniform(-135, -45)
+    kernel = motion_kernel(radius, sigma)
+    dy, dx, counted = motion_shifts(len(kernel), angles, h, w)
+    rows, columns = (_zoom_weights(size, zoom) for size in (h, w))
+    return torch.from_numpy(snow_levels(x.numpy(), draws.keys, start, mean, std, rows, columns, np.float32(threshold),
+                                        kernel, dy, dx, counted, blend))
 
 
-def _snow(x, c, draws, motion=motion_blur_planes):
+def _zoom_weights(size, factor):
+    """`zoom_taps` with float32 weights, as `clipped_zoom` applies them to a float32 layer."""
+    low, high, low_weight, high_weight = zoom_taps(size, factor)
+    return low, high, low_weight.astype(np.float32), high_weight.astype(np.float32)
+
+
+def _snow(x, c, draws):
     mean, std, zoom, threshold, radius, sigma, blend = c
     h, w = x.shape[2:]
     layers = draws.normal(loc=mean, scale=std, size=(h, w))
@@ -129,7 +146,7 @@ def _snow(x, c, draws, motion=motion_blur_planes):
     layer = clipped_zoom(to_device(layers, x), zoom)
     layer = torch.where(layer < threshold, 0.0, layer)
     layer = (layer.clamp(0, 1) * 255).floor()  # .astype(np.uint8) before the PNG that goes to ImageMagick
-    layer = motion(layer[:, None].contiguous(), radius, sigma, angles)
+    layer = motion_blur_planes(layer[:, None], radius, sigma, angles)
     layer = layer.round().float() / 255  # ImageMagick's 8-bit PNG, in float32 as the image (mixed is slow)
     unit = x / 255
     gray = 0.299 * unit[:, 0:1] + 0.587 * unit[:, 1:2] + 0.114 * unit[:, 2:3]  # cv2.COLOR_RGB2GRAY

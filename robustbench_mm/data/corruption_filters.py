@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from robustbench_mm.data.corruption_kernels import GAMMA, splitmix
+from robustbench_mm.data.corruption_kernels import GAMMA, box_muller, splitmix
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -136,30 +136,45 @@ def blurred_levels(levels, weights, moves):
     return out
 
 
+@njit(cache=True, nogil=True)
+def _streak(plane, out, weights, dy, dx, counted):
+    """Add to `out` (H, W) float64, tap by tap, weights[t] times `plane` (H, W) shifted by (dy[t], dx[t]) with
+    its edge repeated (taps whose `counted` is False are skipped). The plane is copied once into a frame of
+    `reach` repeated pixels, so a tap is one shift of the whole flattened frame: every output pixel reads its
+    source without a bound check, in one long loop per tap (the frame's extra columns are summed and dropped)."""
+    h, w = plane.shape
+    reach = 0
+    for tap in range(weights.shape[0]):
+        if counted[tap]:
+            reach = max(reach, abs(dy[tap]), abs(dx[tap]))
+    wide = w + 2 * reach
+    frame = np.empty((h + 2 * reach + 1) * wide)  # one spare row: the last row's dropped columns read into it
+    for i in range(h + 2 * reach + 1):
+        source = plane[min(max(i - reach, 0), h - 1)]
+        for j in range(wide):
+            frame[i * wide + j] = source[min(max(j - reach, 0), w - 1)]
+    sums = np.zeros(h * wide)
+    for tap in range(weights.shape[0]):
+        if counted[tap]:
+            weight = weights[tap]
+            offset = (reach - dy[tap]) * wide + reach - dx[tap]  # (i, j) reads (i + reach - dy, j + reach - dx)
+            for p in range(h * wide):
+                sums[p] += frame[p + offset] * weight
+    for i in range(h):
+        for j in range(w):
+            out[i, j] = sums[i * wide + j]
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def motion_planes(planes, weights, dy, dx, counted):
     """imagecorruptions' motion blur of float32 levels (N, C, H, W), as its numpy runs it: per image, the sum
     over its taps t that count of weights[t] (float64) times the image shifted by (dy, dx)[n, t] with its edge
     repeated, in float64, in tap order. Returns float64."""
     n, channels, h, w = planes.shape
-    out = np.zeros(planes.shape)
+    out = np.empty(planes.shape)
     for image in prange(n):
-        for tap in range(weights.shape[0]):
-            if not counted[image, tap]:
-                continue
-            weight = weights[tap]
-            shift_y, shift_x = dy[image, tap], dx[image, tap]
-            inside_from, inside_to = min(max(shift_x, 0), w), max(min(w + shift_x, w), 0)  # 0 <= j - shift_x < w
-            for channel in range(channels):
-                for i in range(h):
-                    source = planes[image, channel, min(max(i - shift_y, 0), h - 1)]
-                    target = out[image, channel, i]
-                    for j in range(inside_from):
-                        target[j] += source[0] * weight
-                    for j in range(inside_from, inside_to):  # the bulk, without clamping: vectorised
-                        target[j] += source[j - shift_x] * weight
-                    for j in range(inside_to, w):
-                        target[j] += source[w - 1] * weight
+        for channel in range(channels):
+            _streak(planes[image, channel], out[image, channel], weights, dy[image], dx[image], counted[image])
     return out
 
 
@@ -235,4 +250,54 @@ def elastic_levels(levels, inverse, keys, start, weights, alpha):
                     total += w10 * np.float64(plane[r1, c0])
                     total += w11 * np.float64(plane[r1, c1])
                     out[image, channel, i, j] = min(max(np.float32(total), np.float32(0)), one) * level
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def snow_levels(levels, keys, start, mean, std, zoom_rows, zoom_columns, threshold, weights, dy, dx, counted, blend):
+    """make_cifar_c's snow of float32 levels (N, 3, H, W) with the tensor version's float32 arithmetic, an image
+    per thread: the snow layer from normal(mean, std) words start .. start + H W - 1 of each key, clipped_zoom
+    (`zoom_rows`, `zoom_columns`: (low, high, low weight, high weight) per output row and column), zeroed below
+    `threshold`, stored as uint8, streaked by `motion_planes`' blur (float64), rounded to uint8; the image lifted
+    towards its gray level, blended, plus the layer and the layer turned half a turn. Returns float32
+    clip(x, 0, 1) * 255."""
+    n, channels, h, w = levels.shape
+    out = np.empty(levels.shape, dtype=np.float32)
+    row_low, row_high, row_low_weight, row_high_weight = zoom_rows
+    column_low, column_high, column_low_weight, column_high_weight = zoom_columns
+    keep, lift = np.float32(blend), np.float32(1 - blend)
+    level = np.float32(255)
+    for image in prange(n):
+        key = keys[image]
+        layer = np.empty((h, w), dtype=np.float32)
+        flat = layer.reshape(h * w)
+        for q in range(h * w):
+            flat[q] = mean + std * box_muller(splitmix(key + np.uint64(start + q + 1) * GAMMA))
+        zoomed = np.empty((h, w), dtype=np.float32)
+        for i in range(h):
+            for j in range(w):
+                zoomed[i, j] = (layer[row_low[i], j] * row_low_weight[i]
+                                + layer[row_high[i], j] * row_high_weight[i])
+        streaks = np.empty((h, w))
+        for i in range(h):
+            for j in range(w):
+                value = (zoomed[i, column_low[j]] * column_low_weight[j]
+                         + zoomed[i, column_high[j]] * column_high_weight[j])
+                if value < threshold:
+                    value = np.float32(0)
+                layer[i, j] = np.floor(min(max(value, np.float32(0)), np.float32(1)) * level)
+        _streak(layer, streaks, weights, dy[image], dx[image], counted[image])
+        for i in range(h):
+            for j in range(w):
+                layer[i, j] = np.float32(np.rint(streaks[i, j])) / level
+        for i in range(h):
+            for j in range(w):
+                red, green, blue = (levels[image, 0, i, j] / level, levels[image, 1, i, j] / level,
+                                    levels[image, 2, i, j] / level)
+                gray = np.float32(0.299) * red + np.float32(0.587) * green + np.float32(0.114) * blue
+                lifted_gray = gray * np.float32(1.5) + np.float32(0.5)
+                for channel, value in ((0, red), (1, green), (2, blue)):
+                    mixed = value * keep + max(value, lifted_gray) * lift
+                    mixed = (mixed + layer[i, j]) + layer[h - 1 - i, w - 1 - j]
+                    out[image, channel, i, j] = min(max(mixed, np.float32(0)), np.float32(1)) * level
     return out

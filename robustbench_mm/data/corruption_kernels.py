@@ -69,10 +69,15 @@ def stream_normals(keys, start, count):
     for image in prange(keys.shape[0]):
         key = keys[image]
         for j in range(count):
-            word = splitmix(key + np.uint64(start + j + 1) * GAMMA)
-            radius = math.sqrt(math.log((np.float64(word >> np.uint64(32)) + 0.5) * 2.0 ** -32) * -2.0)
-            out[image, j] = radius * math.cos(np.float64(word & np.uint64(0xFFFFFFFF)) * ANGLE_STEP)
+            out[image, j] = box_muller(splitmix(key + np.uint64(start + j + 1) * GAMMA))
     return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def box_muller(word):
+    """One standard normal from one word (see `stream_normals`)."""
+    radius = math.sqrt(math.log((np.float64(word >> np.uint64(32)) + 0.5) * 2.0 ** -32) * -2.0)
+    return radius * math.cos(np.float64(word & np.uint64(0xFFFFFFFF)) * ANGLE_STEP)
 
 
 @njit(cache=True, nogil=True, parallel=True)
