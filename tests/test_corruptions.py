@@ -134,14 +134,15 @@ def test_both_jpeg_codecs_are_pils_save_and_open(codec, images):
         assert np.array_equal(out.permute(0, 2, 3, 1).numpy(), np.stack(expected)), quality
 
 
-def test_compiled_snow_is_the_tensor_version(monkeypatch):
-    """The kernel redoes the tensor version's float32 steps one image at a time (its streaks sum in float64,
+@pytest.mark.parametrize("name", ["snow", "spatter"])
+def test_compiled_kernel_is_the_tensor_version(name, monkeypatch):
+    """These kernels redo the tensor version's float32 steps one image at a time (snow's streaks sum in float64,
     which lands on the same uint8 levels here): the same images, so the tolerance above covers the GPU too."""
     images = to_tensor(sample_images(6))
-    compiled = [C.corrupt(images, "snow", severity, seed=SEED) for severity in C.SEVERITIES]
+    compiled = [C.corrupt(images, name, severity, seed=SEED) for severity in C.SEVERITIES]
     monkeypatch.setattr(C, "CPU_KERNELS", {})
     for severity, expected in zip(C.SEVERITIES, compiled):
-        assert torch.equal(C.corrupt(images, "snow", severity, seed=SEED), expected), severity
+        assert torch.equal(C.corrupt(images, name, severity, seed=SEED), expected), severity
 
 
 def test_constants_are_make_cifar_c():

@@ -20,7 +20,7 @@ from robustbench_mm.data.corruption_ops import (
     affine_inverse, affine_sources, bilinear_gather, clipped_zoom, correlate_taps, gaussian_blur, gaussian_kernel1d, hsv2rgb,
     motion_blur_planes, motion_kernel, motion_shifts, reflect, reflect101, rgb2hsv, to_device, zoom_blur_planes, zoom_taps)
 from robustbench_mm.data.corruption_random import Draws
-from robustbench_mm.data.corruption_spatter import water_masks
+from robustbench_mm.data.corruption_spatter import spatter_levels, water_masks
 from robustbench_mm.errors import UsageError
 
 
@@ -409,6 +409,17 @@ def _gaussian_nearest(planes, sigma):
     return gaussian_planes(planes[:, None], gaussian_kernel1d(sigma), True)[:, 0]
 
 
+def _spatter_on_cpu(x, c, draws):
+    """`_spatter`'s arithmetic in one per-image kernel, drawing the liquid from each image's key."""
+    mean, std, sigma, threshold, intensity, mud = c
+    h, w = x.shape[2:]
+    start = draws.position
+    draws.skip((h, w))
+    mud_weights = gaussian_kernel1d(intensity) if mud else np.ones(1)
+    return torch.from_numpy(spatter_levels(x.numpy(), draws.keys, start, mean, std, gaussian_kernel1d(sigma),
+                                           threshold, mud, intensity, mud_weights))
+
+
 def _spatter(x, c, draws):
     mean, std, sigma, threshold, intensity, mud = c
     h, w = x.shape[2:]
@@ -447,4 +458,4 @@ FUNCTIONS = {
 # take the whole batch at once (their loops are per image), where the tensor versions go through it in chunks.
 CPU_KERNELS = {"brightness": _brightness_on_cpu, "saturate": _saturate_on_cpu, "elastic_transform": _elastic_on_cpu,
                "glass_blur": _glass_blur_on_cpu, "gaussian_blur": _gaussian_blur_on_cpu, "motion_blur": _motion_blur_on_cpu,
-               "snow": _snow_on_cpu}
+               "snow": _snow_on_cpu, "spatter": _spatter_on_cpu}

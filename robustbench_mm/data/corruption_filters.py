@@ -41,7 +41,7 @@ def _extend(index, size, nearest):
 
 
 @njit(cache=True, nogil=True)
-def _gaussian_plane(plane, out, weights, nearest, tall, wide, total):
+def gaussian_plane(plane, out, weights, nearest, tall, wide, total):
     """scipy.ndimage.gaussian_filter of one (H, W) plane into `out`, bit for bit: along H, then along W, each
     output summed in float64 as scipy's correlate1d sums a symmetric kernel (the centre tap, then the pairs of
     mirrored taps from the outermost in) and stored in out's dtype after each pass, as scipy's output array is.
@@ -80,7 +80,7 @@ def _gaussian_plane(plane, out, weights, nearest, tall, wide, total):
 @njit(cache=True, nogil=True, parallel=True)
 def gaussian_planes(fields, weights, nearest):
     """scipy.ndimage.gaussian_filter(fields, sigma=(0, 0, s, s), mode='nearest' or 'reflect') of (N, K, H, W)
-    float32 or float64 fields, `weights` its symmetric 1-D kernel, bit for bit (`_gaussian_plane`)."""
+    float32 or float64 fields, `weights` its symmetric 1-D kernel, bit for bit (`gaussian_plane`)."""
     n, k, h, w = fields.shape
     radius = len(weights) // 2
     out = np.empty_like(fields)
@@ -89,7 +89,7 @@ def gaussian_planes(fields, weights, nearest):
         wide = np.empty((h, w + 2 * radius), dtype=fields.dtype)
         total = np.empty(w)
         for field in range(k):
-            _gaussian_plane(fields[image, field], out[image, field], weights, nearest, tall, wide, total)
+            gaussian_plane(fields[image, field], out[image, field], weights, nearest, tall, wide, total)
     return out
 
 
@@ -113,7 +113,7 @@ def blurred_levels(levels, weights, moves):
             for i in range(h):
                 for j in range(w):
                     unit[i, j] = np.float64(levels[image, channel, i, j]) / 255
-            _gaussian_plane(unit, blurred[channel], weights, True, tall, wide, total)
+            gaussian_plane(unit, blurred[channel], weights, True, tall, wide, total)
         if passes:
             flat = blurred.reshape(channels, h * w)
             for channel in range(channels):
@@ -128,7 +128,7 @@ def blurred_levels(levels, weights, moves):
                 for i in range(h):
                     for j in range(w):
                         unit[i, j] = blurred[channel, i, j] / 255
-                _gaussian_plane(unit, blurred[channel], weights, True, tall, wide, total)
+                gaussian_plane(unit, blurred[channel], weights, True, tall, wide, total)
         for channel in range(channels):
             for i in range(h):
                 for j in range(w):
@@ -230,7 +230,7 @@ def elastic_levels(levels, inverse, keys, start, weights, alpha):
             wide = np.empty((h, w + 2 * radius))
             row = np.empty(w)
             for field in range(2):
-                _gaussian_plane(raw[field], smooth[field], weights, False, tall, wide, row)
+                gaussian_plane(raw[field], smooth[field], weights, False, tall, wide, row)
         else:
             smooth[:] = raw
         for i in range(h):

@@ -16,7 +16,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from robustbench_mm.data.corruption_filters import gaussian_plane
 from robustbench_mm.data.corruption_filters import reflect101_index as reflect101
+from robustbench_mm.data.corruption_kernels import GAMMA, box_muller, splitmix
 
 CANNY_LOW, CANNY_HIGH = 50, 150
 CANNY_TG22 = int(0.4142135623730950488016887242097 * (1 << 15) + 0.5)  # tan(22.5 deg) in OpenCV's 15-bit fixed point
@@ -230,4 +232,71 @@ def water_masks(liquid):
     out = np.empty(liquid.shape, dtype=np.float32)
     for image in prange(liquid.shape[0]):
         out[image] = _water_mask(liquid[image])
+    return out
+
+
+WATER = np.array([175 / 255, 238 / 255, 238 / 255], dtype=np.float32)  # (175, 238, 238) "BGR" added to RGB
+MUD = np.array([63 / 255, 42 / 255, 20 / 255], dtype=np.float32)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def spatter_levels(levels, keys, start, mean, std, liquid_weights, threshold, mud, intensity, mud_weights):
+    """make_cifar_c's spatter of float32 levels (N, 3, H, W) with the tensor version's arithmetic, an image per
+    thread: the liquid layer from normal(mean, std) words start .. start + H W - 1 of each key, skimage's
+    float64 blur (`liquid_weights`), zeroed below `threshold`; water: `_water_mask` of its uint8 levels,
+    over its maximum (a mask that is 0 everywhere gives 0 / 0, and the reference's image turns black),
+    times `intensity`, times the water colour added; mud: the liquid above `threshold` blurred in float32
+    (`mud_weights`), zeroed below 0.8, blending the image towards the mud colour. Returns float32
+    clip(x, 0, 1) * 255."""
+    n, channels, h, w = levels.shape
+    out = np.empty(levels.shape, dtype=np.float32)
+    level = np.float32(255)
+    for image in prange(n):
+        key = keys[image]
+        raw = np.empty((h, w))
+        flat = raw.reshape(h * w)
+        for q in range(h * w):
+            flat[q] = mean + std * box_muller(splitmix(key + np.uint64(start + q + 1) * GAMMA))
+        radius = len(liquid_weights) // 2
+        liquid = np.empty((h, w))
+        gaussian_plane(raw, liquid, liquid_weights, True, np.empty((h + 2 * radius, w)),
+                        np.empty((h, w + 2 * radius)), np.empty(w))
+        for i in range(h):
+            for j in range(w):
+                if liquid[i, j] < threshold:
+                    liquid[i, j] = 0.0
+        mask = np.empty((h, w), dtype=np.float32)
+        if mud == 0:
+            liquid8 = np.empty((h, w), dtype=np.uint8)
+            for i in range(h):
+                for j in range(w):
+                    liquid8[i, j] = np.uint8(np.int64(liquid[i, j] * 255) & 255)  # numpy's cast wraps too
+            mask = _water_mask(liquid8)
+            top = np.float32(0)
+            for i in range(h):
+                for j in range(w):
+                    top = max(top, mask[i, j])
+            for i in range(h):
+                for j in range(w):
+                    for channel in range(channels):
+                        if top == 0:
+                            out[image, channel, i, j] = 0  # nan, which the reference stores as 0
+                        else:
+                            weight = mask[i, j] / top * np.float32(intensity)
+                            value = levels[image, channel, i, j] / level + weight * WATER[channel]
+                            out[image, channel, i, j] = min(max(value, np.float32(0)), np.float32(1)) * level
+            continue
+        above = np.empty((h, w), dtype=np.float32)
+        for i in range(h):
+            for j in range(w):
+                above[i, j] = 1 if liquid[i, j] > threshold else 0
+        radius = len(mud_weights) // 2
+        gaussian_plane(above, mask, mud_weights, True, np.empty((h + 2 * radius, w)),
+                        np.empty((h, w + 2 * radius), dtype=np.float32), np.empty(w))
+        for i in range(h):
+            for j in range(w):
+                weight = mask[i, j] if mask[i, j] >= np.float32(0.8) else np.float32(0)
+                for channel in range(channels):
+                    value = levels[image, channel, i, j] / level * (np.float32(1) - weight) + MUD[channel] * weight
+                    out[image, channel, i, j] = min(max(value, np.float32(0)), np.float32(1)) * level
     return out
