@@ -6,11 +6,13 @@ in test_corruptions.py; these reach far more inputs than its three images."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
 from robustbench_mm.data.corruption_filters import gaussian_planes
+from robustbench_mm.data.corruption_kernels import compiled
 from robustbench_mm.data.corruption_ops import gaussian_kernel1d
 from robustbench_mm.data.corruption_spatter import water_masks
 
@@ -64,3 +66,14 @@ def test_water_masks_are_opencvs_chain():
     assert out.dtype == np.float32
     assert np.array_equal(out, expected), f"{np.count_nonzero(out != expected)} values differ"
     assert (out > 0).mean() > 0.05  # the chain did not collapse to zeros
+
+
+def test_a_kernel_numba_cannot_cache_is_still_compiled():
+    """numba caches machine code beside the source or in the user's cache folder; where neither is writable (a
+    read-only install and home) it refuses cache=True at import, as it does for code without a source file,
+    which stands in for that here: the kernel is then compiled without a cache, not left broken."""
+    namespace = {}
+    exec("def double(x):\n    return 2 * x\n", namespace)
+    with pytest.raises(RuntimeError, match="cannot cache"):
+        numba.njit(cache=True)(namespace["double"])
+    assert compiled()(namespace["double"])(21) == 42

@@ -6,12 +6,12 @@ tensor versions in data/corruption_ops.py stay for GPUs, and the tests hold each
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from robustbench_mm.data.corruption_kernels import GAMMA, box_muller, splitmix
+from robustbench_mm.data.corruption_kernels import GAMMA, box_muller, compiled, splitmix
 
 
-@njit(cache=True, nogil=True, inline="always")
+@compiled(inline="always")
 def reflect101_index(index, size):
     """OpenCV's BORDER_REFLECT_101 (d c b | a b c d | c b a) of an integer position."""
     if 0 <= index < size:  # nearly every position: no division
@@ -23,7 +23,7 @@ def reflect101_index(index, size):
     return period - index if index >= size else index
 
 
-@njit(cache=True, nogil=True, inline="always")
+@compiled(inline="always")
 def _reflect(index, size):
     """scipy.ndimage's 'reflect' (d c b a | a b c d | d c b a) of an integer position."""
     if 0 <= index < size:  # nearly every position: no division
@@ -32,7 +32,7 @@ def _reflect(index, size):
     return 2 * size - 1 - index if index >= size else index
 
 
-@njit(cache=True, nogil=True, inline="always")
+@compiled(inline="always")
 def _extend(index, size, nearest):
     """scipy.ndimage's 'nearest' (a a | a b c d | d d) or 'reflect' (b a | a b c d | d c) border."""
     if nearest:
@@ -40,7 +40,7 @@ def _extend(index, size, nearest):
     return _reflect(index, size)
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def gaussian_plane(plane, out, weights, nearest, tall, wide, total):
     """scipy.ndimage.gaussian_filter of one (H, W) plane into `out`, bit for bit: along H, then along W, each
     output summed in float64 as scipy's correlate1d sums a symmetric kernel (the centre tap, then the pairs of
@@ -77,7 +77,7 @@ def gaussian_plane(plane, out, weights, nearest, tall, wide, total):
             out[i, j] = total[j]
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@compiled(parallel=True)
 def gaussian_planes(fields, weights, nearest):
     """scipy.ndimage.gaussian_filter(fields, sigma=(0, 0, s, s), mode='nearest' or 'reflect') of (N, K, H, W)
     float32 or float64 fields, `weights` its symmetric 1-D kernel, bit for bit (`gaussian_plane`)."""
@@ -93,7 +93,7 @@ def gaussian_planes(fields, weights, nearest):
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@compiled(parallel=True)
 def blurred_levels(levels, weights, moves):
     """skimage's gaussian blur ('nearest', float64) of uint8 levels (N, C, H, W) as make_cifar_c's gaussian_blur
     and glass_blur use it, returned as float32 levels floor(clip(x, 0, 1) * 255). With `moves` (N, passes, H * W)
@@ -136,7 +136,7 @@ def blurred_levels(levels, weights, moves):
     return out
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def _streak(plane, out, weights, dy, dx, counted):
     """Add to `out` (H, W) float64, tap by tap, weights[t] times `plane` (H, W) shifted by (dy[t], dx[t]) with
     its edge repeated (taps whose `counted` is False are skipped). The plane is copied once into a frame of
@@ -165,7 +165,7 @@ def _streak(plane, out, weights, dy, dx, counted):
             out[i, j] = sums[i * wide + j]
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@compiled(parallel=True)
 def motion_planes(planes, weights, dy, dx, counted):
     """imagecorruptions' motion blur of float32 levels (N, C, H, W), as its numpy runs it: per image, the sum
     over its taps t that count of weights[t] (float64) times the image shifted by (dy, dx)[n, t] with its edge
@@ -178,7 +178,7 @@ def motion_planes(planes, weights, dy, dx, counted):
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@compiled(parallel=True)
 def elastic_levels(levels, inverse, keys, start, weights, alpha):
     """make_cifar_c's elastic_transform of float32 levels (N, C, H, W), an image per thread, everything in
     small per-image buffers: cv2.warpAffine (INTER_LINEAR, reflect-101) with `inverse` (6, N), the inverse
@@ -253,7 +253,7 @@ def elastic_levels(levels, inverse, keys, start, weights, alpha):
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@compiled(parallel=True)
 def snow_levels(levels, keys, start, mean, std, zoom_rows, zoom_columns, threshold, weights, dy, dx, counted, blend):
     """make_cifar_c's snow of float32 levels (N, 3, H, W) with the tensor version's float32 arithmetic, an image
     per thread: the snow layer from normal(mean, std) words start .. start + H W - 1 of each key, clipped_zoom

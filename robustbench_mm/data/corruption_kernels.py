@@ -28,7 +28,18 @@ FRACTION_MASK = np.uint64((1 << FRACTION_BITS) - 1)
 ANGLE_STEP = 2 * np.pi * 2.0 ** -32  # a 32-bit word's share of a turn
 
 
-@njit(cache=True, nogil=True, inline="always")
+def compiled(**options):
+    """numba's njit with its machine code cached on disk and the GIL released; where no cache folder is writable
+    (a read-only install and home), numba refuses to cache, and the kernel is compiled in every process instead."""
+    def decorate(function):
+        try:
+            return njit(cache=True, nogil=True, **options)(function)
+        except RuntimeError:
+            return njit(nogil=True, **options)(function)
+    return decorate
+
+
+@compiled(inline="always")
 def splitmix(z):
     """splitmix64's finaliser on one uint64 (every constant uint64: a mixed int64 would make numba use float64)."""
     z = (z ^ (z >> np.uint64(30))) * MIX1
@@ -36,7 +47,7 @@ def splitmix(z):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@compiled(parallel=True)
 def stream_words(keys, start, count):
     """Words start..start+count-1 of every image's stream, (N, count) uint64: word j of key k is
     splitmix64(k + (j + 1) * golden gamma), wrapping."""
@@ -48,7 +59,7 @@ def stream_words(keys, start, count):
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@compiled(parallel=True)
 def stream_units(keys, start, count):
     """`stream_words` as float64 in [0, 1): each word's top 53 bits times 2**-53 (exact, as numpy's `random`)."""
     out = np.empty((keys.shape[0], count), dtype=np.float64)
@@ -59,7 +70,7 @@ def stream_units(keys, start, count):
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@compiled(parallel=True)
 def stream_normals(keys, start, count):
     """`stream_words` as standard normals, one word each (Box-Muller): the radius from the high 32 bits
     (shifted off 0), the angle from the low 32. 32 bits bound |z| by sqrt(2 ln 2**33) = 6.8: the normal's mass
@@ -73,14 +84,14 @@ def stream_normals(keys, start, count):
     return out
 
 
-@njit(cache=True, nogil=True, inline="always")
+@compiled(inline="always")
 def box_muller(word):
     """One standard normal from one word (see `stream_normals`)."""
     radius = math.sqrt(math.log((np.float64(word >> np.uint64(32)) + 0.5) * 2.0 ** -32) * -2.0)
     return radius * math.cos(np.float64(word & np.uint64(0xFFFFFFFF)) * ANGLE_STEP)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@compiled(parallel=True)
 def sample_noise(levels, keys, start, entries):
     """Every uint8 value of `levels` (N, P) replaced by a level drawn from its row of the alias table
     `entries` (`threshold << 8 | alias` per bucket, row = input level), value i of image k with word
@@ -101,7 +112,7 @@ def sample_noise(levels, keys, start, entries):
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@compiled(parallel=True)
 def hsv_round_trip(levels, saturation_scale, saturation_shift, value_shift):
     """make_cifar_c's brightness and saturate on uint8 levels (N, 3, P): skimage's rgb2hsv of levels / 255,
     saturation s -> clip(s a + b, 0, 1) and value v -> clip(v + c, 0, 1), skimage's hsv2rgb, then

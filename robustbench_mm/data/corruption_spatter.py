@@ -14,11 +14,10 @@ blur and filter2D reflect it without repeating it (reflect-101), the distance tr
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from robustbench_mm.data.corruption_filters import gaussian_plane
-from robustbench_mm.data.corruption_filters import reflect101_index as reflect101
-from robustbench_mm.data.corruption_kernels import GAMMA, box_muller, splitmix
+from robustbench_mm.data.corruption_filters import gaussian_plane, reflect101_index
+from robustbench_mm.data.corruption_kernels import GAMMA, box_muller, compiled, splitmix
 
 CANNY_LOW, CANNY_HIGH = 50, 150
 CANNY_TG22 = int(0.4142135623730950488016887242097 * (1 << 15) + 0.5)  # tan(22.5 deg) in OpenCV's 15-bit fixed point
@@ -30,7 +29,7 @@ TRUNCATE = 20  # make_cifar_c's threshold(dist, 20, 20, THRESH_TRUNC)
 EMBOSS = np.array([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])  # make_cifar_c's `ker`
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def _canny(image):
     """cv2.Canny(image, 50, 150) (aperture 3, L1 gradient): Sobel with a replicated border, non-maximum
     suppression in OpenCV's fixed-point sectors, hysteresis over 8-neighbours. Returns 0/255 uint8."""
@@ -93,7 +92,7 @@ def _canny(image):
     return edges
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def _distance(image):
     """cv2.distanceTransform(image, DIST_L2, 5): OpenCV's distanceTransform_5x5, a forward and a backward
     pass of the 5x5 chamfer mask over a frame of two "infinitely far" pixels, distances to the nearest zero
@@ -128,18 +127,18 @@ def _distance(image):
     return out
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def _framed(image):
     """image with a one-pixel reflect-101 frame (OpenCV's default border), as float64."""
     h, w = image.shape
     out = np.empty((h + 2, w + 2))
     for y in range(-1, h + 1):
         for x in range(-1, w + 1):
-            out[y + 1, x + 1] = image[reflect101(y, h), reflect101(x, w)]
+            out[y + 1, x + 1] = image[reflect101_index(y, h), reflect101_index(x, w)]
     return out
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def _box_sums(image):
     """cv2.blur(image, (3, 3))'s sums (before / 9) in float64, taps in row-major order."""
     h, w = image.shape
@@ -156,7 +155,7 @@ def _box_sums(image):
     return out
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def _emboss(image):
     """cv2.filter2D(image, CV_8U, EMBOSS): integer sums, saturated to 0..255."""
     h, w = image.shape
@@ -172,7 +171,7 @@ def _emboss(image):
     return out
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def _equalize(image):
     """cv2.equalizeHist: the cumulative histogram above the first occupied level, scaled in float32 by
     255 / (pixels not at that level) and rounded; a one-level image is left as it is."""
@@ -200,7 +199,7 @@ def _equalize(image):
     return out
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def _water_mask(liquid):
     """make_cifar_c's chain on one uint8 liquid layer (H, W) -> float32 m (before m /= max)."""
     h, w = liquid.shape
@@ -226,7 +225,7 @@ def _water_mask(liquid):
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@compiled(parallel=True)
 def water_masks(liquid):
     """`_water_mask` of every uint8 liquid layer of (N, H, W): float32 (N, H, W)."""
     out = np.empty(liquid.shape, dtype=np.float32)
@@ -239,7 +238,7 @@ WATER = np.array([175 / 255, 238 / 255, 238 / 255], dtype=np.float32)  # (175, 2
 MUD = np.array([63 / 255, 42 / 255, 20 / 255], dtype=np.float32)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@compiled(parallel=True)
 def spatter_levels(levels, keys, start, mean, std, liquid_weights, threshold, mud, intensity, mud_weights):
     """make_cifar_c's spatter of float32 levels (N, 3, H, W) with the tensor version's arithmetic, an image per
     thread: the liquid layer from normal(mean, std) words start .. start + H W - 1 of each key, skimage's

@@ -24,6 +24,14 @@ put a result within ~1e-4 of an integer on its other side: one uint8 level, at m
 (defocus blur 5). Filters and zooms are shifted adds and gathers in a fixed order, never a convolution
 or matrix product, whose summation order can change with the batch size.
 
+Two versions. On the CPU, eight corruptions run as compiled per-image kernels (numba; data/
+corruption_filters.py, corruption_spatter.py, corruption_kernels.py): brightness and saturate, glass,
+Gaussian and motion blur, snow, elastic and spatter. They redo the reference's float64 (or OpenCV's
+fixed-point) arithmetic op for op, so on the CPU glass, Gaussian and motion blur, elastic and spatter are
+make_cifar_c's bit for bit too; snow and spatter follow the tensor version's steps bit for bit. On a GPU,
+and for the other corruptions everywhere, the tensor versions of data/corruption_families.py run (the four
+noises are sampled by a kernel on the host for any device, and JPEG is libjpeg's on the host).
+
 Where we differ from make_cifar_c.py (each one also named in the function's docstring):
 - motion_blur and snow's streaks: the reference calls ImageMagick's MotionBlurImage through Wand; we
   use imagecorruptions' re-implementation (a one-sided Gaussian line kernel of width 2*radius+1, the
@@ -111,13 +119,11 @@ PARAMETERS = {
 }
 
 
-# On the CPU `corrupt` works through a batch this many pixels per image plane at a time (64 images of 32x32):
-# most corruptions are chains of memory-bound passes over float64 batches, and a chunk's temporaries stay in
-# cache (357 images: glass blur, pixelate, brightness, saturate, contrast, frost 10-25% faster). Not for those
-# whose per-call loops (the runs of shifts of motion blur and of snow's streaks, spatter's distance-transform
-# rows) do not shrink with the batch: chunking them cost more.
+# On the CPU the tensor versions go through a batch this many pixels per image plane at a time (64 images of
+# 32x32): they are chains of memory-bound passes over float64 batches, and a chunk's temporaries stay in cache
+# (357 images: pixelate, contrast, frost 10-25% faster). The compiled kernels take the batch at once: their
+# loops are per image already.
 CHUNK_PIXELS = 64 * 32 * 32
-WHOLE_BATCH = frozenset({"motion_blur", "snow", "spatter"})
 
 OFFICIAL_IMAGES = 10_000  # rows per severity in CIFAR-10-C / CIFAR-100-C's <corruption>.npy
 OFFICIAL_DATASETS = ("cifar10", "cifar100")
@@ -158,7 +164,7 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0, indic
     keys = image_keys(seed, name, severity, indices)
     on_cpu = images.device.type == "cpu"
     function = CPU_KERNELS.get(name, FUNCTIONS[name]) if on_cpu else FUNCTIONS[name]
-    whole = not on_cpu or name in WHOLE_BATCH or name in CPU_KERNELS
+    whole = not on_cpu or name in CPU_KERNELS
     step = n if whole else max(1, CHUNK_PIXELS // images[0, 0].numel())
     with one_thread_on_cpu(images.device):
         x = images.float().clamp(0, 1).mul_(255).round_()  # in place after the copy: fresh tensors cost page faults
