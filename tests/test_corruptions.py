@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from robustbench_mm.data import corruptions as C
-from robustbench_mm.data.corruption_families import CPU_KERNELS, frost_textures
+from robustbench_mm.data.corruption_cpu import CPU_KERNELS
+from robustbench_mm.data.corruption_families import frost_textures
 from robustbench_mm.data.corruption_jpeg import round_trip_pil, round_trip_torchvision
 from robustbench_mm.errors import UsageError
 

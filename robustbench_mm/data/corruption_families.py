@@ -11,16 +11,14 @@ import numpy as np
 import scipy.ndimage as ndi
 import torch
 
+from robustbench_mm.data.corruption_filters import gaussian_planes
 from robustbench_mm.data.corruption_jpeg import jpeg_round_trip
-from robustbench_mm.data.corruption_filters import (
-    blurred_levels, elastic_levels, gaussian_planes, motion_planes, snow_levels)
-from robustbench_mm.data.corruption_kernels import hsv_round_trip
 from robustbench_mm.data.corruption_noise import level_noise
 from robustbench_mm.data.corruption_ops import (
-    affine_inverse, affine_sources, bilinear_gather, clipped_zoom, correlate_taps, gaussian_blur, gaussian_kernel1d, hsv2rgb,
-    motion_blur_planes, motion_kernel, motion_shifts, reflect, reflect101, rgb2hsv, to_device, zoom_blur_planes, zoom_taps)
+    affine_sources, bilinear_gather, clipped_zoom, correlate_taps, gaussian_blur, gaussian_kernel1d, hsv2rgb,
+    motion_blur_planes, reflect, reflect101, rgb2hsv, to_device, zoom_blur_planes)
 from robustbench_mm.data.corruption_random import Draws
-from robustbench_mm.data.corruption_spatter import spatter_levels, water_masks
+from robustbench_mm.data.corruption_spatter import water_masks
 from robustbench_mm.errors import UsageError
 
 
@@ -28,18 +26,7 @@ def _gaussian_blur_corruption(x, c, draws):
     return gaussian_blur(x / 255, c).clamp_(0, 1).mul_(255)
 
 
-def _gaussian_blur_on_cpu(x, c, draws):
-    """skimage's float64 blur, bit for bit (the tensor version sums in float32, in another order)."""
-    no_moves = np.zeros((len(x), 0, 0), dtype=np.int64)
-    return torch.from_numpy(blurred_levels(x.numpy(), gaussian_kernel1d(c), no_moves))
-
-
-def _glass_blur_on_cpu(x, c, draws):
-    """Both blurs in float64 as skimage's, bit for bit, and the moves between them."""
-    return torch.from_numpy(blurred_levels(x.numpy(), gaussian_kernel1d(c[0]), _glass_moves(x.shape, c, draws)))
-
-
-def _glass_moves(shape, c, draws) -> np.ndarray:
+def glass_moves(shape, c, draws) -> np.ndarray:
     """glass_blur's moves as each pass's source pixel of every pixel, (N, passes, H * W) int64."""
     sigma, max_delta, iterations = c
     if max_delta != 1:
@@ -59,7 +46,7 @@ def _glass_blur(x, c, draws):
     to max_delta + 1, with (dx, dy) = randint(-1, 1, size=2) drawn in that loop order."""
     sigma, max_delta, iterations = c
     n, _, h, w = x.shape
-    index = torch.from_numpy(_glass_moves(x.shape, c, draws)).to(x.device)
+    index = torch.from_numpy(glass_moves(x.shape, c, draws)).to(x.device)
     # np.uint8(gaussian(x / 255) * 255); float64 as the reference, since a level lost to float32 here
     # is moved and blurred again (it came out two levels apart)
     out = gaussian_blur(x.double().div_(255), sigma).mul_(255).floor_()
@@ -94,48 +81,16 @@ def _defocus_blur(x, c, draws):
     return correlate_taps(x / 255, _defocus_kernel(*c), "reflect").clamp_(0, 1).mul_(255)
 
 
-def _motion_blur(x, c, draws, motion=motion_blur_planes):
+def _motion_blur(x, c, draws):
     """imagecorruptions' re-implementation of ImageMagick's motion blur (make_cifar_c calls Wand)."""
     radius, sigma = c
     angles = draws.uniform(-45, 45)
-    return motion(x, radius, sigma, angles).clamp_(0, 255)
-
-
-def _motion_on_cpu(planes, radius, sigma, angles):
-    """`motion_blur_planes` as a kernel: the same taps per image in the same order, summed in float64 as
-    imagecorruptions' numpy does (bit for bit), where the tensor version sums in float32."""
-    kernel = motion_kernel(radius, sigma)
-    dy, dx, counted = motion_shifts(len(kernel), angles, *planes.shape[2:])
-    return torch.from_numpy(motion_planes(planes.numpy(), kernel, dy, dx, counted))
-
-
-def _motion_blur_on_cpu(x, c, draws):
-    return _motion_blur(x, c, draws, motion=_motion_on_cpu)
+    return motion_blur_planes(x, radius, sigma, angles).clamp_(0, 255)
 
 
 def _zoom_blur(x, c, draws):
     """Every factor's clipped zoom and the average with the image, as one set of per-pixel taps on the levels."""
     return zoom_blur_planes(x, np.arange(*c)).clamp_(0, 255)
-
-
-def _snow_on_cpu(x, c, draws):
-    """`_snow`'s arithmetic in one per-image kernel (the streaks summed in float64, as imagecorruptions does)."""
-    mean, std, zoom, threshold, radius, sigma, blend = c
-    h, w = x.shape[2:]
-    start = draws.position
-    draws.skip((h, w))  # the layer's normals, which the kernel draws itself
-    angles = draws.uniform(-135, -45)
-    kernel = motion_kernel(radius, sigma)
-    dy, dx, counted = motion_shifts(len(kernel), angles, h, w)
-    rows, columns = (_zoom_weights(size, zoom) for size in (h, w))
-    return torch.from_numpy(snow_levels(x.numpy(), draws.keys, start, mean, std, rows, columns, np.float32(threshold),
-                                        kernel, dy, dx, counted, blend))
-
-
-def _zoom_weights(size, factor):
-    """`zoom_taps` with float32 weights, as `clipped_zoom` applies them to a float32 layer."""
-    low, high, low_weight, high_weight = zoom_taps(size, factor)
-    return low, high, low_weight.astype(np.float32), high_weight.astype(np.float32)
 
 
 def _snow(x, c, draws):
@@ -245,19 +200,6 @@ def _saturate(x, c, draws):
     return hsv2rgb(hue, (saturation * c[0] + c[1]).clamp_(0, 1), value).clamp_(0, 1).mul_(255)
 
 
-def _hsv_on_cpu(x, saturation_scale, saturation_shift, value_shift):
-    levels = x.to(torch.uint8).reshape(len(x), 3, -1).numpy()
-    return torch.from_numpy(hsv_round_trip(levels, saturation_scale, saturation_shift, value_shift)).reshape(x.shape)
-
-
-def _brightness_on_cpu(x, c, draws):
-    return _hsv_on_cpu(x, 1.0, 0.0, c)
-
-
-def _saturate_on_cpu(x, c, draws):
-    return _hsv_on_cpu(x, c[0], c[1], 0.0)
-
-
 def _contrast(x, c, draws):
     unit = x.double()
     # the levels' sum is exact in any order, so an image's mean never depends on its batch
@@ -350,7 +292,7 @@ def _pixelate(x, c, draws):
     return pixels.T.reshape(n, channels, h, w)
 
 
-def _elastic_affine(shape, c, draws):
+def elastic_affine(shape, c, draws):
     """elastic_transform's random affine warp: cv2.getAffineTransform of three jittered points, (N, 2, 3)."""
     h, w = shape[2:]
     jitter = c[2] * min(h, w)
@@ -368,7 +310,7 @@ def _elastic_plan(x, c, draws):
     weights of the 1/32-pixel grid) and the smoothed displacement field (dx, dy) float64, (N, 2, H, W)."""
     h, w = x.shape[2:]
     alpha, sigma = (value * min(h, w) for value in c[:2])
-    matrices = _elastic_affine(x.shape, c, draws)
+    matrices = elastic_affine(x.shape, c, draws)
     raw = draws.uniform(-1, 1, size=(2, h, w))  # the dx's, then the dy's: two (h, w) draws in a row
     sy, sx, fy, fx = affine_sources(matrices, h, w)
     table = np.float32(np.arange(32)) / np.float32(32)  # cv2's INTER_TAB_SIZE linear weights, float32
@@ -392,32 +334,10 @@ def _elastic_transform(x, c, draws):
     return out.clamp_(0, 1).mul_(255)
 
 
-def _elastic_on_cpu(x, c, draws):
-    """The same arithmetic in one kernel, an image at a time, drawing the displacement from the image's key."""
-    h, w = x.shape[2:]
-    alpha, sigma = (value * min(h, w) for value in c[:2])
-    inverse = affine_inverse(_elastic_affine(x.shape, c, draws))
-    start = draws.position
-    draws.skip((2, h, w))
-    weights = gaussian_kernel1d(sigma, truncate=3) if sigma > 0 else np.zeros(0)
-    return torch.from_numpy(elastic_levels(x.numpy(), inverse, draws.keys, start, weights, alpha))
-
-
 def _gaussian_nearest(planes, sigma):
     """skimage's gaussian(planes[k], sigma) of every (H, W) plane, in the planes' dtype: scipy's gaussian_filter
     (truncate 4, 'nearest'), bit for bit."""
     return gaussian_planes(planes[:, None], gaussian_kernel1d(sigma), True)[:, 0]
-
-
-def _spatter_on_cpu(x, c, draws):
-    """`_spatter`'s arithmetic in one per-image kernel, drawing the liquid from each image's key."""
-    mean, std, sigma, threshold, intensity, mud = c
-    h, w = x.shape[2:]
-    start = draws.position
-    draws.skip((h, w))
-    mud_weights = gaussian_kernel1d(intensity) if mud else np.ones(1)
-    return torch.from_numpy(spatter_levels(x.numpy(), draws.keys, start, mean, std, gaussian_kernel1d(sigma),
-                                           threshold, mud, intensity, mud_weights))
 
 
 def _spatter(x, c, draws):
@@ -453,9 +373,3 @@ FUNCTIONS = {
     "speckle_noise": level_noise("speckle_noise"), "gaussian_blur": _gaussian_blur_corruption, "spatter": _spatter,
     "saturate": _saturate,
 }
-
-# Compiled versions (data/corruption_kernels.py) for images on the CPU, bit for bit the functions above: these
-# take the whole batch at once (their loops are per image), where the tensor versions go through it in chunks.
-CPU_KERNELS = {"brightness": _brightness_on_cpu, "saturate": _saturate_on_cpu, "elastic_transform": _elastic_on_cpu,
-               "glass_blur": _glass_blur_on_cpu, "gaussian_blur": _gaussian_blur_on_cpu, "motion_blur": _motion_blur_on_cpu,
-               "snow": _snow_on_cpu, "spatter": _spatter_on_cpu}

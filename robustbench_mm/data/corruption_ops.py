@@ -83,7 +83,8 @@ def clipped_zoom(planes: torch.Tensor, factor: float) -> torch.Tensor:
     planes = (planes.index_select(-2, low) * w_low.to(planes.dtype)[:, None]
               + planes.index_select(-2, high) * w_high.to(planes.dtype)[:, None])
     low, high, w_low, w_high = (torch.as_tensor(a, device=planes.device) for a in zoom_taps(w, factor))
-    return planes.index_select(-1, low) * w_low.to(planes.dtype) + planes.index_select(-1, high) * w_high.to(planes.dtype)
+    return (planes.index_select(-1, low) * w_low.to(planes.dtype)
+            + planes.index_select(-1, high) * w_high.to(planes.dtype))
 
 
 @cache

@@ -64,7 +64,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustbench_mm.data.corruption_families import CPU_KERNELS, FUNCTIONS
+from robustbench_mm.data.corruption_cpu import CPU_KERNELS
+from robustbench_mm.data.corruption_families import FUNCTIONS
 from robustbench_mm.data.corruption_random import Draws, ImageDraws, image_draws
 from robustbench_mm.data.corruption_random import image_keys as random_keys
 from robustbench_mm.errors import UsageError, check_choice
