@@ -168,7 +168,8 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0, indic
     whole = not on_cpu or name in CPU_KERNELS
     step = n if whole else max(1, CHUNK_PIXELS // images[0, 0].numel())
     with one_thread_on_cpu(images.device):
-        x = images.float().clamp(0, 1).mul_(255).round_()  # in place after the copy: fresh tensors cost page faults
+        # in place after the copy (fresh tensors cost page faults); NCHW-contiguous, which the kernels index
+        x = images.float().clamp(0, 1).contiguous().mul_(255).round_()
         parameters = PARAMETERS[name][severity - 1]
         if step >= n:
             return quantise_(function(x, parameters, Draws(keys)))
