@@ -247,55 +247,62 @@ def spatter_levels(levels, keys, start, mean, std, liquid_weights, threshold, mu
     times `intensity`, times the water colour added; mud: the liquid above `threshold` blurred in float32
     (`mud_weights`), zeroed below 0.8, blending the image towards the mud colour. Returns float32
     clip(x, 0, 1) * 255."""
-    n, channels, h, w = levels.shape
     out = np.empty(levels.shape, dtype=np.float32)
-    level = np.float32(255)
-    for image in prange(n):
-        key = keys[image]
-        raw = np.empty((h, w))
-        flat = raw.reshape(h * w)
-        for q in range(h * w):
-            flat[q] = mean + std * box_muller(splitmix(key + np.uint64(start + q + 1) * GAMMA))
-        radius = len(liquid_weights) // 2
-        liquid = np.empty((h, w))
-        gaussian_plane(raw, liquid, liquid_weights, True, np.empty((h + 2 * radius, w)),
-                        np.empty((h, w + 2 * radius)), np.empty(w))
-        for i in range(h):
-            for j in range(w):
-                if liquid[i, j] < threshold:
-                    liquid[i, j] = 0.0
-        mask = np.empty((h, w), dtype=np.float32)
-        if mud == 0:
-            liquid8 = np.empty((h, w), dtype=np.uint8)
-            for i in range(h):
-                for j in range(w):
-                    liquid8[i, j] = np.uint8(np.int64(liquid[i, j] * 255) & 255)  # numpy's cast wraps too
-            mask = _water_mask(liquid8)
-            top = np.float32(0)
-            for i in range(h):
-                for j in range(w):
-                    top = max(top, mask[i, j])
-            for i in range(h):
-                for j in range(w):
-                    for channel in range(channels):
-                        if top == 0:
-                            out[image, channel, i, j] = 0  # nan, which the reference stores as 0
-                        else:
-                            weight = mask[i, j] / top * np.float32(intensity)
-                            value = levels[image, channel, i, j] / level + weight * WATER[channel]
-                            out[image, channel, i, j] = min(max(value, np.float32(0)), np.float32(1)) * level
-            continue
-        above = np.empty((h, w), dtype=np.float32)
-        for i in range(h):
-            for j in range(w):
-                above[i, j] = 1 if liquid[i, j] > threshold else 0
-        radius = len(mud_weights) // 2
-        gaussian_plane(above, mask, mud_weights, True, np.empty((h + 2 * radius, w)),
-                        np.empty((h, w + 2 * radius), dtype=np.float32), np.empty(w))
-        for i in range(h):
-            for j in range(w):
-                weight = mask[i, j] if mask[i, j] >= np.float32(0.8) else np.float32(0)
-                for channel in range(channels):
-                    value = levels[image, channel, i, j] / level * (np.float32(1) - weight) + MUD[channel] * weight
-                    out[image, channel, i, j] = min(max(value, np.float32(0)), np.float32(1)) * level
+    for image in prange(levels.shape[0]):
+        _spatter_image(levels[image], keys[image], start, mean, std, liquid_weights, threshold, mud, intensity,
+                       mud_weights, out[image])
     return out
+
+
+@compiled()
+def _spatter_image(levels, key, start, mean, std, liquid_weights, threshold, mud, intensity, mud_weights, out):
+    """`spatter_levels` of one image (C, H, W) into `out` (a thread's whole work: the parallel loop stays small,
+    which keeps numba's compile time down)."""
+    channels, h, w = levels.shape
+    level = np.float32(255)
+    raw = np.empty((h, w))
+    flat = raw.reshape(h * w)
+    for q in range(h * w):
+        flat[q] = mean + std * box_muller(splitmix(key + np.uint64(start + q + 1) * GAMMA))
+    radius = len(liquid_weights) // 2
+    liquid = np.empty((h, w))
+    gaussian_plane(raw, liquid, liquid_weights, True, np.empty((h + 2 * radius, w)),
+                   np.empty((h, w + 2 * radius)), np.empty(w))
+    for i in range(h):
+        for j in range(w):
+            if liquid[i, j] < threshold:
+                liquid[i, j] = 0.0
+    mask = np.empty((h, w), dtype=np.float32)
+    if mud == 0:
+        liquid8 = np.empty((h, w), dtype=np.uint8)
+        for i in range(h):
+            for j in range(w):
+                liquid8[i, j] = np.uint8(np.int64(liquid[i, j] * 255) & 255)  # numpy's cast wraps too
+        mask = _water_mask(liquid8)
+        top = np.float32(0)
+        for i in range(h):
+            for j in range(w):
+                top = max(top, mask[i, j])
+        for i in range(h):
+            for j in range(w):
+                for channel in range(channels):
+                    if top == 0:
+                        out[channel, i, j] = 0  # nan, which the reference stores as 0
+                    else:
+                        weight = mask[i, j] / top * np.float32(intensity)
+                        value = levels[channel, i, j] / level + weight * WATER[channel]
+                        out[channel, i, j] = min(max(value, np.float32(0)), np.float32(1)) * level
+        return
+    above = np.empty((h, w), dtype=np.float32)
+    for i in range(h):
+        for j in range(w):
+            above[i, j] = 1 if liquid[i, j] > threshold else 0
+    radius = len(mud_weights) // 2
+    gaussian_plane(above, mask, mud_weights, True, np.empty((h + 2 * radius, w)),
+                   np.empty((h, w + 2 * radius), dtype=np.float32), np.empty(w))
+    for i in range(h):
+        for j in range(w):
+            weight = mask[i, j] if mask[i, j] >= np.float32(0.8) else np.float32(0)
+            for channel in range(channels):
+                value = levels[channel, i, j] / level * (np.float32(1) - weight) + MUD[channel] * weight
+                out[channel, i, j] = min(max(value, np.float32(0)), np.float32(1)) * level
