@@ -27,6 +27,7 @@ INIT_DIST = 2 ** 31 - 1  # OpenCV's INIT_DIST0 (INT_MAX), held in unsigned ints:
 DIST_MAX = INIT_DIST >> 2
 TRUNCATE = 20  # make_cifar_c's threshold(dist, 20, 20, THRESH_TRUNC)
 EMBOSS = np.array([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])  # make_cifar_c's `ker`
+BOX = np.ones((3, 3))  # cv2.blur's 3x3 sums
 
 
 @compiled()
@@ -139,25 +140,9 @@ def _framed(image):
 
 
 @compiled()
-def _box_sums(image):
-    """cv2.blur(image, (3, 3))'s sums (before / 9) in float64, taps in row-major order."""
-    h, w = image.shape
-    framed = _framed(image)
-    out = np.empty((h, w))
-    for y in range(h):
-        for x in range(w):
-            total = framed[y, x]
-            for i in range(3):
-                for j in range(3):
-                    if i or j:
-                        total += framed[y + i, x + j]
-            out[y, x] = total
-    return out
-
-
-@compiled()
-def _emboss(image):
-    """cv2.filter2D(image, CV_8U, EMBOSS): integer sums, saturated to 0..255."""
+def _correlate3(image, kernel):
+    """The 3x3 correlation of `image` with `kernel` over a reflect-101 border, in float64, taps in row-major
+    order from 0 (a box's sums come out as cv2.blur adds them: 0 + v and 1 v are exact)."""
     h, w = image.shape
     framed = _framed(image)
     out = np.empty((h, w))
@@ -166,8 +151,8 @@ def _emboss(image):
             total = 0.0
             for i in range(3):
                 for j in range(3):
-                    total += EMBOSS[i, j] * framed[y + i, x + j]
-            out[y, x] = min(max(total, 0.0), 255.0)
+                    total += kernel[i, j] * framed[y + i, x + j]
+            out[y, x] = total
     return out
 
 
@@ -212,12 +197,13 @@ def _water_mask(liquid):
     for y in range(h):
         for x in range(w):
             distance[y, x] = min(distance[y, x], np.float32(TRUNCATE))
-    sums = _box_sums(distance)
+    sums = _correlate3(distance, BOX)
     blurred = np.empty((h, w), dtype=np.uint8)
     for y in range(h):
         for x in range(w):
             blurred[y, x] = np.uint8(np.float32(sums[y, x] * (1 / 9)))  # >= 0, so truncation
-    sums = _box_sums(_emboss(_equalize(blurred)))
+    embossed = np.minimum(np.maximum(_correlate3(_equalize(blurred), EMBOSS), 0.0), 255.0)  # CV_8U saturates
+    sums = _correlate3(embossed, BOX)
     out = np.empty((h, w), dtype=np.float32)
     for y in range(h):
         for x in range(w):
