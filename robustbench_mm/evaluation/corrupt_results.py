@@ -39,8 +39,10 @@ DIFFERS_FROM_REFERENCE = {
 }
 
 
-ARITHMETIC_NOTE = ("float32 arithmetic where the reference uses float64 can move a value by one uint8 level "
-                   "(at most ~2 % of values, defocus blur severity 5)")
+ARITHMETIC_NOTE = ("generated on the CPU, brightness, saturate, pixelate, JPEG, frost, fog, glass, Gaussian and motion "
+                   "blur, elastic and spatter are the reference's arithmetic bit for bit; elsewhere (the other "
+                   "corruptions, and all of them on a GPU) float32 arithmetic where the reference uses float64 can "
+                   "move a value by one uint8 level (at most ~2 % of values, defocus blur severity 5)")
 
 
 UNITS = {"accuracy": "percent", "corruptions_accuracy": "percent", "corruptions_acc": "fraction in [0, 1] "
