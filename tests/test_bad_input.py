@@ -158,6 +158,9 @@ CASES = [
     (TRAIN + ["--weight-decay", "inf"], "--weight-decay must be a finite number, got inf"),
     (TRAIN + ["--lr-gamma", "nan"], "--lr-gamma must be in (0, 1], got nan"),
     (TRAIN + ["--seed", str(2**32)], "--seed must be at most 4294967295"),
+    # AutoAttack's options without --autoattack were ignored silently (probe 2026-12-03)
+    (ATTACK + ["--aa-eps", "4/255"], "--aa-eps sets AutoAttack, which runs only with --autoattack: add --autoattack, or leave it out"),
+    (ATTACK + ["--no-aa-paper-eps", "--aa-budget", "smoke"], "--aa-paper-eps, --aa-budget set AutoAttack"),
     (ATTACK + ["--pgd-step-size", "nan"], "--pgd-step-size must be a finite number, got nan"),
     (ATTACK + ["--pgd-threshold", "nan"], "--pgd-threshold must be a percentage in [0, 100], got nan"),
     (ATTACK + ["--sweep", "0,inf"], "--sweep values must be finite and >= 0, got inf"),

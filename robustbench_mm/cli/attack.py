@@ -8,6 +8,7 @@ from robustbench_mm.cli.common import (
     add_device, add_external_model, add_model_inputs, add_quiet, add_test_subset, external_source_from_args,
     float_list, fraction)
 from robustbench_mm.config import AA_BUDGETS, DATASETS, AttackConfig
+from robustbench_mm.errors import UsageError
 from robustbench_mm.evaluation.attack import run_attacks
 from robustbench_mm.evaluation.attack_summary import attack_summary
 from robustbench_mm.sources.external import protocols_for
@@ -53,16 +54,17 @@ def add_parser(sub) -> None:
     p.add_argument("--autoattack", action="store_true",
                    help="also run AutoAttack (standard L-inf: APGD-CE, APGD-T, FAB-T, Square at the reference "
                         "settings) at --aa-eps and at the paper's eps (the first --eps) on the pixel scale")
-    p.add_argument("--aa-eps", type=fraction, default=DEFAULTS.aa_eps,
+    # AutoAttack's own options default to None, so that one given without --autoattack is refused, not ignored
+    p.add_argument("--aa-eps", type=fraction,
                    help="AutoAttack eps on the [0, 1] pixel scale: a number or a fraction (default 8/255)")
-    p.add_argument("--aa-paper-eps", action=argparse.BooleanOptionalAction, default=DEFAULTS.aa_paper_eps,
+    p.add_argument("--aa-paper-eps", action=argparse.BooleanOptionalAction,
                    help="also run AutoAttack at the paper's eps, the first --eps (default: yes)")
-    p.add_argument("--aa-budget", choices=AA_BUDGETS, default=DEFAULTS.aa_budget,
+    p.add_argument("--aa-budget", choices=AA_BUDGETS,
                    help="standard: the reference settings (default); smoke: a small budget for the CPU demo, "
                         "labelled as such in every table")
-    p.add_argument("--max-black-box-share", type=float, default=DEFAULTS.max_black_box_share,
+    p.add_argument("--max-black-box-share", type=float,
                    help="%% of examples Square may fool that every white-box AutoAttack stage missed "
-                        "(default %(default)s, AutoAttack's own threshold)")
+                        f"(default {DEFAULTS.max_black_box_share}, AutoAttack's own threshold)")
     add_test_subset(p, DEFAULTS.batch_size, cpu_capped=False)
     p.add_argument("--dataset", help=f"refuse models not trained on this dataset: {', '.join(DATASETS)}; "
                                      "with --model: the test set to evaluate on")
@@ -78,6 +80,20 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+AUTOATTACK_OPTIONS = {"aa_eps": "--aa-eps", "aa_paper_eps": "--aa-paper-eps", "aa_budget": "--aa-budget",
+                      "max_black_box_share": "--max-black-box-share"}
+
+
+def autoattack_settings(args) -> dict:
+    """AutoAttack's options as given, the defaults for the others; refused when given without --autoattack."""
+    given = [flag for name, flag in AUTOATTACK_OPTIONS.items() if getattr(args, name) is not None]
+    if given and not args.autoattack:
+        raise UsageError(f"{', '.join(given)} {'sets' if len(given) == 1 else 'set'} AutoAttack, which runs only "
+                         f"with --autoattack: add --autoattack, or leave {'it' if len(given) == 1 else 'them'} out")
+    return {name: getattr(DEFAULTS, name) if getattr(args, name) is None else getattr(args, name)
+            for name in AUTOATTACK_OPTIONS}
+
+
 def config_from_args(args, source=None) -> AttackConfig:
     protocols = protocols_for(source, args.protocol, DEFAULTS.protocols) if source else args.protocol or DEFAULTS.protocols
     return AttackConfig(
@@ -88,8 +104,7 @@ def config_from_args(args, source=None) -> AttackConfig:
         n_examples=args.n_examples, batch_size=args.batch_size,
         checkpoint=DEFAULTS.checkpoint if source else args.weights or DEFAULTS.checkpoint, seed=args.seed,
         device=args.device, save_examples=args.save_examples, dataset=args.dataset, data_dir=args.data_dir,
-        autoattack=args.autoattack, aa_eps=args.aa_eps, aa_paper_eps=args.aa_paper_eps, aa_budget=args.aa_budget,
-        max_black_box_share=args.max_black_box_share,
+        autoattack=args.autoattack, **autoattack_settings(args),
     )
 
 
