@@ -45,8 +45,7 @@ def _snow_on_cpu(x, c, draws):
     """`_snow`'s arithmetic in one per-image kernel (the streaks summed in float64, as imagecorruptions does)."""
     mean, std, zoom, threshold, radius, sigma, blend = c
     h, w = x.shape[2:]
-    start = draws.position
-    draws.skip((h, w))  # the layer's normals, which the kernel draws itself
+    start = draws.reserve((h, w))  # the layer's normals
     angles = draws.uniform(-135, -45)
     kernel = motion_kernel(radius, sigma)
     dy, dx, counted = motion_shifts(len(kernel), angles, h, w)
@@ -79,8 +78,7 @@ def _elastic_on_cpu(x, c, draws):
     h, w = x.shape[2:]
     alpha, sigma = (value * min(h, w) for value in c[:2])
     inverse = affine_inverse(elastic_affine(x.shape, c, draws))
-    start = draws.position
-    draws.skip((2, h, w))
+    start = draws.reserve((2, h, w))  # the displacement field's uniforms
     weights = gaussian_kernel1d(sigma, truncate=3) if sigma > 0 else np.zeros(0)
     return torch.from_numpy(elastic_levels(x.numpy(), inverse, draws.keys, start, weights, alpha))
 
@@ -89,8 +87,7 @@ def _spatter_on_cpu(x, c, draws):
     """`_spatter`'s arithmetic in one per-image kernel, drawing the liquid from each image's key."""
     mean, std, sigma, threshold, intensity, mud = c
     h, w = x.shape[2:]
-    start = draws.position
-    draws.skip((h, w))
+    start = draws.reserve((h, w))  # the liquid layer's normals
     mud_weights = gaussian_kernel1d(intensity) if mud else np.ones(1)
     return torch.from_numpy(spatter_levels(x.numpy(), draws.keys, start, mean, std, gaussian_kernel1d(sigma),
                                            threshold, mud, intensity, mud_weights))

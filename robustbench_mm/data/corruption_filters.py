@@ -225,7 +225,7 @@ def elastic_levels(levels, inverse, keys, start, weights, alpha):
             unit = (splitmix(key + np.uint64(start + q + 1) * GAMMA) >> np.uint64(11)) * 2.0 ** -53
             flat[q] = -1 + 2 * unit  # Generator.uniform(-1, 1)'s formula
         smooth = np.empty((2, h, w))
-        if radius > 0 or len(weights) == 1:
+        if len(weights):
             tall = np.empty((h + 2 * radius, w))
             wide = np.empty((h, w + 2 * radius))
             row = np.empty(w)

@@ -85,8 +85,7 @@ def level_noise(name: str):
     """The corruption function `f(images, parameter, draws)` of one per-pixel noise."""
     def corruption(x: torch.Tensor, c, draws: Draws) -> torch.Tensor:
         levels = x.to(device="cpu", dtype=torch.uint8).reshape(len(x), -1).numpy()
-        out = sample_noise(levels, draws.keys, draws.position, noise_tables(name, c))
-        draws.skip(levels.shape[1])
+        out = sample_noise(levels, draws.keys, draws.reserve(levels.shape[1]), noise_tables(name, c))
         return torch.from_numpy(out).reshape(x.shape).to(x.device)
     corruption.__name__ = f"_{name}"
     return corruption

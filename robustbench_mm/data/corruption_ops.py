@@ -16,11 +16,6 @@ def to_device(array: np.ndarray, like: torch.Tensor, dtype=torch.float32) -> tor
     return torch.from_numpy(np.ascontiguousarray(array)).to(device=like.device, dtype=dtype)
 
 
-def hwc_draws(rngs, draw) -> np.ndarray:
-    """Per-image draws of shape (H, W, C) (the reference's layout) stacked and turned to (N, C, H, W)."""
-    return np.stack([draw(rng) for rng in rngs]).transpose(0, 3, 1, 2)
-
-
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> np.ndarray:
     """scipy.ndimage.gaussian_filter1d's weights (what skimage.filters.gaussian uses)."""
     radius = int(truncate * float(sigma) + 0.5)

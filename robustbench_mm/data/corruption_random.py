@@ -75,14 +75,15 @@ class Draws:
         self.position += count
         return out.reshape((len(self.keys),) + shape)
 
-    def take_for(self, images: slice, size) -> np.ndarray:
-        """The next prod(size) words of the images `images` only, without moving on (then `skip`)."""
-        shape = (size,) if isinstance(size, int) else tuple(size)
-        keys = self.keys[images]
-        return words(keys, self.position, int(np.prod(shape, dtype=np.int64))).reshape((len(keys),) + shape)
-
     def skip(self, size) -> None:
         self.position += int(np.prod((size,) if isinstance(size, int) else tuple(size), dtype=np.int64))
+
+    def reserve(self, size) -> int:
+        """Move past the next prod(size) words of every image and return where they start: for a kernel that
+        draws them itself from the keys (the same words, in the same order)."""
+        start = self.position
+        self.skip(size)
+        return start
 
     def random(self, size=None) -> np.ndarray:
         """Uniform floats in [0, 1): a word's top 53 bits times 2**-53, every value a multiple of 2**-53 as

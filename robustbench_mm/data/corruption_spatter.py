@@ -269,15 +269,15 @@ def _spatter_image(levels, key, start, mean, std, liquid_weights, threshold, mud
         for i in range(h):
             for j in range(w):
                 top = max(top, mask[i, j])
+        if top == 0:
+            out[:] = 0  # nan, which the reference stores as 0
+            return
         for i in range(h):
             for j in range(w):
+                weight = mask[i, j] / top * np.float32(intensity)
                 for channel in range(channels):
-                    if top == 0:
-                        out[channel, i, j] = 0  # nan, which the reference stores as 0
-                    else:
-                        weight = mask[i, j] / top * np.float32(intensity)
-                        value = levels[channel, i, j] / level + weight * WATER[channel]
-                        out[channel, i, j] = min(max(value, np.float32(0)), np.float32(1)) * level
+                    value = levels[channel, i, j] / level + weight * WATER[channel]
+                    out[channel, i, j] = min(max(value, np.float32(0)), np.float32(1)) * level
         return
     above = np.empty((h, w), dtype=np.float32)
     for i in range(h):

@@ -40,14 +40,12 @@ def publish(staging: Path, reports_root: Path) -> None:
             foreign.append(folder)
     foreign += [name for name in new if _clashes(reports_root / name, ours.get(name), _digest(staging / name))]
     if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise UsageError(f"{str(reports_root)!r} holds files mm-robust report did not write ({shown}); "
+        raise UsageError(f"{str(reports_root)!r} holds files mm-robust report did not write ({_listed(foreign)}); "
                          "move them away or choose another --reports")
     locked = [name for name in new if _locked(reports_root / name)]
     if locked:
-        shown = ", ".join(locked[:3]) + (f" and {len(locked) - 3} more" if len(locked) > 3 else "")
-        raise UsageError(f"{str(reports_root)!r} holds report files that cannot be replaced ({shown}: immutable or "
-                         "append-only, e.g. chattr +i); make them writable or choose another --reports")
+        raise UsageError(f"{str(reports_root)!r} holds report files that cannot be replaced ({_listed(locked)}: "
+                         "immutable or append-only, e.g. chattr +i); make them writable or choose another --reports")
     written = {name: _digest(staging / name) for name in new}
     for folder in folders:
         (reports_root / folder).mkdir(exist_ok=True)  # checked above: absent or a real folder
@@ -77,6 +75,11 @@ def _folders(names) -> list[str]:
     """Every folder the relative file names lie in, outermost first ('a', 'a/b' for 'a/b/c.json')."""
     found = {"/".join(name.split("/")[:depth]) for name in names for depth in range(1, name.count("/") + 1)}
     return sorted(found, key=lambda f: (f.count("/"), f))
+
+
+def _listed(names: list[str]) -> str:
+    """The first three names, and how many more."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _locked(path: Path) -> bool:
